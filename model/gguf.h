@@ -80,6 +80,11 @@ char *dms_gguf_get_str(const dms_gguf *g, const char *key);
  * linear, so use dms_gguf_array_strs to fetch all at once. */
 int dms_gguf_array_strs(const dms_gguf_kv *kv, dms_gguf_str *out, dms_err *err);
 
+/* Copies a name from the file into buf for an error message: control bytes
+ * become '?', and a name longer than the buffer is cut with "...". */
+#define DMS_GGUF_NAME_BUF 160
+const char *dms_gguf_str_printable(dms_gguf_str s, char *buf, size_t cap);
+
 /* Human-readable type name ("Q4_1", "F32", ...) or "?" */
 const char *dms_ggml_type_name(dms_ggml_type t);
 /* Whether dms_gguf_dequantize supports type t. */

@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct dms_err {
     char msg[1024];
 } dms_err;
@@ -19,5 +23,9 @@ int dms_errf(dms_err *err, const char *fmt, ...)
  * a file name as an error travels up). Returns -1. */
 int dms_err_prefix(dms_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

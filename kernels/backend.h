@@ -55,6 +55,55 @@ typedef struct dms_backend {
     void (*add)(void *ctx, float *y, const float *x, size_t n);
     /* out[i] = table row ids[i]; table is a [vocab, dim] matrix */
     void (*embedding)(void *ctx, float *out, const dms_mat *table, const int32_t *ids, int n);
+
+    /* ---- training: DMS attention and backward ops ----
+     * A packed training sequence has T tokens; seg[t] is the document each
+     * token belongs to (attention never crosses documents). */
+
+    /* DMS attention forward over a whole packed sequence. Query i attends
+     * key j iff j <= i and seg[j] == seg[i]; the score gets the additive bias
+     *   0                    if i - j <= window
+     *   log_keep[j, kv(h)]   otherwise (log of the probability that key j is
+     *                        still kept; log_keep may be NULL = all zeros)
+     * after scaling. q[T, H*hd], k/v[T, KV*hd], log_keep[T, KV];
+     * out[T, H*hd]; lse[T, H] receives each row's log-sum-exp for backward. */
+    void (*attention_dms_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
+                              const float *v, const float *log_keep, const int32_t *seg, int T,
+                              int n_heads, int n_kv_heads, int head_dim, int window, float scale);
+    /* Its gradient: dq, dk, dv are overwritten; dlog_keep[T, KV] (if not
+     * NULL) is overwritten with dLoss/dlog_keep. out and lse are the forward's. */
+    void (*attention_dms_bwd)(void *ctx, float *dq, float *dk, float *dv, float *dlog_keep,
+                              const float *dout, const float *out, const float *lse, const float *q,
+                              const float *k, const float *v, const float *log_keep,
+                              const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim,
+                              int window, float scale);
+    /* dx[n, w.cols] = dy[n, w.rows] @ w (accumulate: dx += instead of =) */
+    void (*matmul_bwd_x)(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate);
+    /* dw[rows, cols] += dy[n, rows]^T @ x[n, cols]; db[rows] += sum_n dy (db may be NULL).
+     * For trainable weights only: fp32 gradients. */
+    void (*matmul_bwd_w)(void *ctx, float *dw, float *db, const float *dy, const float *x, int n,
+                         int rows, int cols);
+    /* dx = d rmsnorm(x; w)/dx applied to dy (overwrites dx; dx may alias dy);
+     * dw[dim] += gradient of w if dw is not NULL. */
+    void (*rmsnorm_bwd)(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                        const float *w, int rows, int dim, float eps);
+    /* Inverse rotation in place: turns d(rope(x)) into dx. */
+    void (*rope_bwd)(void *ctx, float *dx, const int32_t *pos, const float *inv_freq, int n,
+                     int n_heads, int head_dim);
+    /* out = silu(gate)*up backward: dgate, dup overwritten (may alias gate/up). */
+    void (*swiglu_bwd)(void *ctx, float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, size_t n);
+    /* Distillation on a chunk of rows: zs, zt[rows, V] are student and
+     * teacher logits. loss[r] = sum_v p_s (log p_s - log p_t) (KL(s||t)),
+     * and dzs[r] = weight[r] * dloss[r]/dzs[r] (dzs may alias zs). */
+    void (*kd_chunk)(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
+                     const float *weight, int rows, int V);
+    /* AdamW step on one fp32 tensor: g is scaled by grad_scale first (for
+     * clipping); bias-corrected with step t (1-based). */
+    void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale);
+    /* sum of squares of x (for the global grad norm), returned to the host */
+    double (*sumsq)(void *ctx, const float *x, size_t n);
 } dms_backend;
 
 /* The reference backend; always available. */

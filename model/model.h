@@ -35,7 +35,11 @@ typedef struct dms_model {
     size_t n_params;
 } dms_model;
 
-typedef enum { DMS_LOAD_WEIGHTS = 1, DMS_LOAD_TOKENIZER = 2 } dms_load_flags;
+typedef enum {
+    DMS_LOAD_WEIGHTS = 1,
+    DMS_LOAD_TOKENIZER = 2,            /* a missing tokenizer is an error */
+    DMS_LOAD_TOKENIZER_IF_PRESENT = 4, /* load it when the model has one */
+} dms_load_flags;
 
 /* path: a Hugging Face model folder (config.json, safetensors, tokenizer.json)
  * or a .gguf file. flags: DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER. */

@@ -241,11 +241,12 @@ int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int fl
     if (is_dir(path)) {
         snprintf(p, sizeof p, "%s/config.json", path);
         if (dms_config_from_hf(&m->cfg, p, err) != 0) goto fail;
-        if (flags & DMS_LOAD_TOKENIZER) {
+        snprintf(p, sizeof p, "%s/tokenizer.json", path);
+        const int have_tok = access(p, F_OK) == 0;
+        if ((flags & DMS_LOAD_TOKENIZER) || ((flags & DMS_LOAD_TOKENIZER_IF_PRESENT) && have_tok)) {
             char cfgp[PATH_MAX];
-            snprintf(p, sizeof p, "%s/tokenizer.json", path);
             snprintf(cfgp, sizeof cfgp, "%s/tokenizer_config.json", path);
-            if (access(p, F_OK) != 0) {
+            if (!have_tok) {
                 dms_errf(err, "%s: missing tokenizer (no tokenizer.json in the model folder)", path);
                 goto fail;
             }
@@ -266,8 +267,9 @@ int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int fl
             dms_gguf_close(&ws.gg);
             goto fail;
         }
-        if (flags & DMS_LOAD_TOKENIZER) {
-            if (!dms_gguf_find_kv(&ws.gg, "tokenizer.ggml.tokens")) {
+        const int have_tok = dms_gguf_find_kv(&ws.gg, "tokenizer.ggml.tokens") != NULL;
+        if ((flags & DMS_LOAD_TOKENIZER) || ((flags & DMS_LOAD_TOKENIZER_IF_PRESENT) && have_tok)) {
+            if (!have_tok) {
                 dms_errf(err, "%s: missing tokenizer (no tokenizer.ggml.tokens metadata)", path);
                 dms_gguf_close(&ws.gg);
                 goto fail;

@@ -32,6 +32,10 @@ int dms_tokenizer_encode(const dms_tokenizer *t, const char *text, size_t len, i
  * passed through as raw bytes (as `tokenizers` would give U+FFFD, see
  * dms_tokenizer_decode_lossy). */
 char *dms_tokenizer_decode(const dms_tokenizer *t, const int32_t *ids, size_t n, int skip_special);
+/* As dms_tokenizer_decode, but invalid UTF-8 becomes U+FFFD (one per maximal
+ * invalid subpart, as Rust's from_utf8_lossy and `tokenizers` do). */
+char *dms_tokenizer_decode_lossy(const dms_tokenizer *t, const int32_t *ids, size_t n,
+                                 int skip_special);
 
 /* The raw bytes one token stands for (after byte-level unmapping); for
  * streaming output. Returns a pointer valid for the tokenizer's lifetime. */
@@ -48,14 +52,21 @@ int32_t dms_tokenizer_eos(const dms_tokenizer *t); /* -1 if none */
  * <|im_end|> or <|eot_id|> / <|end_of_text|>. */
 int dms_tokenizer_is_stop(const dms_tokenizer *t, int32_t id);
 int dms_tokenizer_is_special(const dms_tokenizer *t, int32_t id);
-/* Whether the model's metadata asks for BOS at the start of an encode. */
+/* Whether the model's metadata asks for BOS at the start of an encode
+ * (tokenizer_config.json add_bos_token, else a TemplateProcessing post-
+ * processor that starts with a special token; GGUF tokenizer.ggml.add_bos_token,
+ * default on for Llama 3 pre-tokenizers). dms_tokenizer_encode never adds BOS
+ * itself: callers prepend dms_tokenizer_bos() when this is set. */
 int dms_tokenizer_add_bos(const dms_tokenizer *t);
 /* The model's chat template source (Jinja text) or NULL. */
 const char *dms_tokenizer_chat_template(const dms_tokenizer *t);
 /* Short description for `dms inspect`: "byte-level BPE, 49152 tokens, pre=smollm". */
 const char *dms_tokenizer_describe(const dms_tokenizer *t);
 /* FNV-1a 64 hash over vocabulary, merges and pre-tokenizer: identifies a
- * tokenizer in token shards. */
+ * tokenizer in token shards. Covers token strings with their added/special
+ * flags, merges in rank order, normaliser + split regexes in canonical form,
+ * and ignore_merges; the same tokenizer gives the same hash from GGUF and from
+ * tokenizer.json (checked for SmolLM2). */
 uint64_t dms_tokenizer_hash(const dms_tokenizer *t);
 
 /* ---- chat templates ---- */
@@ -67,14 +78,67 @@ dms_chat_kind dms_chat_detect(const char *template_src);
 const char *dms_chat_kind_name(dms_chat_kind k);
 /* Renders messages as the model's template does, ending with the assistant
  * header if add_generation_prompt. Returns malloc'd text (special tokens
- * written literally; encode it with parse_special=1). */
+ * written literally; encode it with parse_special=1).
+ * BOS: Llama 3's template starts with bos_token ("<|begin_of_text|>"); the
+ * rendering here leaves it out, and callers prepend dms_tokenizer_bos() when
+ * dms_tokenizer_add_bos() says so, as for any text. That gives exactly the ids
+ * of HF's apply_chat_template(tokenize=True) (HF tokenizes the rendered text
+ * with add_special_tokens=False, so BOS appears once) and never doubles BOS.
+ * Llama 3 contents are trimmed (the template's `| trim`); ChatML contents are
+ * written as they are. dms_chat_render adds no default system message. */
 char *dms_chat_render(dms_chat_kind k, const dms_chat_msg *msgs, size_t n, int add_generation_prompt,
                       dms_err *err);
-
-/* Detects the kind from the template text and renders as the template
- * would, including a default system message that the template inserts when
- * the conversation has none (SmolLM2, Qwen2.5). */
+/* Detects the kind from the template source and renders as that template
+ * does, including a ChatML default system message taken from the template
+ * text (SmolLM2, Qwen2.5) when the first message is not "system".
+ * template_src NULL or unrecognised -> error. */
 char *dms_chat_render_tpl(const char *template_src, const dms_chat_msg *msgs, size_t n,
                           int add_generation_prompt, dms_err *err);
+/* The ChatML default system prompt written in the template (malloc'd, with
+ * Jinja string escapes undone), or NULL if it has none. */
+char *dms_chat_default_system(const char *template_src);
+
+/* ---- pre-tokenizer (model/tokenizer_pretok.c; used by tokenizer.c) ----
+ * A normaliser (NFC/NFD/NFKC/NFKD, applied in order) followed by split
+ * steps, each applied to every piece of the previous one, as `tokenizers`
+ * Sequence pre-tokenizers do. The final byte-level mapping and BPE are the
+ * tokenizer's. */
+typedef struct dms_pretok dms_pretok;
+typedef enum {
+    DMS_NORM_NFC = 1, DMS_NORM_NFD, DMS_NORM_NFKC, DMS_NORM_NFKD
+} dms_norm_form;
+typedef enum {
+    DMS_SPLIT_REMOVED = 0, DMS_SPLIT_ISOLATED, DMS_SPLIT_MERGED_WITH_PREVIOUS,
+    DMS_SPLIT_MERGED_WITH_NEXT, DMS_SPLIT_CONTIGUOUS
+} dms_split_behavior;
+typedef struct { const char *ptr; size_t len; } dms_piece;
+/* Output of one run: pieces point into the input or into owned buffers
+ * (normalised text, prefix-spaced pieces) that live until the next run or
+ * dms_pretok_out_free. */
+typedef struct dms_pretok_out {
+    dms_piece *pieces;
+    size_t n, cap;
+    void *priv; /* scratch owned by the out object */
+} dms_pretok_out;
+
+extern const char *const DMS_REGEX_GPT2, *const DMS_REGEX_LLAMA3, *const DMS_REGEX_QWEN2;
+
+dms_pretok *dms_pretok_new(void);
+void dms_pretok_free(dms_pretok *p);
+int dms_pretok_add_norm(dms_pretok *p, dms_norm_form f);
+/* pattern is a regex (PCRE2, UTF + UCP), or a literal string if literal.
+ * where names the source in error messages. */
+int dms_pretok_add_split(dms_pretok *p, const char *pattern, int literal, dms_split_behavior b,
+                         int invert, const char *where, dms_err *err);
+/* ByteLevel add_prefix_space: prepend ' ' to each piece not starting with one. */
+int dms_pretok_add_prefix_space(dms_pretok *p);
+/* A canonical description of the steps, for hashing ("NFC|split:1:0:<re>|..."). */
+const char *dms_pretok_signature(const dms_pretok *p);
+/* Short name for describe(): known regexes by name, joined by '+'. */
+const char *dms_pretok_short_name(const dms_pretok *p);
+/* Normalises and splits valid UTF-8 text into out (reset first). */
+int dms_pretok_run(const dms_pretok *p, const char *text, size_t len, dms_pretok_out *out,
+                   dms_err *err);
+void dms_pretok_out_free(dms_pretok_out *out);
 
 #endif

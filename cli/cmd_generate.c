@@ -1,0 +1,160 @@
+/* cmd_generate.c - `dms generate`: load a model, render the prompt with the
+ * model's chat template (unless --raw), stream the continuation to stdout,
+ * and report prefill/decode speed and KV cache use on stderr (and as JSON
+ * with --stats-json, which the benchmarks read). */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "model/model.h"
+#include "runtime/generate.h"
+
+typedef struct {
+    const dms_tokenizer *tok;
+    int quiet;
+} stream_ctx;
+
+static int stream_token(int32_t id, void *p) {
+    stream_ctx *c = p;
+    if (c->quiet || dms_tokenizer_is_special(c->tok, id)) return 0;
+    size_t len;
+    const char *b = dms_tokenizer_token_bytes(c->tok, id, &len);
+    fwrite(b, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static int write_stats_json(const char *path, const dms_model *m, const dms_gen_params *p,
+                            const dms_gen_stats *s, int threads) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", m->path);
+    cJSON_AddStringToObject(o, "arch", dms_arch_name(m->cfg.arch));
+    cJSON_AddStringToObject(o, "weight_types", m->weight_types);
+    cJSON_AddNumberToObject(o, "threads", threads);
+    cJSON_AddNumberToObject(o, "temperature", p->temperature);
+    cJSON_AddNumberToObject(o, "prompt_tokens", s->prompt_tokens);
+    cJSON_AddNumberToObject(o, "new_tokens", s->new_tokens);
+    cJSON_AddNumberToObject(o, "decode_steps", s->decode_steps);
+    cJSON_AddNumberToObject(o, "prefill_s", s->prefill_s);
+    cJSON_AddNumberToObject(o, "decode_s", s->decode_s);
+    cJSON_AddNumberToObject(o, "prefill_tok_s", s->prefill_s > 0 ? s->prompt_tokens / s->prefill_s : 0);
+    cJSON_AddNumberToObject(o, "decode_tok_s", s->decode_s > 0 ? s->decode_steps / s->decode_s : 0);
+    cJSON_AddNumberToObject(o, "kv_bytes_used", (double)s->kv_bytes_used);
+    cJSON_AddNumberToObject(o, "kv_bytes_reserved", (double)s->kv_bytes_reserved);
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    FILE *f = fopen(path, "w");
+    int rc = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF ? 0 : -1;
+    if (f && fclose(f) != 0) rc = -1;
+    free(text);
+    if (rc) fprintf(stderr, "dms generate: %s: cannot write stats\n", path);
+    return rc;
+}
+
+int dms_cmd_generate(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL;
+    int raw = 0, threads = 0, quiet = 0, no_stop = 0;
+    dms_gen_params gp;
+    dms_gen_params_default(&gp);
+    const dms_arg args[] = {
+        {"--model", ARG_STR, &model_path, "PATH", "HF model folder or .gguf file (default: the embedded model)"},
+        {"--prompt", ARG_STR, &prompt, "TEXT", "the user message (required)"},
+        {"--system", ARG_STR, &system, "TEXT", "system message for the chat template"},
+        {"--raw", ARG_BOOL, &raw, NULL, "feed the prompt as is, without the chat template"},
+        {"--max-tokens", ARG_INT, &gp.max_new_tokens, "N", "tokens to generate at most (default 128)"},
+        {"--temperature", ARG_FLOAT, &gp.temperature, "T", "sampling temperature; 0 = greedy (default 0)"},
+        {"--top-k", ARG_INT, &gp.top_k, "K", "sample among the K most likely tokens (default off)"},
+        {"--top-p", ARG_FLOAT, &gp.top_p, "P", "nucleus sampling mass (default 1 = off)"},
+        {"--seed", ARG_U64, &gp.seed, "S", "sampling seed (default 1234)"},
+        {"--ignore-eos", ARG_BOOL, &no_stop, NULL, "keep generating past end-of-turn tokens"},
+        {"--threads", ARG_INT, &threads, "N", "CPU threads (default: all cores)"},
+        {"--quiet", ARG_BOOL, &quiet, NULL, "do not print the generated text"},
+        {"--stats-json", ARG_STR, &stats_json, "FILE", "also write timing and KV statistics as JSON"},
+    };
+    const dms_cmd_spec spec = {
+        .name = "generate",
+        .summary = "dms generate - generate text from a model, streaming, with tokens/s and KV statistics",
+        .usage = "dms generate [--model PATH] --prompt TEXT [options]",
+        .args = args,
+        .n_args = (int)(sizeof args / sizeof args[0]),
+        .epilog = "examples:\n  dms generate --prompt 'What is 7*8?'\n"
+                  "  dms generate --model Qwen3-0.6B/ --prompt 'Hi' --temperature 0.7 --top-p 0.9 --seed 7",
+    };
+    int pr = dms_args_parse(&spec, argc, argv);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!prompt) {
+        fprintf(stderr, "dms generate: --prompt is required (see 'dms generate --help')\n");
+        return 2;
+    }
+    if (gp.max_new_tokens <= 0 || gp.top_p <= 0 || gp.top_p > 1 || gp.temperature < 0) {
+        fprintf(stderr, "dms generate: need --max-tokens > 0, 0 < --top-p <= 1, --temperature >= 0\n");
+        return 2;
+    }
+    gp.stop_at_eos = !no_stop;
+    dms_set_threads(threads);
+    if (!model_path) model_path = dms_default_model();
+
+    dms_err err = {0};
+    dms_model m;
+    if (dms_model_load(&m, model_path, &dms_backend_cpu, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, &err) != 0) {
+        fprintf(stderr, "dms generate: %s\n", err.msg);
+        return 1;
+    }
+    char *text = NULL;
+    const char *tpl = dms_tokenizer_chat_template(m.tok);
+    if (!raw && tpl) {
+        dms_chat_msg msgs[2];
+        size_t n = 0;
+        if (system) msgs[n++] = (dms_chat_msg){"system", system};
+        msgs[n++] = (dms_chat_msg){"user", prompt};
+        text = dms_chat_render_tpl(tpl, msgs, n, 1, &err);
+        if (!text) {
+            fprintf(stderr, "dms generate: %s: %s\n", model_path, err.msg);
+            dms_model_free(&m);
+            return 1;
+        }
+    } else {
+        text = strdup(prompt);
+    }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = 0;
+    if (dms_tokenizer_encode(m.tok, text, strlen(text), !raw, &ids, &n_ids, &err) != 0) {
+        fprintf(stderr, "dms generate: %s\n", err.msg);
+        rc = 1;
+    }
+    if (rc == 0 && dms_tokenizer_add_bos(m.tok) && dms_tokenizer_bos(m.tok) >= 0 &&
+        (n_ids == 0 || ids[0] != dms_tokenizer_bos(m.tok))) {
+        int32_t *with = malloc(sizeof(int32_t) * (n_ids + 1));
+        with[0] = dms_tokenizer_bos(m.tok);
+        memcpy(with + 1, ids, sizeof(int32_t) * n_ids);
+        free(ids);
+        ids = with;
+        n_ids++;
+    }
+    dms_gen_stats st;
+    stream_ctx sc = {m.tok, quiet};
+    if (rc == 0 && dms_generate(&m, ids, (int)n_ids, &gp, stream_token, &sc, NULL, &st, &err) != 0) {
+        fprintf(stderr, "\ndms generate: %s\n", err.msg);
+        rc = 1;
+    }
+    if (rc == 0) {
+        if (!quiet) putchar('\n');
+        fprintf(stderr,
+                "[dms] prompt %d tok, prefill %.2f s (%.1f tok/s) | generated %d tok, decode %.1f tok/s%s\n"
+                "[dms] KV cache (plain, no eviction): %.2f MiB used for %d tokens, %.2f MiB reserved\n",
+                st.prompt_tokens, st.prefill_s, st.prefill_s > 0 ? st.prompt_tokens / st.prefill_s : 0,
+                st.new_tokens, st.decode_s > 0 ? st.decode_steps / st.decode_s : 0,
+                st.stopped_by_eos ? " (stopped at end of turn)" : "", st.kv_bytes_used / 1048576.0,
+                st.prompt_tokens + st.new_tokens, st.kv_bytes_reserved / 1048576.0);
+        if (stats_json && write_stats_json(stats_json, &m, &gp, &st, threads) != 0) rc = 1;
+    }
+    free(ids);
+    free(text);
+    dms_model_free(&m);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/* main.c - the dms binary: subcommand dispatch and top-level help. Each
+ * subcommand parses its own flags (cli/args.h) and returns the exit code. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "cli/commands.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"generate", dms_cmd_generate, "generate text from a model (greedy or sampled), with tokens/s and KV statistics"},
+    {"inspect", dms_cmd_inspect, "show a model's architecture, tensor shapes and dtypes, and tokenizer"},
+};
+#define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
+
+const char *dms_default_model(void) {
+    const char *env = getenv("DMS_MODEL");
+    return env && *env ? env : DMS_SOURCE_DIR "/models/default.gguf";
+}
+
+void dms_set_threads(int n) {
+    if (n <= 0) return;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "dms - Dynamic Memory Sparsification retrofitting trainer\n\n"
+            "usage: dms COMMAND [options]    (dms COMMAND --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nThe default model (when --model is not given) is $DMS_MODEL or\n  %s\n", dms_default_model());
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dms: unknown command '%s' (see 'dms --help')\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,40 @@
+/* generate.h - autoregressive generation: prefill the prompt, then decode
+ * one token at a time with a sampler, streaming each token to a callback and
+ * timing both phases. Uses the plain KV cache of model.h for now; the paged
+ * DMS cache plugs in here later. */
+#ifndef DMS_GENERATE_H
+#define DMS_GENERATE_H
+
+#include <stdint.h>
+
+#include "model/model.h"
+
+typedef struct dms_gen_params {
+    int max_new_tokens;
+    float temperature; /* <= 0: greedy */
+    int top_k;
+    float top_p;
+    uint64_t seed;
+    int stop_at_eos;   /* stop on the tokenizer's stop tokens (needs m->tok) */
+    int prefill_chunk; /* tokens per forward call while prefilling */
+} dms_gen_params;
+
+typedef struct dms_gen_stats {
+    int prompt_tokens, new_tokens;
+    int decode_steps; /* forward calls after the prefill (new_tokens - 1 unless stopped) */
+    double prefill_s, decode_s;
+    size_t kv_bytes_used, kv_bytes_reserved;
+    int stopped_by_eos;
+} dms_gen_stats;
+
+/* Called for every generated token; return non-zero to stop early. */
+typedef int (*dms_token_cb)(int32_t id, void *ctx);
+
+void dms_gen_params_default(dms_gen_params *p);
+
+/* Generates after `prompt`; the new ids are returned in *out (malloc'd,
+ * caller frees) when out is not NULL. */
+int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const dms_gen_params *p,
+                 dms_token_cb cb, void *ctx, int32_t **out, dms_gen_stats *stats, dms_err *err);
+
+#endif

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# test.sh - build, then run every CPU test suite with ctest. Suites labelled
+# `gpu` need the device machine: run them there with `ctest -L gpu`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+ctest --test-dir build -LE gpu --output-on-failure -j2

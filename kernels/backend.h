@@ -104,6 +104,35 @@ typedef struct dms_backend {
                   float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale);
     /* sum of squares of x (for the global grad norm), returned to the host */
     double (*sumsq)(void *ctx, const float *x, size_t n);
+
+    /* ---- DMS decisions (DESIGN.md section 1, docs/dms_reference_notes.md) ----
+     * A layer has T x KV decision logits z = scale * z_raw - offset. */
+
+    /* Logistic(0,1) noise[T, KV] from the counter RNG (kernels/dms_rng.h),
+     * keyed by (seed, step, layer, kv head, tok0 + t): rank-count independent. */
+    void (*dms_noise)(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,
+                      int64_t tok0);
+    /* u = (scale*z_raw - offset + noise) / tau (noise may be NULL: eval);
+     * hard = [u > 0]; log_keep[j] = logsigmoid(-u[j+1]) when token j+1 is in
+     * j's document, else 0 (the decision about key j is emitted by j+1).
+     * per_layer: KV head 0's logit and noise stand for every head. */
+    void (*dms_decide)(void *ctx, float *u, float *log_keep, float *hard, const float *z_raw,
+                       const float *noise, const int32_t *seg, int T, int KV, float scale,
+                       float offset, float tau, int per_layer);
+    /* Gradient w.r.t. z_raw (overwritten) from dlog_keep[T, KV] (attention)
+     * and dhard, the gradient reaching every straight-through decision
+     * (compression loss; d_st = hard + alpha - stopgrad(alpha)). */
+    void (*dms_decide_bwd)(void *ctx, float *dz_raw, const float *u, const float *dlog_keep,
+                           float dhard, const int32_t *seg, int T, int KV, float scale, float tau,
+                           int per_layer);
+    /* Neuron variant: out[t, h] = q[t, (h*H/KV)*hd + hd-1], the last channel
+     * of the first query head of each KV group; if zero, that channel of q
+     * is then set to 0. q[T, H*hd]. out may be NULL (zero only). */
+    void (*dms_neuron_take)(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads,
+                            int head_dim, int zero);
+    /* Inverse of take: q[t, that channel] = in[t, h]. */
+    void (*dms_neuron_put)(void *ctx, float *q, const float *in, int T, int n_heads, int n_kv_heads,
+                           int head_dim);
 } dms_backend;
 
 /* The reference backend; always available. */

@@ -1,0 +1,77 @@
+/* cpu_dms_ops.c - the DMS-specific CPU ops: eviction noise, relaxed and
+ * hard decisions with the delayed-eviction log-keep bias (shift by one, per
+ * document), their gradient, and the neuron-variant channel gather/scatter.
+ * Semantics are documented on the op table (kernels/backend.h). */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/dms_rng.h"
+
+/* log(sigmoid(x)), stable for large |x| */
+static float log_sigmoid(float x) { return x >= 0 ? -log1pf(expf(-x)) : x - log1pf(expf(x)); }
+static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void dms_cpu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,
+                       int64_t tok0) {
+    (void)ctx;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < KV; h++)
+            noise[(size_t)t * KV + h] = dms_rng_logistic(
+                dms_rng_key(seed, (uint64_t)step, (uint64_t)layer, (uint64_t)h, (uint64_t)(tok0 + t)));
+}
+
+void dms_cpu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const float *z_raw,
+                        const float *noise, const int32_t *seg, int T, int KV, float scale, float offset,
+                        float tau, int per_layer) {
+    (void)ctx;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < KV; h++) {
+            const int src = per_layer ? 0 : h;
+            float z = scale * z_raw[(size_t)t * KV + src] - offset;
+            float n = noise ? noise[(size_t)t * KV + src] : 0.0f;
+            float v = (z + n) / tau;
+            u[(size_t)t * KV + h] = v;
+            if (hard) hard[(size_t)t * KV + h] = v > 0.0f ? 1.0f : 0.0f;
+        }
+    for (int j = 0; j < T; j++)
+        for (int h = 0; h < KV; h++)
+            log_keep[(size_t)j * KV + h] =
+                (j + 1 < T && seg[j + 1] == seg[j]) ? log_sigmoid(-u[(size_t)(j + 1) * KV + h]) : 0.0f;
+}
+
+void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, float dhard,
+                            const int32_t *seg, int T, int KV, float scale, float tau, int per_layer) {
+    (void)ctx;
+    memset(dz_raw, 0, sizeof(float) * (size_t)T * KV);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < KV; h++) {
+            const float a = sigmoid(u[(size_t)t * KV + h]);
+            float du = dhard * a * (1.0f - a); /* straight-through: gradient of alpha */
+            /* u[t] sets log_keep[t-1] = logsigmoid(-u[t]); d/du = -sigmoid(u) */
+            if (t > 0 && seg[t - 1] == seg[t]) du -= a * dlog_keep[(size_t)(t - 1) * KV + h];
+            dz_raw[(size_t)t * KV + (per_layer ? 0 : h)] += du * scale / tau;
+        }
+}
+
+void dms_cpu_dms_neuron_take(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads, int head_dim,
+                             int zero) {
+    (void)ctx;
+    const int group = n_heads / n_kv_heads;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_kv_heads; h++) {
+            float *c = q + (size_t)t * n_heads * head_dim + (size_t)h * group * head_dim + head_dim - 1;
+            if (out) out[(size_t)t * n_kv_heads + h] = *c;
+            if (zero) *c = 0.0f;
+        }
+}
+
+void dms_cpu_dms_neuron_put(void *ctx, float *q, const float *in, int T, int n_heads, int n_kv_heads,
+                            int head_dim) {
+    (void)ctx;
+    const int group = n_heads / n_kv_heads;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_kv_heads; h++)
+            q[(size_t)t * n_heads * head_dim + (size_t)h * group * head_dim + head_dim - 1] =
+                in[(size_t)t * n_kv_heads + h];
+}

@@ -1,0 +1,493 @@
+/* cpu_train_ops.c - the CPU reference for the training half of the op table:
+ * DMS attention forward/backward over a packed sequence and the backward ops
+ * of matmul, RMSNorm, RoPE and SwiGLU, plus KD, AdamW and the grad-norm sum.
+ * fp32, OpenBLAS for matrix products, OpenMP elsewhere; every reduction has a
+ * fixed order so that results do not depend on how threads are scheduled. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/half.h"
+#include "kernels/cpu/cpu_ops.h"
+
+/* Query rows per attention tile (score block ATT_TILE x T floats per
+ * thread) and keys per tile of the backward's key-major pass. */
+#define ATT_TILE 128
+#define ATT_KTILE 64
+/* Rows of a bf16 weight widened per block before sgemm (as in cpu_ops.c). */
+#define BF16_BLOCK_ROWS 256
+/* Columns per task when a reduction runs down the rows of a matrix. */
+#define COL_CHUNK 64
+/* Elements per partial sum in sumsq (fixed, so the result is thread-count free). */
+#define SUMSQ_BLOCK 8192
+
+static void fill_nan(float *x, size_t n) {
+    if (x)
+        for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+/* Document bounds per token. seg is normally non-decreasing (packed
+ * documents): then first[t] / end[t] are the first index and one past the
+ * last index of t's document. Otherwise they fall back to 0 / T and the
+ * per-element seg test does all the masking. */
+static int doc_bounds(const int32_t *seg, int T, int **first, int **end) {
+    *first = malloc(sizeof(int) * (size_t)T);
+    *end = malloc(sizeof(int) * (size_t)T);
+    if (!*first || !*end) {
+        free(*first), free(*end);
+        *first = *end = NULL;
+        return -1;
+    }
+    int mono = 1;
+    for (int t = 1; t < T; t++)
+        if (seg[t] < seg[t - 1]) mono = 0;
+    for (int t = 0; t < T; t++)
+        (*first)[t] = (!mono || t == 0) ? 0 : (seg[t] == seg[t - 1] ? (*first)[t - 1] : t);
+    for (int t = T - 1; t >= 0; t--)
+        (*end)[t] = (!mono || t == T - 1) ? T : (seg[t] == seg[t + 1] ? (*end)[t + 1] : t + 1);
+    return 0;
+}
+
+/* A pthreads OpenBLAS would start its own threads inside each of our OpenMP
+ * threads (and the two pools then fight over the cores): make it sequential
+ * while a parallel region calls sgemm, then restore its thread count. This
+ * touches OpenBLAS's global setting, so ops must not run concurrently from
+ * several host threads (they do not: the op table is driven by one thread). */
+static int blas_serial_begin(void) {
+    if (openblas_get_parallel() != 1) return 0; /* sequential or OpenMP build */
+    int n = openblas_get_num_threads();
+    if (n > 1) openblas_set_num_threads(1);
+    return n;
+}
+static void blas_serial_end(int n) {
+    if (n > 1) openblas_set_num_threads(n);
+}
+
+/* Scaled, masked, biased scores of query i against keys j0..j0+nc-1, in
+ * place over the scaled dot products in row[nc]; masked entries -> -inf. */
+static inline void dms_scores_row(float *row, int i, int j0, int nc, const float *log_keep,
+                                  const int32_t *seg, int n_kv_heads, int kh, int window) {
+    for (int c = 0; c < nc; c++) {
+        const int j = j0 + c;
+        if (j > i || seg[j] != seg[i]) {
+            row[c] = -INFINITY;
+        } else if (log_keep && i - j > window) {
+            row[c] += log_keep[(size_t)j * n_kv_heads + kh];
+        }
+    }
+}
+
+/* Forward: one work item per (head, tile of ATT_TILE queries); the tile
+ * sees keys from the start of its first query's document to its last
+ * query, S = scale Q K^T in a per-thread buffer, softmax by rows, O = P V. */
+void dms_cpu_attention_dms_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, const float *log_keep, const int32_t *seg, int T,
+                               int n_heads, int n_kv_heads, int head_dim, int window, float scale) {
+    (void)ctx;
+    if (T <= 0) return;
+    const int group = n_heads / n_kv_heads;
+    const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
+    const int ntile = (T + ATT_TILE - 1) / ATT_TILE;
+    int *first = NULL, *end = NULL, oom = doc_bounds(seg, T, &first, &end) != 0;
+    const int blas = blas_serial_begin();
+#pragma omp parallel if (!oom)
+    {
+        float *S = oom ? NULL : malloc(sizeof(float) * (size_t)ATT_TILE * (size_t)T);
+        if (!S) {
+#pragma omp atomic write
+            oom = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int it = 0; it < n_heads * ntile; it++) {
+            if (!S) continue;
+            const int h = it % n_heads, kh = h / group;
+            const int i0 = (ntile - 1 - it / n_heads) * ATT_TILE; /* longest tiles first */
+            const int i1 = i0 + ATT_TILE < T ? i0 + ATT_TILE : T;
+            const int nr = i1 - i0, j0 = first[i0], nc = i1 - j0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, head_dim, scale,
+                        q + (size_t)i0 * qs + (size_t)h * head_dim, qs,
+                        k + (size_t)j0 * ks + (size_t)kh * head_dim, ks, 0.0f, S, nc);
+            for (int r = 0; r < nr; r++) {
+                const int i = i0 + r;
+                float *row = S + (size_t)r * nc;
+                dms_scores_row(row, i, j0, nc, log_keep, seg, n_kv_heads, kh, window);
+                float mx = -INFINITY;
+                for (int c = 0; c < nc; c++) mx = row[c] > mx ? row[c] : mx;
+                if (mx == -INFINITY) { /* nothing visible (log_keep = -inf): zero output */
+                    lse[(size_t)i * n_heads + h] = -INFINITY;
+                    memset(row, 0, sizeof(float) * (size_t)nc);
+                    continue;
+                }
+                float sum = 0.0f;
+                for (int c = 0; c < nc; c++) {
+                    row[c] = expf(row[c] - mx);
+                    sum += row[c];
+                }
+                lse[(size_t)i * n_heads + h] = mx + logf(sum);
+                const float inv = 1.0f / sum;
+                for (int c = 0; c < nc; c++) row[c] *= inv;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, head_dim, nc, 1.0f, S, nc,
+                        v + (size_t)j0 * ks + (size_t)kh * head_dim, ks, 0.0f,
+                        out + (size_t)i0 * qs + (size_t)h * head_dim, qs);
+        }
+        free(S);
+    }
+    blas_serial_end(blas);
+    if (oom) {
+        fprintf(stderr, "attention_dms_fwd: out of memory\n");
+        fill_nan(out, (size_t)T * qs);
+        fill_nan(lse, (size_t)T * n_heads);
+    }
+    free(first);
+    free(end);
+}
+
+/* Backward in two race-free passes (no atomics, fixed summation order):
+ *  A. per (head, query tile): recompute P, dS = P (dO V^T - D); dq = scale dS K.
+ *  B. per (kv head, tile of ATT_KTILE keys), over the queries of the keys'
+ *     documents and the heads of the group: the same P^T, dS^T blocks;
+ *     dk = scale dS^T Q, dv = P^T dO, dlog_keep = row sums of dS^T over the
+ *     biased entries. Each item owns its rows of dq / dk, dv, dlog_keep. */
+void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlog_keep,
+                               const float *dout, const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, const float *log_keep,
+                               const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim,
+                               int window, float scale) {
+    (void)ctx;
+    if (T <= 0) return;
+    const int group = n_heads / n_kv_heads;
+    const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
+    const int ntile = (T + ATT_TILE - 1) / ATT_TILE, nktile = (T + ATT_KTILE - 1) / ATT_KTILE;
+    memset(dk, 0, sizeof(float) * (size_t)T * ks);
+    memset(dv, 0, sizeof(float) * (size_t)T * ks);
+    int *first = NULL, *end = NULL, oom = doc_bounds(seg, T, &first, &end) != 0;
+    float *D = oom ? NULL : malloc(sizeof(float) * (size_t)T * n_heads); /* D[i,h] = dO_i . O_i */
+    if (!D) oom = 1;
+    const int blas = blas_serial_begin();
+#pragma omp parallel if (!oom)
+    {
+        float *P = oom ? NULL : malloc(sizeof(float) * (size_t)ATT_TILE * (size_t)T);
+        float *dS = oom ? NULL : malloc(sizeof(float) * (size_t)ATT_TILE * (size_t)T);
+        const int ok = P && dS;
+        if (!ok) {
+#pragma omp atomic write
+            oom = 1;
+        }
+        if (D) {
+#pragma omp for schedule(static)
+            for (int i = 0; i < T; i++)
+                for (int h = 0; h < n_heads; h++) {
+                    const float *oi = out + (size_t)i * qs + (size_t)h * head_dim;
+                    const float *di = dout + (size_t)i * qs + (size_t)h * head_dim;
+                    float s = 0.0f;
+                    for (int d = 0; d < head_dim; d++) s += di[d] * oi[d];
+                    D[(size_t)i * n_heads + h] = s;
+                }
+        }
+        /* ---- pass A: dq ---- */
+#pragma omp for schedule(dynamic)
+        for (int it = 0; it < n_heads * ntile; it++) {
+            if (!ok) continue;
+            const int h = it % n_heads, kh = h / group;
+            const int i0 = (ntile - 1 - it / n_heads) * ATT_TILE;
+            const int i1 = i0 + ATT_TILE < T ? i0 + ATT_TILE : T;
+            const int nr = i1 - i0, j0 = first[i0], nc = i1 - j0;
+            const float *kt = k + (size_t)j0 * ks + (size_t)kh * head_dim;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, head_dim, scale,
+                        q + (size_t)i0 * qs + (size_t)h * head_dim, qs, kt, ks, 0.0f, P, nc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nc, head_dim, 1.0f,
+                        dout + (size_t)i0 * qs + (size_t)h * head_dim, qs,
+                        v + (size_t)j0 * ks + (size_t)kh * head_dim, ks, 0.0f, dS, nc);
+            for (int r = 0; r < nr; r++) {
+                const int i = i0 + r;
+                float *prow = P + (size_t)r * nc, *drow = dS + (size_t)r * nc;
+                const float li = lse[(size_t)i * n_heads + h], Di = D[(size_t)i * n_heads + h];
+                dms_scores_row(prow, i, j0, nc, log_keep, seg, n_kv_heads, kh, window);
+                for (int c = 0; c < nc; c++) {
+                    const float p = (li == -INFINITY || prow[c] == -INFINITY) ? 0.0f : expf(prow[c] - li);
+                    drow[c] = p * (drow[c] - Di);
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, head_dim, nc, scale, dS, nc, kt,
+                        ks, 0.0f, dq + (size_t)i0 * qs + (size_t)h * head_dim, qs);
+        }
+        /* ---- pass B: dk, dv, dlog_keep ---- */
+#pragma omp for schedule(dynamic)
+        for (int it = 0; it < n_kv_heads * nktile; it++) {
+            if (!ok) continue;
+            const int kh = it % n_kv_heads;
+            const int j0 = (it / n_kv_heads) * ATT_KTILE; /* earliest keys (most queries) first */
+            const int j1 = j0 + ATT_KTILE < T ? j0 + ATT_KTILE : T;
+            const int nk = j1 - j0, iend = end[j1 - 1];
+            const float *kt = k + (size_t)j0 * ks + (size_t)kh * head_dim;
+            const float *vt = v + (size_t)j0 * ks + (size_t)kh * head_dim;
+            float *dkt = dk + (size_t)j0 * ks + (size_t)kh * head_dim;
+            float *dvt = dv + (size_t)j0 * ks + (size_t)kh * head_dim;
+            float acc[ATT_KTILE] = {0}; /* dlog_keep of the tile's keys */
+            float lkt[ATT_KTILE];
+            for (int c = 0; c < nk; c++)
+                lkt[c] = log_keep ? log_keep[(size_t)(j0 + c) * n_kv_heads + kh] : 0.0f;
+            for (int i0 = j0; i0 < iend; i0 += ATT_TILE) {
+                const int nr = iend - i0 < ATT_TILE ? iend - i0 : ATT_TILE;
+                for (int h = kh * group; h < (kh + 1) * group; h++) {
+                    const float *qt = q + (size_t)i0 * qs + (size_t)h * head_dim;
+                    const float *dot = dout + (size_t)i0 * qs + (size_t)h * head_dim;
+                    /* P^T = scale K Q^T [nk, nr]; dS^T = V dO^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nk, nr, head_dim, scale, kt, ks,
+                                qt, qs, 0.0f, P, nr);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nk, nr, head_dim, 1.0f, vt, ks,
+                                dot, qs, 0.0f, dS, nr);
+                    float li[ATT_TILE], Di[ATT_TILE];
+                    for (int r = 0; r < nr; r++) {
+                        li[r] = lse[(size_t)(i0 + r) * n_heads + h];
+                        Di[r] = D[(size_t)(i0 + r) * n_heads + h];
+                    }
+                    for (int c = 0; c < nk; c++) {
+                        const int j = j0 + c;
+                        float *prow = P + (size_t)c * nr, *drow = dS + (size_t)c * nr;
+                        float a = 0.0f;
+                        for (int r = 0; r < nr; r++) {
+                            const int i = i0 + r;
+                            float p = 0.0f;
+                            if (j <= i && seg[j] == seg[i] && li[r] != -INFINITY) {
+                                const int b = i - j > window;
+                                const float s = prow[r] + (b ? lkt[c] : 0.0f);
+                                if (s != -INFINITY) p = expf(s - li[r]);
+                                const float ds = p * (drow[r] - Di[r]);
+                                if (b) a += ds;
+                                drow[r] = ds;
+                            } else {
+                                drow[r] = 0.0f;
+                            }
+                            prow[r] = p;
+                        }
+                        acc[c] += a;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, head_dim, nr, scale, dS, nr,
+                                qt, qs, 1.0f, dkt, ks);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nk, head_dim, nr, 1.0f, P, nr,
+                                dot, qs, 1.0f, dvt, ks);
+                }
+            }
+            if (dlog_keep)
+                for (int c = 0; c < nk; c++) dlog_keep[(size_t)(j0 + c) * n_kv_heads + kh] = acc[c];
+        }
+        free(P);
+        free(dS);
+    }
+    blas_serial_end(blas);
+    if (oom) {
+        fprintf(stderr, "attention_dms_bwd: out of memory\n");
+        fill_nan(dq, (size_t)T * qs);
+        fill_nan(dk, (size_t)T * ks);
+        fill_nan(dv, (size_t)T * ks);
+        fill_nan(dlog_keep, (size_t)T * n_kv_heads);
+    }
+    free(D);
+    free(first);
+    free(end);
+}
+
+void dms_cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate) {
+    (void)ctx;
+    const int m = w->rows, k = w->cols;
+    if (n <= 0) return;
+    const float beta0 = accumulate ? 1.0f : 0.0f;
+    if (w->dtype == DMS_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, k, m, 1.0f, dy, m, w->data, k, beta0,
+                    dx, k);
+        return;
+    }
+    /* DMS_BF16: dx (+)= sum over row blocks of dy[:, blk] @ W[blk, :] */
+    const uint16_t *W = w->data;
+    float *blk = malloc(sizeof(float) * (size_t)BF16_BLOCK_ROWS * (size_t)k);
+    if (!blk) {
+        fprintf(stderr, "matmul_bwd_x: out of memory\n");
+        fill_nan(dx, (size_t)n * k);
+        return;
+    }
+    if (m == 0 && !accumulate) memset(dx, 0, sizeof(float) * (size_t)n * k);
+    for (int r0 = 0; r0 < m; r0 += BF16_BLOCK_ROWS) {
+        const int rows = m - r0 < BF16_BLOCK_ROWS ? m - r0 : BF16_BLOCK_ROWS;
+#pragma omp parallel for
+        for (long i = 0; i < (long)rows * k; i++) blk[i] = dms_bf16_to_f32(W[(size_t)r0 * k + i]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, k, rows, 1.0f, dy + r0, m, blk, k,
+                    r0 == 0 ? beta0 : 1.0f, dx, k);
+    }
+    free(blk);
+}
+
+void dms_cpu_matmul_bwd_w(void *ctx, float *dw, float *db, const float *dy, const float *x, int n,
+                          int rows, int cols) {
+    (void)ctx;
+    if (n <= 0) return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, n, 1.0f, dy, rows, x, cols, 1.0f,
+                dw, cols);
+    if (db) {
+#pragma omp parallel for schedule(static)
+        for (int c0 = 0; c0 < rows; c0 += COL_CHUNK) {
+            const int c1 = c0 + COL_CHUNK < rows ? c0 + COL_CHUNK : rows;
+            float acc[COL_CHUNK] = {0};
+            for (int t = 0; t < n; t++) {
+                const float *d = dy + (size_t)t * rows;
+                for (int c = c0; c < c1; c++) acc[c - c0] += d[c];
+            }
+            for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
+        }
+    }
+}
+
+void dms_cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                         const float *w, int rows, int dim, float eps) {
+    (void)ctx;
+    if (rows <= 0) return;
+    float *rinv = malloc(sizeof(float) * (size_t)rows);
+    if (!rinv) {
+        fprintf(stderr, "rmsnorm_bwd: out of memory\n");
+        fill_nan(dx, (size_t)rows * dim);
+        return;
+    }
+    /* 1/rms per row, computed exactly as the forward does */
+#pragma omp parallel for if (rows > 16)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        rinv[r] = 1.0f / sqrtf((float)(ss / dim) + eps);
+    }
+    /* dw before dx: dx may alias dy */
+    if (dw) {
+#pragma omp parallel for schedule(static)
+        for (int c0 = 0; c0 < dim; c0 += COL_CHUNK) {
+            const int c1 = c0 + COL_CHUNK < dim ? c0 + COL_CHUNK : dim;
+            float acc[COL_CHUNK] = {0};
+            for (int r = 0; r < rows; r++) {
+                const float *xr = x + (size_t)r * dim, *dr = dy + (size_t)r * dim;
+                for (int c = c0; c < c1; c++) acc[c - c0] += dr[c] * xr[c] * rinv[r];
+            }
+            for (int c = c0; c < c1; c++) dw[c] += acc[c - c0];
+        }
+    }
+#pragma omp parallel for if (rows > 16)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim, *dr = dy + (size_t)r * dim;
+        float *o = dx + (size_t)r * dim;
+        double dot = 0.0;
+        for (int i = 0; i < dim; i++) dot += (double)w[i] * dr[i] * xr[i];
+        const float ri = rinv[r];
+        const float coef = (float)(dot * ri * ri * ri / dim);
+        for (int i = 0; i < dim; i++) o[i] = ri * w[i] * dr[i] - xr[i] * coef;
+    }
+    free(rinv);
+}
+
+void dms_cpu_rope_bwd(void *ctx, float *dx, const int32_t *pos, const float *inv_freq, int n,
+                      int n_heads, int head_dim) {
+    (void)ctx;
+    const int half = head_dim / 2;
+#pragma omp parallel for if (n > 4)
+    for (int t = 0; t < n; t++) {
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos[t] * inv_freq[i];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *g = dx + ((size_t)t * n_heads + h) * head_dim;
+                float a = g[i], b = g[i + half];
+                g[i] = a * c + b * s;
+                g[i + half] = b * c - a * s;
+            }
+        }
+    }
+}
+
+void dms_cpu_swiglu_bwd(void *ctx, float *dgate, float *dup, const float *dout, const float *gate,
+                        const float *up, size_t n) {
+    (void)ctx;
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        const float g = gate[i], u = up[i], d = dout[i];
+        const float sg = 1.0f / (1.0f + expf(-g));
+        dup[i] = d * g * sg;
+        dgate[i] = d * u * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+/* log-sum-exp of a row, max-shifted, double accumulation */
+static double row_lse(const float *z, int V) {
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    double s = 0.0;
+    for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
+    return mx + log(s);
+}
+
+/* loss and dzs may be NULL (skipped); weight NULL means 1. */
+void dms_cpu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
+                      const float *weight, int rows, int V) {
+    (void)ctx;
+#pragma omp parallel for schedule(dynamic)
+    for (int r = 0; r < rows; r++) {
+        const float *s = zs + (size_t)r * V, *t = zt + (size_t)r * V;
+        const double ls = row_lse(s, V), lt = row_lse(t, V);
+        double kl = 0.0;
+        for (int v = 0; v < V; v++) {
+            const double lps = s[v] - ls, lpt = t[v] - lt;
+            kl += exp(lps) * (lps - lpt);
+        }
+        if (loss) loss[r] = (float)kl;
+        if (dzs) {
+            const double wr = weight ? weight[r] : 1.0;
+            float *g = dzs + (size_t)r * V;
+            for (int v = 0; v < V; v++) { /* reads s[v] before writing g[v]: aliasing is fine */
+                const double lps = s[v] - ls, lpt = t[v] - lt;
+                g[v] = (float)(wr * exp(lps) * ((lps - lpt) - kl));
+            }
+        }
+    }
+}
+
+void dms_cpu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                   float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale) {
+    (void)ctx;
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        const float gi = g[i] * grad_scale;
+        float pi = p[i];
+        pi -= lr * weight_decay * pi;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        const float mhat = m[i] / bc1, vhat = v[i] / bc2;
+        p[i] = pi - lr * mhat / (sqrtf(vhat) + eps);
+    }
+}
+
+double dms_cpu_sumsq(void *ctx, const float *x, size_t n) {
+    (void)ctx;
+    const size_t nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
+    if (nb <= 1) {
+        double s = 0.0;
+        for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+        return s;
+    }
+    double *part = malloc(sizeof(double) * nb);
+    if (!part) {
+        fprintf(stderr, "sumsq: out of memory\n");
+        return NAN;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        const size_t e = (b + 1) * SUMSQ_BLOCK < n ? (b + 1) * SUMSQ_BLOCK : n;
+        double s = 0.0;
+        for (size_t i = b * SUMSQ_BLOCK; i < e; i++) s += (double)x[i] * x[i];
+        part[b] = s;
+    }
+    double s = 0.0;
+    for (size_t b = 0; b < nb; b++) s += part[b];
+    free(part);
+    return s;
+}

@@ -1,0 +1,163 @@
+/* test_dms_train.c - the DMS training step against the PyTorch oracle
+ * (tests/reference/make_dms_fixtures.py, fixture tests/fixtures/dms/): for
+ * the tiny Qwen3 model, a packed row of two documents, fixed noise and given
+ * head weights, both variants (adapter, neuron) must reproduce the KD loss,
+ * the compression loss, the mean decision and the gradient of every
+ * trainable tensor to 1e-4. Also: with the counter RNG a zero-initialised
+ * adapter starts with almost no evictions (P(noise > offset) = 0.7%), and
+ * the first AdamW step moves every head weight by lr g / (|g| + eps). */
+#include <stdlib.h>
+
+#include "model/model.h"
+#include "model/safetensors.h"
+#include "tests/check.h"
+#include "train/trainer.h"
+
+static const float *tensor(const dms_safetensors *st, const char *name) {
+    const dms_st_tensor *t = dms_st_find(st, name);
+    CHECK_MSG(t != NULL, "fixture tensor '%s' missing", name);
+    return t ? (const float *)t->data : NULL;
+}
+
+/* max |a-b| / max |b| */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double mx = 0, sc = 0;
+    for (size_t i = 0; i < n; i++) {
+        mx = fmax(mx, fabs((double)a[i] - b[i]));
+        sc = fmax(sc, fabs((double)b[i]));
+    }
+    return mx / (sc > 0 ? sc : 1);
+}
+
+/* kd_only: compression weight 0, compared with the KD-only gradients layer
+ * by layer; otherwise the total loss, whose gradient is compared over the
+ * whole [L, ...] tensor (the compression term makes layers differ by orders
+ * of magnitude, and fp32 rounding of u = (100 q - 5 + n) / 0.1 sets the
+ * floor of the smallest). */
+static void run_variant(const char *variant, int kd_only, dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], L = m->cfg.n_layers, KV = m->cfg.n_kv_heads, d = m->cfg.hidden;
+    const float *cfgv = tensor(fx, "config"); /* scale, offset, tau, window, target_cr, target */
+    dms_train_config cfg;
+    dms_train_config_defaults(&cfg);
+    snprintf(cfg.model, sizeof cfg.model, "tiny_qwen3");
+    snprintf(cfg.data, sizeof cfg.data, "-");
+    cfg.max_len = T;
+    cfg.kd_chunk = 20; /* several chunks, the last one partial */
+    cfg.alpha_scale = cfgv[0];
+    cfg.alpha_offset = cfgv[1];
+    cfg.tau = cfgv[2];
+    cfg.window = (int)cfgv[3];
+    cfg.cr_final = cfgv[4];
+    cfg.steps_per_cr = 1; /* CR reaches cr_final at step 1 */
+    cfg.variant = !strcmp(variant, "neuron") ? DMS_VARIANT_NEURON : DMS_VARIANT_ADAPTER;
+    cfg.compression_weight = kd_only ? 0.0f : 1.0f;
+    dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    if (!tr) return;
+    /* load the fixture's head weights */
+    for (int l = 0; l < L; l++) {
+        if (cfg.variant == DMS_VARIANT_ADAPTER) {
+            dms_param *wa = dms_trainer_param(tr, 2 * l), *nw = dms_trainer_param(tr, 2 * l + 1);
+            memcpy(wa->p, tensor(fx, "adapter.W_a") + (size_t)l * KV * d, sizeof(float) * KV * d);
+            memcpy(nw->p, tensor(fx, "adapter.norm_w") + (size_t)l * d, sizeof(float) * d);
+        } else {
+            dms_param *qr = dms_trainer_param(tr, l);
+            memcpy(qr->p, tensor(fx, "neuron.q_rows") + (size_t)l * KV * d, sizeof(float) * KV * d);
+        }
+    }
+    dms_trainer_sync_params(tr); /* neuron: the rows go into q_proj */
+    const int32_t *ids = (const int32_t *)ids_t->data;
+    const int32_t *seg = (const int32_t *)dms_st_find(fx, "segment_ids")->data;
+    dms_row row = {ids, seg, NULL, 0};
+    dms_step_stats st;
+    int rc = dms_trainer_grads(tr, &row, 1, 5, (double)T, 1, tensor(fx, "noise"), &st, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    char key[128];
+    snprintf(key, sizeof key, "%s.loss_kd", variant);
+    CHECK_CLOSE(st.kd, tensor(fx, key)[0], 1e-4, 1e-7);
+    snprintf(key, sizeof key, "%s.loss_comp", variant);
+    CHECK_CLOSE(st.comp, tensor(fx, key)[0], 1e-5, 1e-7);
+    snprintf(key, sizeof key, "%s.mean_decision", variant);
+    CHECK_CLOSE(st.frac, tensor(fx, key)[0], 1e-6, 1e-7);
+    if (!kd_only) {
+        snprintf(key, sizeof key, "%s.loss_total", variant);
+        CHECK_CLOSE(st.loss, tensor(fx, key)[0], 1e-4, 1e-7);
+    }
+    printf("%s%s: kd %.9f comp %.6f frac %.6f grad norm %.4f\n", variant, kd_only ? " (KD only)" : "", st.kd,
+           st.comp, st.frac, st.grad_norm);
+    const char *gk = kd_only ? "grad_kd" : "grad";
+    const int adapter = cfg.variant == DMS_VARIANT_ADAPTER;
+    const char *names[2] = {adapter ? "W_a" : "q_rows", "norm_w"};
+    const size_t per_layer[2] = {(size_t)KV * d, (size_t)d};
+    for (int k = 0; k < (adapter ? 2 : 1); k++) {
+        snprintf(key, sizeof key, "%s.%s.%s", variant, gk, names[k]);
+        const float *want = tensor(fx, key);
+        float *got = malloc(sizeof(float) * per_layer[k] * L);
+        for (int l = 0; l < L; l++) {
+            const dms_param *p = dms_trainer_param(tr, adapter ? 2 * l + k : l);
+            memcpy(got + per_layer[k] * l, p->g, sizeof(float) * per_layer[k]);
+            double e = rel_err(p->g, want + per_layer[k] * l, per_layer[k]);
+            if (kd_only) CHECK_MSG(e < 1e-4, "%s layer %d: rel err %.3g", key, l, e);
+        }
+        double e = rel_err(got, want, per_layer[k] * L);
+        CHECK_MSG(e < 1e-4, "%s: rel err %.3g", key, e);
+        free(got);
+    }
+    dms_trainer_free(tr);
+}
+
+static void fresh_adapter_step(dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0];
+    dms_train_config cfg;
+    dms_train_config_defaults(&cfg);
+    cfg.max_len = T;
+    cfg.window = 4;
+    cfg.lr = 1e-3f;
+    cfg.grad_clip = 0;
+    dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    if (!tr) return;
+    dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data, NULL, 1000};
+    dms_step_stats st;
+    CHECK(dms_trainer_grads(tr, &row, 1, 200, (double)T, 1, NULL, &st, &err) == 0);
+    CHECK_MSG(st.frac < 0.02, "fresh adapter evicts %.3f", st.frac);
+    CHECK(st.finite && st.grad_norm > 0);
+    const dms_param *wa = dms_trainer_param(tr, 0);
+    float *g = malloc(sizeof(float) * wa->n);
+    memcpy(g, wa->g, sizeof(float) * wa->n);
+    dms_trainer_apply(tr, 0, &st);
+    int moved = 0, with_grad = 0;
+    for (size_t i = 0; i < wa->n; i++) {
+        if (g[i] == 0) continue;
+        with_grad++;
+        /* first Adam step: m_hat = g, v_hat = g^2 -> step = lr g / (|g| + eps) */
+        double want = -(double)cfg.lr * g[i] / (fabs((double)g[i]) + cfg.adam_eps);
+        moved += fabs(wa->p[i] - want) <= 1e-4 * fabs(want) + 1e-10;
+    }
+    CHECK_MSG(with_grad > 0 && moved == with_grad, "%d of %d weights took the first Adam step", moved, with_grad);
+    free(g);
+    dms_trainer_free(tr);
+}
+
+int main(void) {
+    dms_err err = {0};
+    dms_model m;
+    int rc = dms_model_load(&m, "tests/fixtures/models/tiny_qwen3", &dms_backend_cpu, DMS_LOAD_WEIGHTS, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    dms_safetensors fx;
+    rc |= dms_st_open_file(&fx, "tests/fixtures/dms/tiny_qwen3_dms.safetensors", &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc) return dms_check_finish();
+    for (int kd_only = 0; kd_only < 2; kd_only++) {
+        run_variant("adapter", kd_only, &m, &fx);
+        run_variant("neuron", kd_only, &m, &fx);
+    }
+    fresh_adapter_step(&m, &fx);
+    dms_st_close(&fx);
+    dms_model_free(&m);
+    return dms_check_finish();
+}

@@ -1,0 +1,69 @@
+/* train_config.h - the resolved configuration of a DMS training run, read
+ * from a JSON file (configs/NAME.json). Every key is declared once in a
+ * table (train_config.c) that drives parsing, type checks, defaults, the
+ * "unknown key 'lr_shedule' (did you mean 'lr_schedule'?)" errors and the
+ * resolved JSON that checkpoints store. */
+#ifndef DMS_TRAIN_CONFIG_H
+#define DMS_TRAIN_CONFIG_H
+
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef enum { DMS_VARIANT_ADAPTER = 0, DMS_VARIANT_NEURON } dms_variant;
+typedef enum { DMS_ALPHA_PER_HEAD = 0, DMS_ALPHA_PER_LAYER } dms_alpha_per;
+typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
+
+typedef struct dms_train_config {
+    /* where */
+    char model[1024];       /* HF folder or .gguf */
+    char data[1024];        /* folder of token shards from `dms prep` */
+    char output[1024];      /* run folder: checkpoints, metrics.jsonl, config */
+    /* how long, how big */
+    int steps;
+    int batch_size;         /* packed rows per rank per step */
+    int max_len;            /* tokens per row; must equal the shards' */
+    uint64_t seed;
+    int threads;            /* 0 = all cores */
+    /* optimiser */
+    float lr;
+    dms_lr_schedule lr_schedule;
+    int warmup_steps;
+    float min_lr_ratio;     /* cosine/linear floor, as a fraction of lr */
+    float beta1, beta2, adam_eps, weight_decay, grad_clip;
+    /* DMS method (DESIGN.md section 1) */
+    dms_variant variant;
+    dms_alpha_per alpha_per;
+    int window;
+    float tau;
+    float alpha_scale;
+    float alpha_offset;
+    float cr_final;
+    int steps_per_cr;
+    float compression_weight;
+    int lora_rank;          /* 0 = no LoRA */
+    float lora_alpha;
+    /* bookkeeping */
+    int save_every;
+    int keep_last;
+    int log_every;
+    int max_bad_steps;      /* consecutive NaN/Inf steps before the run stops */
+    int kd_chunk;           /* rows per KD chunk through the LM head */
+} dms_train_config;
+
+void dms_train_config_defaults(dms_train_config *c);
+/* Reads `path` over the defaults. Unknown keys, wrong types and out-of-range
+ * values are errors naming the file and the key. */
+int dms_train_config_load(dms_train_config *c, const char *path, dms_err *err);
+/* Same from JSON text (what a checkpoint stores); `what` names it in errors. */
+int dms_train_config_parse(dms_train_config *c, const char *json, const char *what, dms_err *err);
+/* The resolved config as JSON text (malloc'd): every key, defaults included. */
+char *dms_train_config_to_json(const dms_train_config *c);
+/* Target compression ratio and the compression target 1 - 1/CR at `step`. */
+float dms_cr_at(const dms_train_config *c, int step);
+/* Learning rate at `step` (0-based). */
+float dms_lr_at(const dms_train_config *c, int step);
+/* Levenshtein distance, for "did you mean" suggestions. */
+int dms_edit_distance(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,73 @@
+/* trainer.h - DMS retrofitting of a frozen model (DESIGN.md section 1):
+ * the trainable eviction-logit heads, and one training step's forward and
+ * backward on packed rows: teacher pass (eviction off, final hidden states
+ * only), student pass with decisions and the delayed-eviction bias (each
+ * layer's input kept), KD through the LM head in chunks, the compression
+ * loss, then the backward pass layer by layer with recompute. Gradients
+ * flow through the frozen layers but only trainable tensors get them. All
+ * numeric work goes through the backend op table. */
+#ifndef DMS_TRAINER_H
+#define DMS_TRAINER_H
+
+#include <stdint.h>
+
+#include "model/model.h"
+#include "train/train_config.h"
+
+/* One trainable tensor: value, gradient and fp32 Adam moments, all in
+ * backend memory; `name` is the Hugging Face-style tensor name used in
+ * checkpoints and exports. */
+typedef struct dms_param {
+    char name[128];
+    float *p, *g, *m, *v;
+    int rows, cols; /* cols = 0: a vector of `rows` */
+    size_t n;
+} dms_param;
+
+/* One packed training row of cfg->max_len tokens. */
+typedef struct dms_row {
+    const int32_t *ids;  /* token ids */
+    const int32_t *seg;  /* document index of each token (non-decreasing) */
+    const uint8_t *mask; /* 1 = token counts in the KD loss (NULL: all) */
+    int64_t tok0;        /* global index of the row's first token (noise key) */
+} dms_row;
+
+#define DMS_MAX_LAYERS 256
+
+typedef struct dms_step_stats {
+    double loss, kd, comp;          /* batch means */
+    double frac;                    /* mean hard decision (fraction evicted) */
+    double frac_layer[DMS_MAX_LAYERS];
+    double target;                  /* compression target 1 - 1/CR */
+    double grad_norm;               /* before clipping */
+    double kd_tokens;               /* tokens counted in KD */
+    int finite;                     /* loss and gradients finite */
+} dms_step_stats;
+
+typedef struct dms_trainer dms_trainer;
+
+/* Creates the trainable heads for cfg->variant on model m (adapter: zero
+ * W_a, unit norm; neuron: copies of the decision rows of q_proj) and the
+ * activation buffers for rows of cfg->max_len tokens. */
+dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_err *err);
+void dms_trainer_free(dms_trainer *tr);
+
+int dms_trainer_n_params(const dms_trainer *tr);
+dms_param *dms_trainer_param(dms_trainer *tr, int i);
+
+/* Forward + backward over n_rows rows; gradients are zeroed first, then
+ * accumulated. kd_tokens_total / rows_total normalise the losses (pass the
+ * batch totals over all ranks so that ranks agree); noise is keyed by step.
+ * noise_override (tests only) replaces the RNG: [L, T, KV] host floats. */
+int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step,
+                      double kd_tokens_total, int rows_total, const float *noise_override,
+                      dms_step_stats *st, dms_err *err);
+/* Global grad-norm clip and one AdamW step on every trainable tensor. */
+void dms_trainer_apply(dms_trainer *tr, int64_t step, dms_step_stats *st);
+/* After parameter values were written directly (tests, checkpoint resume):
+ * refresh what derives from them (neuron variant: the rows in q_proj). */
+void dms_trainer_sync_params(dms_trainer *tr);
+/* KD token weight of a row (mask and not-EOS), for computing batch totals. */
+double dms_trainer_row_kd_tokens(const dms_trainer *tr, const dms_row *row);
+
+#endif

@@ -55,15 +55,14 @@ void dms_cpu_rmsnorm(void *ctx, float *out, const float *x, const float *w, int 
     }
 }
 
-void dms_cpu_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads,
-                  int head_dim) {
-    (void)ctx;
+void dms_cpu_rotate_half(float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads, int head_dim,
+                         float dir) {
     const int half = head_dim / 2;
 #pragma omp parallel for if (n > 4)
     for (int t = 0; t < n; t++) {
         for (int i = 0; i < half; i++) {
             float ang = (float)pos[t] * inv_freq[i];
-            float c = cosf(ang), s = sinf(ang);
+            float c = cosf(ang), s = dir * sinf(ang);
             for (int h = 0; h < n_heads; h++) {
                 float *v = x + ((size_t)t * n_heads + h) * head_dim;
                 float a = v[i], b = v[i + half];
@@ -72,6 +71,12 @@ void dms_cpu_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq
             }
         }
     }
+}
+
+void dms_cpu_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads,
+                  int head_dim) {
+    (void)ctx;
+    dms_cpu_rotate_half(x, pos, inv_freq, n, n_heads, head_dim, 1.0f);
 }
 
 void dms_cpu_attention(void *ctx, float *out, const float *q, const float *k, const float *v,

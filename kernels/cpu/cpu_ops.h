@@ -13,6 +13,9 @@ void dms_cpu_sync(void *ctx);
 
 void dms_cpu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n);
 void dms_cpu_rmsnorm(void *ctx, float *out, const float *x, const float *w, int rows, int dim, float eps);
+/* Rotate-half RoPE by dir * angle (dir = -1 undoes it: the backward). */
+void dms_cpu_rotate_half(float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads, int head_dim,
+                         float dir);
 void dms_cpu_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int n_heads,
                   int head_dim);
 void dms_cpu_attention(void *ctx, float *out, const float *q, const float *k, const float *v,

@@ -387,20 +387,8 @@ void dms_cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const
 void dms_cpu_rope_bwd(void *ctx, float *dx, const int32_t *pos, const float *inv_freq, int n,
                       int n_heads, int head_dim) {
     (void)ctx;
-    const int half = head_dim / 2;
-#pragma omp parallel for if (n > 4)
-    for (int t = 0; t < n; t++) {
-        for (int i = 0; i < half; i++) {
-            float ang = (float)pos[t] * inv_freq[i];
-            float c = cosf(ang), s = sinf(ang);
-            for (int h = 0; h < n_heads; h++) {
-                float *g = dx + ((size_t)t * n_heads + h) * head_dim;
-                float a = g[i], b = g[i + half];
-                g[i] = a * c + b * s;
-                g[i + half] = b * c - a * s;
-            }
-        }
-    }
+    /* A rotation's transpose is the rotation by the opposite angle. */
+    dms_cpu_rotate_half(dx, pos, inv_freq, n, n_heads, head_dim, -1.0f);
 }
 
 void dms_cpu_swiglu_bwd(void *ctx, float *dgate, float *dup, const float *dout, const float *gate,

@@ -102,6 +102,8 @@ typedef struct dms_backend {
      * clipping); bias-corrected with step t (1-based). */
     void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale);
+    /* y += a * x (LoRA branches) */
+    void (*axpy)(void *ctx, float *y, float a, const float *x, size_t n);
     /* sum of squares of x (for the global grad norm), returned to the host */
     double (*sumsq)(void *ctx, const float *x, size_t n);
 

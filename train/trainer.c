@@ -9,11 +9,15 @@
 #include "train/trainer.h"
 
 #include <math.h>
+
+#include "kernels/dms_rng.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef enum { MODE_TEACHER = 0, MODE_STUDENT = 1 } pass_mode;
+enum { LORA_Q = 0, LORA_K, LORA_V, LORA_O };
+static const char *const lora_names[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
 
 struct dms_trainer {
     dms_model *m;
@@ -27,6 +31,13 @@ struct dms_trainer {
     float **norm_a;     /* adapter norm weight [d] */
     dms_param **pw_a, **pnorm_a, **pq_rows;
     float **q_rows_orig; /* neuron: the base model's decision rows [KV, d] */
+    /* LoRA on q, k, v, o (index LORA_Q..LORA_O): A [r, in], B [out, r] */
+    int r;
+    float lora_scale;    /* lora_alpha / r */
+    dms_param *(*lora_a)[4], *(*lora_b)[4];
+    float *lora_xa[4];   /* [T, r]: x A^T of the current layer */
+    float *lora_tmp;     /* [T, max out] */
+    float *lora_dr;      /* [T, r] */
     /* per-row activations (backend memory) */
     float *xs;          /* [(L+1), T, d] student layer inputs */
     float *h_teacher;   /* [T, d] teacher final hidden (after the final norm) */
@@ -95,10 +106,6 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
         dms_errf(err, "%s: training needs fp32 weights on this backend", m->path);
         return NULL;
     }
-    if (cfg->lora_rank > 0) {
-        dms_errf(err, "lora_rank %d: LoRA is not implemented yet; set lora_rank to 0", cfg->lora_rank);
-        return NULL;
-    }
     dms_trainer *tr = calloc(1, sizeof *tr);
     tr->m = m;
     tr->be = be;
@@ -115,7 +122,11 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
     const size_t T = (size_t)tr->T, d = (size_t)tr->d, L = (size_t)tr->L, KV = (size_t)tr->KV,
                  qd = (size_t)tr->H * tr->hd, kvd = KV * tr->hd, ff = (size_t)tr->ff;
     int ok = 1;
-    tr->params = calloc(2 * L, sizeof(dms_param));
+    tr->r = cfg->lora_rank;
+    tr->lora_scale = tr->r > 0 ? cfg->lora_alpha / (float)tr->r : 0.0f;
+    tr->params = calloc((2 + (tr->r > 0 ? 8 : 0)) * L, sizeof(dms_param));
+    tr->lora_a = calloc(L, sizeof *tr->lora_a);
+    tr->lora_b = calloc(L, sizeof *tr->lora_b);
     tr->wa = calloc(L, sizeof(dms_mat));
     tr->norm_a = calloc(L, sizeof(float *));
     tr->pw_a = calloc(L, sizeof(dms_param *));
@@ -146,6 +157,30 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
             neuron_rows_copy(tr, l, tr->pq_rows[l]->p, 0);
             neuron_rows_copy(tr, l, tr->q_rows_orig[l], 0);
         }
+    }
+    for (int l = 0; l < tr->L && ok && tr->r > 0; l++) {
+        for (int j = 0; j < 4; j++) {
+            const int in = j == LORA_O ? (int)qd : (int)d;
+            const int out = j == LORA_Q ? (int)qd : j == LORA_O ? (int)d : (int)kvd;
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.lora_A.weight", l, lora_names[j]);
+            tr->lora_a[l][j] = add_param(tr, name, tr->r, in, &ok);
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.lora_B.weight", l, lora_names[j]);
+            tr->lora_b[l][j] = add_param(tr, name, out, tr->r, &ok); /* zero: starts as the base model */
+            if (!ok) break;
+            /* A ~ U(-1/sqrt(in), 1/sqrt(in)) from the counter RNG (seeded, reproducible) */
+            const size_t n = (size_t)tr->r * in;
+            float *init = malloc(sizeof(float) * n);
+            const float bound = 1.0f / sqrtf((float)in);
+            for (size_t i = 0; i < n; i++)
+                init[i] = bound * (2.0f * dms_rng_uniform(dms_rng_key(cfg->seed, 0x10a, (uint64_t)l, (uint64_t)j, i)) - 1.0f);
+            be->upload(be->ctx, tr->lora_a[l][j]->p, init, sizeof(float) * n);
+            free(init);
+        }
+    }
+    for (int j = 0; j < 4 && tr->r > 0; j++) tr->lora_xa[j] = alloc_f(tr, T * (size_t)tr->r, &ok);
+    if (tr->r > 0) {
+        tr->lora_tmp = alloc_f(tr, T * (qd > d ? qd : d), &ok);
+        tr->lora_dr = alloc_f(tr, T * (size_t)tr->r, &ok);
     }
     tr->xs = alloc_f(tr, (L + 1) * T * d, &ok);
     tr->h_teacher = alloc_f(tr, T * d, &ok);
@@ -217,7 +252,8 @@ void dms_trainer_free(dms_trainer *tr) {
                     tr->n1, tr->a, tr->qpre, tr->q, tr->kpre, tr->k, tr->v, tr->att, tr->lse, tr->xmid,
                     tr->n2, tr->g, tr->up, tr->hb, tr->zraw, tr->u, tr->logkeep, tr->hard, tr->dx,
                     tr->dxmid, tr->dtmp, tr->dff1, tr->dff2, tr->datt, tr->dq, tr->dk, tr->dv,
-                    tr->dlogkeep, tr->dzraw, tr->dcol, tr->zs, tr->zt, tr->kd_rows};
+                    tr->dlogkeep, tr->dzraw, tr->dcol, tr->zs, tr->zt, tr->kd_rows, tr->lora_xa[0],
+                    tr->lora_xa[1], tr->lora_xa[2], tr->lora_xa[3], tr->lora_tmp, tr->lora_dr};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be->ctx, bufs[i]);
     free(tr->host_kd);
@@ -228,12 +264,39 @@ void dms_trainer_free(dms_trainer *tr) {
     free(tr->pnorm_a);
     free(tr->pq_rows);
     free(tr->q_rows_orig);
+    free(tr->lora_a);
+    free(tr->lora_b);
     free(tr);
 }
 
 /* ------------------------------------------------------------------ */
 /* forward                                                              */
 /* ------------------------------------------------------------------ */
+
+/* LoRA branch of target j in layer l: y += s * B (A x); keeps A x. */
+static void lora_forward(dms_trainer *tr, int l, int j, const float *x, float *y) {
+    const dms_backend *be = tr->be;
+    const dms_param *A = tr->lora_a[l][j], *B = tr->lora_b[l][j];
+    const dms_mat Am = {A->p, DMS_F32, A->rows, A->cols}, Bm = {B->p, DMS_F32, B->rows, B->cols};
+    be->matmul(be->ctx, tr->lora_xa[j], x, &Am, NULL, tr->T);
+    be->matmul(be->ctx, tr->lora_tmp, tr->lora_xa[j], &Bm, NULL, tr->T);
+    be->axpy(be->ctx, y, tr->lora_scale, tr->lora_tmp, (size_t)tr->T * B->rows);
+}
+
+/* Its backward given dy: dB += s dy^T (A x), dA += s (dy B)^T x, dx += s (dy B) A. */
+static void lora_backward(dms_trainer *tr, int l, int j, const float *x, const float *dy, float *dx) {
+    const dms_backend *be = tr->be;
+    void *ctx = be->ctx;
+    const dms_param *A = tr->lora_a[l][j], *B = tr->lora_b[l][j];
+    const dms_mat Am = {A->p, DMS_F32, A->rows, A->cols}, Bm = {B->p, DMS_F32, B->rows, B->cols};
+    const size_t Tr = (size_t)tr->T * tr->r;
+    be->axpy(ctx, tr->lora_xa[j], tr->lora_scale - 1.0f, tr->lora_xa[j], Tr); /* xa *= s */
+    be->matmul_bwd_w(ctx, B->g, NULL, dy, tr->lora_xa[j], tr->T, B->rows, B->cols);
+    be->matmul_bwd_x(ctx, tr->lora_dr, dy, &Bm, tr->T, 0);
+    be->axpy(ctx, tr->lora_dr, tr->lora_scale - 1.0f, tr->lora_dr, Tr); /* dr *= s */
+    be->matmul_bwd_w(ctx, A->g, NULL, tr->lora_dr, x, tr->T, A->rows, A->cols);
+    be->matmul_bwd_x(ctx, dx, tr->lora_dr, &Am, tr->T, 1);
+}
 
 /* One layer over the row: x_in -> x_out, leaving every intermediate in the
  * trainer's layer buffers (the backward pass reads them). In student mode it
@@ -256,6 +319,12 @@ static void layer_forward(dms_trainer *tr, int l, const float *x_in, float *x_ou
     be->matmul(ctx, tr->qpre, tr->n1, &Ly->wq, Ly->bq, T);
     be->matmul(ctx, tr->kpre, tr->n1, &Ly->wk, Ly->bk, T);
     be->matmul(ctx, tr->v, tr->n1, &Ly->wv, Ly->bv, T);
+    const int lora = student && tr->r > 0;
+    if (lora) {
+        lora_forward(tr, l, LORA_Q, tr->n1, tr->qpre);
+        lora_forward(tr, l, LORA_K, tr->n1, tr->kpre);
+        lora_forward(tr, l, LORA_V, tr->n1, tr->v);
+    }
     if (c->qk_norm) {
         be->rmsnorm(ctx, tr->q, tr->qpre, Ly->q_norm, T * H, hd, c->rms_eps);
         be->rmsnorm(ctx, tr->k, tr->kpre, Ly->k_norm, T * KV, hd, c->rms_eps);
@@ -273,6 +342,7 @@ static void layer_forward(dms_trainer *tr, int l, const float *x_in, float *x_ou
     be->attention_dms_fwd(ctx, tr->att, tr->lse, tr->q, tr->k, tr->v, student ? tr->logkeep : NULL, tr->seg, T,
                           H, KV, hd, tr->cfg.window, 1.0f / sqrtf((float)hd));
     be->matmul(ctx, tr->xmid, tr->att, &Ly->wo, NULL, T);
+    if (lora) lora_forward(tr, l, LORA_O, tr->att, tr->xmid);
     be->add(ctx, tr->xmid, x_in, (size_t)T * d);
     be->rmsnorm(ctx, tr->n2, tr->xmid, Ly->ffn_norm, T, d, c->rms_eps);
     be->matmul(ctx, tr->g, tr->n2, &Ly->w_gate, NULL, T);
@@ -376,6 +446,7 @@ static void layer_backward(dms_trainer *tr, int l, float dhard) {
 
     /* attention: xmid = x_in + o(att) */
     be->matmul_bwd_x(ctx, tr->datt, tr->dxmid, &Ly->wo, T, 0);
+    if (tr->r > 0) lora_backward(tr, l, LORA_O, tr->att, tr->dxmid, tr->datt);
     be->attention_dms_bwd(ctx, tr->dq, tr->dk, tr->dv, tr->dlogkeep, tr->datt, tr->att, tr->lse, tr->q, tr->k,
                           tr->v, tr->logkeep, tr->seg, T, H, KV, hd, tr->cfg.window, scale);
     be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, dhard, tr->seg, T, KV, tr->cfg.alpha_scale,
@@ -395,6 +466,11 @@ static void layer_backward(dms_trainer *tr, int l, float dhard) {
     be->matmul_bwd_x(ctx, tr->dtmp, tr->dq, &Ly->wq, T, 0);
     be->matmul_bwd_x(ctx, tr->dtmp, tr->dk, &Ly->wk, T, 1);
     be->matmul_bwd_x(ctx, tr->dtmp, tr->dv, &Ly->wv, T, 1);
+    if (tr->r > 0) {
+        lora_backward(tr, l, LORA_Q, tr->n1, tr->dq, tr->dtmp);
+        lora_backward(tr, l, LORA_K, tr->n1, tr->dk, tr->dtmp);
+        lora_backward(tr, l, LORA_V, tr->n1, tr->dv, tr->dtmp);
+    }
     be->rmsnorm_bwd(ctx, tr->dtmp, NULL, tr->dtmp, x_in, Ly->attn_norm, T, d, c->rms_eps);
     be->copy(ctx, tr->dx, tr->dxmid, sizeof(float) * Td);
     be->add(ctx, tr->dx, tr->dtmp, Td);

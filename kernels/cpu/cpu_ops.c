@@ -136,6 +136,12 @@ void dms_cpu_add(void *ctx, float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+void dms_cpu_axpy(void *ctx, float *y, float a, const float *x, size_t n) {
+    (void)ctx;
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 void dms_cpu_embedding(void *ctx, float *out, const dms_mat *table, const int32_t *ids, int n) {
     (void)ctx;
     const int dim = table->cols;
@@ -174,6 +180,7 @@ const dms_backend dms_backend_cpu = {
     .swiglu_bwd = dms_cpu_swiglu_bwd,
     .kd_chunk = dms_cpu_kd_chunk,
     .adamw = dms_cpu_adamw,
+    .axpy = dms_cpu_axpy,
     .sumsq = dms_cpu_sumsq,
     .dms_noise = dms_cpu_dms_noise,
     .dms_decide = dms_cpu_dms_decide,

@@ -23,6 +23,7 @@ void dms_cpu_attention(void *ctx, float *out, const float *q, const float *k, co
                        int head_dim, float scale);
 void dms_cpu_swiglu(void *ctx, float *out, const float *gate, const float *up, size_t n);
 void dms_cpu_add(void *ctx, float *y, const float *x, size_t n);
+void dms_cpu_axpy(void *ctx, float *y, float a, const float *x, size_t n);
 void dms_cpu_embedding(void *ctx, float *out, const dms_mat *table, const int32_t *ids, int n);
 
 /* training ops (cpu_train_ops.c); semantics in kernels/backend.h */

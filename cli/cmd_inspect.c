@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/fs.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -80,8 +81,8 @@ int dms_cmd_inspect(int argc, char **argv) {
     };
     const dms_cmd_spec spec = {
         .name = "inspect",
-        .summary = "dms inspect - show a model's architecture, tensor shapes and dtypes, and tokenizer",
-        .usage = "dms inspect [PATH | --model PATH] [--tensors] [--check]",
+        .summary = "dms inspect - show a model (architecture, tensors, dtypes, tokenizer) or plot a training run",
+        .usage = "dms inspect [PATH | --model PATH] [--tensors] [--check]\n       dms inspect RUN_DIR      (a training run: writes RUN_DIR/plots/*.png)",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .positional = "PATH",
@@ -90,6 +91,9 @@ int dms_cmd_inspect(int argc, char **argv) {
     int pr = dms_args_parse(&spec, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model_path) model_path = dms_default_model();
+    char metrics[PATH_MAX];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", model_path);
+    if (dms_is_file(metrics)) return dms_inspect_run(model_path);
 
     dms_err err = {0};
     dms_model m;

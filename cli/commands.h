@@ -4,6 +4,8 @@
 
 int dms_cmd_generate(int argc, char **argv);
 int dms_cmd_inspect(int argc, char **argv);
+/* `dms inspect RUN`: plots of a training run's metrics.jsonl. */
+int dms_inspect_run(const char *dir);
 
 /* The model used when --model is not given: $DMS_MODEL, else the embedded
  * default that the README set-up command installs (models/default.gguf in

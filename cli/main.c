@@ -15,7 +15,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"generate", dms_cmd_generate, "generate text from a model (greedy or sampled), with tokens/s and KV statistics"},
-    {"inspect", dms_cmd_inspect, "show a model's architecture, tensor shapes and dtypes, and tokenizer"},
+    {"inspect", dms_cmd_inspect, "show a model (architecture, shapes, dtypes, tokenizer), or plot a training run"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# prep.sh - `dms prep` through the real binary ($1) on the embedded model:
+# the three JSONL forms become a shard and a prep.json with the right
+# counts; shard size, --limit, --skip-bad and --mask-prompt do what they
+# say; bad lines and bad flags give one-line errors with FILE:LINE and a
+# non-zero exit; --help documents every flag. The shard contents themselves
+# (rows, segments, masks) are checked by tests/test_shards.c.
+set -u
+DMS=$1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+
+# expect_error NAME PATTERN -- command...: non-zero exit (not a signal), one
+# stderr line, matching PATTERN (extended regex).
+expect_error() {
+  local name=$1 pattern=$2; shift 3
+  "$@" >"$T/out" 2>"$T/err"
+  local rc=$? lines
+  lines=$(wc -l <"$T/err")
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$lines" -eq 1 ] && grep -Eq -- "$pattern" "$T/err"; then ok
+  else bad "$name: rc=$rc lines=$lines stderr: $(head -c 600 "$T/err")"; fi
+}
+expect_ok() {
+  local name=$1; shift 2
+  if "$@" >"$T/out" 2>"$T/err"; then ok; else bad "$name: rc=$? $(head -c 600 "$T/err")"; fi
+}
+# json_num FILE KEY: the number stored under KEY in prep.json
+json_num() { grep -E "\"$2\":" "$1" | head -1 | sed -E 's/.*:[[:space:]]*([0-9]+).*/\1/'; }
+expect_json() {
+  local name=$1 file=$2 key=$3 want=$4 got
+  got=$(json_num "$file" "$key")
+  if [ "$got" = "$want" ]; then ok; else bad "$name: $key is '$got', expected '$want'"; fi
+}
+
+MODEL=${DMS_DEFAULT_GGUF:-models/default.gguf}
+if [ ! -f "$MODEL" ]; then
+  echo "FAIL prep: $MODEL missing; run scripts/install_deps.sh"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+cat >"$T/good.jsonl" <<'EOF'
+{"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}]}
+{"prompt": "Name a colour.", "response": "Blue, like the sky on a clear day."}
+
+{"text": "The quick brown fox jumps over the lazy dog, again and again and again."}
+EOF
+
+# --- the three forms ---
+expect_ok prep-good -- "$DMS" prep --model "$MODEL" --input "$T/good.jsonl" --output "$T/o1" --max-len 16
+P=$T/o1/prep.json
+if [ -f "$T/o1/shard-00000.h5" ] && [ -f "$P" ]; then ok; else bad "prep-good: shard-00000.h5 or prep.json missing"; fi
+if [ "$(head -c 4 "$T/o1/shard-00000.h5" | tail -c 3)" = "HDF" ]; then ok; else bad "prep-good: shard is not HDF5"; fi
+expect_json docs "$P" documents 3
+expect_json lines "$P" lines 4
+expect_json skipped "$P" skipped_lines 0
+expect_json max-len "$P" max_len 16
+expect_json shards "$P" shards 1
+tokens=$(json_num "$P" tokens)
+if [ -n "$tokens" ] && [ "$tokens" -gt 30 ]; then ok; else bad "tokens: '$tokens'"; fi
+expect_json rows "$P" rows $(( ${tokens:-0} / 16 ))
+if grep -Eq '"tokenizer_hash":[[:space:]]*"0x[0-9a-f]{16}"' "$P"; then ok; else bad "tokenizer_hash missing from prep.json"; fi
+if grep -q "\"model\":.*$(basename "$MODEL")" "$P"; then ok; else bad "model missing from prep.json"; fi
+if grep -q "documents" "$T/err"; then ok; else bad "prep-good: no summary on stderr"; fi
+
+# --- options ---
+expect_ok mask-prompt -- "$DMS" prep --model "$MODEL" --input "$T/good.jsonl" --output "$T/mask" --max-len 16 --mask-prompt
+if grep -Eq '"mask_prompt":[[:space:]]*true' "$T/mask/prep.json"; then ok; else bad "mask-prompt not recorded"; fi
+expect_ok limit -- "$DMS" prep --model "$MODEL" --input "$T/good.jsonl" --output "$T/limit" --limit 1 --quiet
+expect_json limit "$T/limit/prep.json" documents 1
+if [ ! -s "$T/err" ]; then ok; else bad "--quiet printed: $(head -c 300 "$T/err")"; fi
+expect_ok small-shards -- "$DMS" prep --model "$MODEL" --input "$T/good.jsonl" --input "$T/good.jsonl" --output "$T/many" \
+  --max-len 8 --shard-tokens 10
+expect_json many-docs "$T/many/prep.json" documents 6
+expect_json many-shards "$T/many/prep.json" shards 6
+if [ -f "$T/many/shard-00005.h5" ]; then ok; else bad "small-shards: shard-00005.h5 missing"; fi
+expect_ok rerun -- "$DMS" prep --model "$MODEL" --input "$T/good.jsonl" --output "$T/many" --max-len 8
+if [ -f "$T/many/shard-00000.h5" ] && [ ! -f "$T/many/shard-00001.h5" ]; then ok; else bad "rerun: stale shards left"; fi
+
+# --- bad input: FILE:LINE, one line, non-zero exit ---
+printf '{"text": "fine"}\n{"text": 42}\n{"text": "also fine"}\n' >"$T/bad.jsonl"
+expect_error bad-type "$T/bad.jsonl:2: 'text' must be a string" -- \
+  "$DMS" prep --model "$MODEL" --input "$T/good.jsonl" --input "$T/bad.jsonl" --output "$T/b1"
+if [ ! -f "$T/b1/prep.json" ]; then ok; else bad "bad-type: prep.json written after an error"; fi
+printf '{"text": "fine"}\n{"text": "cut off\n' >"$T/trunc.jsonl"
+expect_error bad-json "$T/trunc.jsonl:2: not valid JSON" -- "$DMS" prep --model "$MODEL" --input "$T/trunc.jsonl" --output "$T/b2"
+printf '{"title": "x"}\n' >"$T/nofield.jsonl"
+expect_error no-field "$T/nofield.jsonl:1: no 'messages', 'prompt'/'response' or 'text' field" -- \
+  "$DMS" prep --model "$MODEL" --input "$T/nofield.jsonl" --output "$T/b3"
+printf '{"messages": [{"role": "user", "content": 7}]}\n' >"$T/msg.jsonl"
+expect_error bad-message "$T/msg.jsonl:1: messages\[0\]" -- "$DMS" prep --model "$MODEL" --input "$T/msg.jsonl" --output "$T/b4"
+expect_ok skip-bad -- "$DMS" prep --model "$MODEL" --input "$T/bad.jsonl" --output "$T/skip" --skip-bad
+expect_json skip-docs "$T/skip/prep.json" documents 2
+expect_json skip-count "$T/skip/prep.json" skipped_lines 1
+printf '{"text": 1}\n' >"$T/allbad.jsonl"
+expect_error all-skipped "no documents" -- "$DMS" prep --model "$MODEL" --input "$T/allbad.jsonl" --output "$T/b5" --skip-bad
+expect_error missing-input "$T/nope.jsonl: cannot open" -- "$DMS" prep --model "$MODEL" --input "$T/nope.jsonl" --output "$T/b6"
+expect_error missing-model "$T/nope.gguf" -- "$DMS" prep --model "$T/nope.gguf" --input "$T/good.jsonl" --output "$T/b7"
+
+# --- command line ---
+expect_error no-output "--input and --output are required" -- "$DMS" prep --input "$T/good.jsonl"
+expect_error no-input "--input and --output are required" -- "$DMS" prep --output "$T/b8"
+expect_error bad-max-len "--max-len > 0" -- "$DMS" prep --input "$T/good.jsonl" --output "$T/b8" --max-len 0
+expect_error unknown-flag "unknown flag '--bogus'" -- "$DMS" prep --bogus
+expect_ok help -- "$DMS" prep --help
+for flag in --model --input --output --max-len --mask-prompt --shard-tokens --limit --skip-bad --quiet; do
+  if grep -q -- "$flag" "$T/out"; then ok; else bad "help: $flag undocumented"; fi
+done
+expect_ok help-top -- "$DMS" --help
+if grep -q "prep" "$T/out"; then ok; else bad "dms --help does not list prep"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

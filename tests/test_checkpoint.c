@@ -1,0 +1,264 @@
+/* test_checkpoint.c - training checkpoints (train/checkpoint.h): a
+ * bit-exact round trip (NaN payloads, -0, denormals included), keep_last
+ * pruning, newest-checkpoint discovery that ignores .tmp leftovers, entry
+ * errors, and failure safety: a save that hits a full disk (RLIMIT_FSIZE in
+ * a forked child, so writes fail with EFBIG) returns an error, leaves no
+ * file behind and the previous checkpoint loads bit-exactly. A truncated
+ * checkpoint gives a one-line error naming it. */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/check.h"
+#include "train/checkpoint.h"
+
+static char dir[64];
+
+static int one_line(const char *s) { return s[0] && !strchr(s, '\n'); }
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static float from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#define NA 15
+#define NB 7
+#define NBIG (1 << 20)
+
+static float A[NA], B[NB];
+static float *BIG;
+static const char *CONFIG = "{\n  \"lr\": 3e-05,\n  \"steps\": 1000\n}";
+
+static void fill(int64_t step) {
+    const uint32_t special[] = {0x7fc00001u, 0xffc12345u, 0x80000000u, 0x00000001u, 0x007fffffu, 0x7f800000u,
+                                0xff800000u, 0x7f800001u /* signalling NaN */};
+    for (int i = 0; i < NA; i++) A[i] = i < 8 ? from_bits(special[i]) : (float)(i * 0.1 + step);
+    for (int i = 0; i < NB; i++) B[i] = (float)(1.0 / (i + 3) + step);
+}
+
+static dms_ckpt *make_state(int64_t step, int big) {
+    fill(step);
+    dms_ckpt *ck = dms_ckpt_new();
+    const int64_t sa[2] = {3, 5}, sb[1] = {NB}, sbig[1] = {NBIG};
+    dms_ckpt_add_tensor(ck, "params/model.layers.0.self_attn.dms_proj_alpha.weight", A, 2, sa);
+    dms_ckpt_add_tensor(ck, "adam_m/model.layers.0.self_attn.dms_proj_alpha_norm.weight", B, 1, sb);
+    if (big) dms_ckpt_add_tensor(ck, "adam_v/big", BIG, 1, sbig);
+    dms_ckpt_add_tensor(ck, "scalar_tensor", B, 0, NULL);
+    dms_ckpt_add_i64(ck, "step", step);
+    dms_ckpt_add_i64(ck, "rng/counter", INT64_MIN + 7);
+    dms_ckpt_add_i64(ck, "data/cursor", 123456789012345LL);
+    dms_ckpt_add_str(ck, "config", CONFIG);
+    dms_ckpt_add_str(ck, "git_revision", "abc1234-dirty");
+    dms_ckpt_add_str(ck, "empty", "");
+    return ck;
+}
+
+/* Loads path and checks every entry against make_state(step). */
+static void check_file(const char *path, int64_t step, int big) {
+    dms_err err = {0};
+    dms_ckpt *ck = dms_ckpt_load(path, &err);
+    CHECK_MSG(ck != NULL, "%s", err.msg);
+    if (!ck) return;
+    fill(step);
+    float a[NA], b[NB], one;
+    CHECK(dms_ckpt_step(ck) == step);
+    CHECK_MSG(dms_ckpt_read_tensor(ck, "params/model.layers.0.self_attn.dms_proj_alpha.weight", a, NA, &err) == 0,
+              "%s", err.msg);
+    CHECK(memcmp(a, A, sizeof a) == 0);
+    CHECK(dms_ckpt_read_tensor(ck, "adam_m/model.layers.0.self_attn.dms_proj_alpha_norm.weight", b, NB, &err) == 0);
+    CHECK(memcmp(b, B, sizeof b) == 0);
+    CHECK(dms_ckpt_read_tensor(ck, "scalar_tensor", &one, 1, &err) == 0 && memcmp(&one, B, 4) == 0);
+    if (big) {
+        float *x = malloc(sizeof(float) * NBIG);
+        CHECK(dms_ckpt_read_tensor(ck, "adam_v/big", x, NBIG, &err) == 0);
+        CHECK(memcmp(x, BIG, sizeof(float) * NBIG) == 0);
+        free(x);
+    }
+    int nd = 0;
+    int64_t shape[DMS_CKPT_MAX_DIMS];
+    CHECK(dms_ckpt_tensor_shape(ck, "params/model.layers.0.self_attn.dms_proj_alpha.weight", &nd, shape, &err) == 0);
+    CHECK(nd == 2 && shape[0] == 3 && shape[1] == 5);
+    int64_t v = 0;
+    CHECK(dms_ckpt_read_i64(ck, "step", &v, &err) == 0 && v == step);
+    CHECK(dms_ckpt_read_i64(ck, "rng/counter", &v, &err) == 0 && v == INT64_MIN + 7);
+    CHECK(dms_ckpt_read_i64(ck, "data/cursor", &v, &err) == 0 && v == 123456789012345LL);
+    char *s = dms_ckpt_read_str(ck, "config", &err);
+    CHECK(s && !strcmp(s, CONFIG));
+    free(s);
+    s = dms_ckpt_read_str(ck, "git_revision", &err);
+    CHECK(s && !strcmp(s, "abc1234-dirty"));
+    free(s);
+    s = dms_ckpt_read_str(ck, "empty", &err);
+    CHECK(s && !strcmp(s, ""));
+    free(s);
+    CHECK(dms_ckpt_has(ck, "rng/counter") && dms_ckpt_has(ck, "params") && !dms_ckpt_has(ck, "rng/nope") &&
+          !dms_ckpt_has(ck, "nope/x"));
+
+    /* wrong size / missing / wrong type: errors naming file and entry */
+    CHECK(dms_ckpt_read_tensor(ck, "params/model.layers.0.self_attn.dms_proj_alpha.weight", a, NA - 1, &err) == -1);
+    CHECK_MSG(strstr(err.msg, path) && strstr(err.msg, "dms_proj_alpha.weight' has 15 elements [3x5], expected 14") &&
+                  one_line(err.msg),
+              "%s", err.msg);
+    CHECK(dms_ckpt_read_tensor(ck, "params/missing", a, NA, &err) == -1);
+    CHECK_MSG(strstr(err.msg, path) && strstr(err.msg, "no tensor 'params/missing'"), "%s", err.msg);
+    CHECK(dms_ckpt_read_tensor(ck, "step", a, 1, &err) == -1 && strstr(err.msg, "not a float32 tensor"));
+    CHECK(dms_ckpt_read_i64(ck, "config", &v, &err) == -1 && strstr(err.msg, "not an integer"));
+    CHECK(dms_ckpt_read_str(ck, "step", &err) == NULL && strstr(err.msg, "not a string"));
+    dms_ckpt_free(ck);
+}
+
+static void ckpt_path(char *out, size_t cap, int64_t step) { dms_ckpt_path(out, cap, dir, step); }
+
+static int count_files(void) {
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "ls '%s' | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1) n = -1;
+        pclose(p);
+    }
+    return n;
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/dms-ckpt-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    BIG = malloc(sizeof(float) * NBIG);
+    for (int i = 0; i < NBIG; i++) BIG[i] = (float)i * 1e-3f - 7.0f;
+    dms_err err = {0};
+    char p10[128], p20[128], p30[128], p40[128], tmp[160], latest[256];
+    ckpt_path(p10, sizeof p10, 10);
+    ckpt_path(p20, sizeof p20, 20);
+    ckpt_path(p30, sizeof p30, 30);
+    ckpt_path(p40, sizeof p40, 40);
+
+    /* nothing yet; a missing folder is "none", not an error */
+    CHECK(dms_ckpt_latest(dir, latest, sizeof latest, &err) == 0);
+    CHECK(dms_ckpt_latest("/tmp/dms-no-such-dir-xyz", latest, sizeof latest, &err) == 0);
+
+    /* round trip */
+    dms_ckpt *ck = make_state(10, 1);
+    CHECK_MSG(dms_ckpt_save(dir, 10, ck, 2, &err) == 0, "%s", err.msg);
+    dms_ckpt_free(ck);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p10);
+    CHECK(file_exists(p10) && !file_exists(tmp));
+    check_file(p10, 10, 1);
+
+    /* keep_last = 2: after 20 and 30, 10 is gone */
+    ck = make_state(20, 1);
+    CHECK(dms_ckpt_save(dir, 20, ck, 2, &err) == 0);
+    dms_ckpt_free(ck);
+    ck = make_state(30, 1);
+    CHECK(dms_ckpt_save(dir, 30, ck, 2, &err) == 0);
+    dms_ckpt_free(ck);
+    CHECK(!file_exists(p10) && file_exists(p20) && file_exists(p30));
+    check_file(p20, 20, 1);
+
+    /* latest ignores (and removes) a .tmp with a higher step */
+    snprintf(tmp, sizeof tmp, "%s/ckpt-00000099.h5.tmp", dir);
+    FILE *f = fopen(tmp, "w");
+    fputs("half a checkpoint", f);
+    fclose(f);
+    CHECK(dms_ckpt_latest(dir, latest, sizeof latest, &err) == 1);
+    CHECK_STR(latest, p30);
+    CHECK(!file_exists(tmp));
+
+    /* problems met while adding are reported by save */
+    ck = dms_ckpt_new();
+    dms_ckpt_add_i64(ck, "a/b", 1);
+    CHECK(dms_ckpt_add_i64(ck, "a/b", 2) == -1);
+    CHECK(dms_ckpt_save(dir, 31, ck, 0, &err) == -1 && strstr(err.msg, "'a/b' added twice") && one_line(err.msg));
+    dms_ckpt_free(ck);
+    ck = dms_ckpt_new();
+    dms_ckpt_add_i64(ck, "a/b", 1);
+    CHECK(dms_ckpt_add_str(ck, "a", "x") == -1);
+    CHECK(dms_ckpt_save(dir, 31, ck, 0, &err) == -1 && strstr(err.msg, "clashes with a group"));
+    dms_ckpt_free(ck);
+    ck = dms_ckpt_new();
+    CHECK(dms_ckpt_add_i64(ck, "/abs", 1) == -1 && dms_ckpt_add_i64(ck, "x/../y", 1) == -1);
+    dms_ckpt_free(ck);
+    ckpt_path(tmp, sizeof tmp, 31);
+    CHECK(!file_exists(tmp));
+
+    /* a full disk: the child's file size limit makes the write fail */
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {64 * 1024, 64 * 1024};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        dms_ckpt *c2 = make_state(40, 1);
+        dms_err e2 = {0};
+        int rc = dms_ckpt_save(dir, 40, c2, 1, &e2);
+        if (write(pipefd[1], e2.msg, strlen(e2.msg)) < 0) rc = 0;
+        _exit(rc == -1 ? 0 : 1);
+    }
+    close(pipefd[1]);
+    char msg[1100] = {0};
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(pipefd[0], msg + got, sizeof msg - 1 - got)) > 0) got += (size_t)r;
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    printf("full disk: %s\n", msg);
+    CHECK_MSG(strstr(msg, "ckpt-00000040.h5.tmp") && strstr(msg, "File too large") && one_line(msg), "%s", msg);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p40);
+    CHECK(!file_exists(p40) && !file_exists(tmp));
+    CHECK(file_exists(p20) && file_exists(p30)); /* keep_last 1 must not have pruned */
+    CHECK(count_files() == 2);
+    CHECK(dms_ckpt_latest(dir, latest, sizeof latest, &err) == 1);
+    CHECK_STR(latest, p30);
+    check_file(p30, 30, 1);
+
+    /* keep_last 1 after a success removes the others, never the new one */
+    ck = make_state(40, 0);
+    CHECK(dms_ckpt_save(dir, 40, ck, 1, &err) == 0);
+    dms_ckpt_free(ck);
+    CHECK(file_exists(p40) && !file_exists(p30) && !file_exists(p20) && count_files() == 1);
+    check_file(p40, 40, 0);
+
+    /* truncated and foreign checkpoints */
+    char pt[140];
+    snprintf(pt, sizeof pt, "%s/trunc.h5", dir);
+    FILE *a = fopen(p40, "rb"), *b = fopen(pt, "wb");
+    for (int i = 0; i < 2000; i++) fputc(fgetc(a), b);
+    fclose(a);
+    fclose(b);
+    ck = dms_ckpt_load(pt, &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, pt) && one_line(err.msg), "%s", err.msg);
+    printf("truncated: %s\n", err.msg);
+    f = fopen(pt, "w");
+    fputs("not a checkpoint\n", f);
+    fclose(f);
+    ck = dms_ckpt_load(pt, &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, pt) && strstr(err.msg, "not an HDF5 checkpoint"), "%s", err.msg);
+    ck = dms_ckpt_load("/tmp/dms-no-such-ckpt.h5", &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, "No such file"), "%s", err.msg);
+
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    free(BIG);
+    return dms_check_finish();
+}

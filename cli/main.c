@@ -14,7 +14,9 @@ static const struct {
     int (*fn)(int, char **);
     const char *summary;
 } commands[] = {
+    {"prep", dms_cmd_prep, "tokenize JSONL corpora (chat, prompt/response, text) into HDF5 token shards"},
     {"generate", dms_cmd_generate, "generate text from a model (greedy or sampled), with tokens/s and KV statistics"},
+    {"train", dms_cmd_train, "retrofit a model with DMS eviction heads (distillation, delayed-eviction masks)"},
     {"inspect", dms_cmd_inspect, "show a model (architecture, shapes, dtypes, tokenizer), or plot a training run"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

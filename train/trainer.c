@@ -63,6 +63,7 @@ static float *alloc_f(dms_trainer *tr, size_t n, int *ok) {
 }
 
 int dms_trainer_n_params(const dms_trainer *tr) { return tr->n_params; }
+const dms_backend *dms_trainer_backend(const dms_trainer *tr) { return tr->be; }
 dms_param *dms_trainer_param(dms_trainer *tr, int i) { return &tr->params[i]; }
 
 static dms_param *add_param(dms_trainer *tr, const char *name, int rows, int cols, int *ok) {

@@ -53,6 +53,7 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
 void dms_trainer_free(dms_trainer *tr);
 
 int dms_trainer_n_params(const dms_trainer *tr);
+const dms_backend *dms_trainer_backend(const dms_trainer *tr);
 dms_param *dms_trainer_param(dms_trainer *tr, int i);
 
 /* Forward + backward over n_rows rows; gradients are zeroed first, then

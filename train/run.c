@@ -1,0 +1,283 @@
+/* run.c - a whole training run (run.h): model and shards in, the step loop
+ * with its deterministic global sample order, non-finite step handling,
+ * metrics and progress, atomic checkpoints every save_every steps, and
+ * bit-exact resume from the newest checkpoint. */
+#include "train/run.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fs.h"
+#include "data/shards.h"
+#include "kernels/dms_rng.h"
+#include "train/checkpoint.h"
+#include "train/progress.h"
+#include "train/trainer.h"
+
+#ifndef DMS_GIT_REV
+#define DMS_GIT_REV "unknown"
+#endif
+
+/* Global sample order: epoch e visits every row once in a permutation
+ * seeded by (seed, e); sample s of the run is row perm_e[s mod n]. */
+typedef struct {
+    int64_t n_rows, epoch;
+    int64_t *perm;
+    uint64_t seed;
+} sample_order;
+
+static int64_t order_row(sample_order *o, int64_t sample) {
+    const int64_t e = sample / o->n_rows;
+    if (!o->perm || e != o->epoch) {
+        if (!o->perm) o->perm = malloc(sizeof(int64_t) * (size_t)o->n_rows);
+        for (int64_t i = 0; i < o->n_rows; i++) o->perm[i] = i;
+        for (int64_t i = o->n_rows - 1; i > 0; i--) { /* Fisher-Yates */
+            uint64_t h = dms_rng_key(o->seed, (uint64_t)e, 0x5a3e, 0, (uint64_t)i);
+            int64_t j = (int64_t)(h % (uint64_t)(i + 1));
+            int64_t t = o->perm[i];
+            o->perm[i] = o->perm[j];
+            o->perm[j] = t;
+        }
+        o->epoch = e;
+    }
+    return o->perm[sample % o->n_rows];
+}
+
+/* Faults injected by tests: DMS_FAULT_NAN_STEPS="3,4,5" makes those steps
+ * non-finite, to exercise the skip-and-stop logic without a broken model. */
+static int fault_nan(int step) {
+    const char *s = getenv("DMS_FAULT_NAN_STEPS");
+    while (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        if (v == step) return 1;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
+static int save_checkpoint(dms_trainer *tr, const dms_train_config *cfg, const char *config_json, int next_step,
+                           dms_err *err) {
+    const dms_backend *be = dms_trainer_backend(tr);
+    dms_ckpt *ck = dms_ckpt_new();
+    char name[256];
+    for (int i = 0; i < dms_trainer_n_params(tr); i++) {
+        dms_param *p = dms_trainer_param(tr, i);
+        int64_t shape[2] = {p->rows, p->cols};
+        const int nd = p->cols ? 2 : 1;
+        float *bufs[3] = {p->p, p->m, p->v};
+        const char *groups[3] = {"params", "adam_m", "adam_v"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(name, sizeof name, "%s/%s", groups[k], p->name);
+            float *host = malloc(sizeof(float) * p->n);
+            be->download(be->ctx, host, bufs[k], sizeof(float) * p->n);
+            dms_ckpt_add_tensor(ck, name, host, nd, shape); /* copies */
+            free(host);
+        }
+    }
+    dms_ckpt_add_i64(ck, "step", next_step);
+    dms_ckpt_add_i64(ck, "seed", (int64_t)cfg->seed);
+    dms_ckpt_add_i64(ck, "samples_seen", (int64_t)next_step * cfg->batch_size);
+    dms_ckpt_add_str(ck, "config", config_json);
+    dms_ckpt_add_str(ck, "git_revision", DMS_GIT_REV);
+    int rc = dms_ckpt_save(cfg->output, next_step, ck, cfg->keep_last, err);
+    dms_ckpt_free(ck);
+    return rc;
+}
+
+/* Whether two resolved configs agree on every key that shapes the run. */
+static int configs_compatible(const char *a_json, const dms_train_config *b, char *why, size_t why_len) {
+    dms_train_config a;
+    dms_train_config_defaults(&a);
+    dms_err e;
+    if (dms_train_config_parse(&a, a_json, "checkpoint config", &e) != 0) {
+        snprintf(why, why_len, "%.400s", e.msg);
+        return 0;
+    }
+    dms_train_config x = a, y = *b;
+    /* blank out what may change */
+    x.steps = y.steps;
+    x.save_every = y.save_every;
+    x.keep_last = y.keep_last;
+    x.log_every = y.log_every;
+    x.threads = y.threads;
+    x.max_bad_steps = y.max_bad_steps;
+    char *ja = dms_train_config_to_json(&x), *jb = dms_train_config_to_json(&y);
+    int same = strcmp(ja, jb) == 0;
+    if (!same)
+        snprintf(why, why_len, "the config differs from the checkpoint's in a key other than "
+                               "steps, save_every, keep_last, log_every, threads, max_bad_steps");
+    free(ja);
+    free(jb);
+    return same;
+}
+
+static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_step, dms_err *err) {
+    const dms_backend *be = dms_trainer_backend(tr);
+    char path[PATH_MAX];
+    int found = dms_ckpt_latest(cfg->output, path, sizeof path, err);
+    if (found < 0) return -1;
+    if (found == 0) return dms_errf(err, "%s: --resume given but no checkpoint in this folder", cfg->output);
+    dms_ckpt *ck = dms_ckpt_load(path, err);
+    if (!ck) return -1;
+    int rc = 0;
+    char *stored = dms_ckpt_read_str(ck, "config", err);
+    char why[512];
+    if (!stored) rc = -1;
+    else if (!configs_compatible(stored, cfg, why, sizeof why)) rc = dms_errf(err, "%s: cannot resume: %s", path, why);
+    free(stored);
+    int64_t step = 0;
+    if (rc == 0) rc = dms_ckpt_read_i64(ck, "step", &step, err);
+    char name[256];
+    for (int i = 0; rc == 0 && i < dms_trainer_n_params(tr); i++) {
+        dms_param *p = dms_trainer_param(tr, i);
+        float *bufs[3] = {p->p, p->m, p->v};
+        const char *groups[3] = {"params", "adam_m", "adam_v"};
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            float *host = malloc(sizeof(float) * p->n);
+            snprintf(name, sizeof name, "%s/%s", groups[k], p->name);
+            rc = dms_ckpt_read_tensor(ck, name, host, p->n, err);
+            if (rc == 0) be->upload(be->ctx, bufs[k], host, sizeof(float) * p->n);
+            free(host);
+        }
+    }
+    dms_ckpt_free(ck);
+    if (rc == 0) {
+        dms_trainer_sync_params(tr);
+        *start_step = (int)step;
+        fprintf(stderr, "[dms] resuming from %s at step %d\n", path, *start_step);
+    }
+    return rc;
+}
+
+int dms_train_run(const dms_train_config *cfg, int resume, dms_err *err) {
+    int rc = 0, start_step = 0;
+    dms_model m;
+    if (dms_model_load(&m, cfg->model, &dms_backend_cpu, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, err) != 0) return -1;
+    dms_dataset *ds = dms_dataset_open(cfg->data, dms_tokenizer_hash(m.tok), cfg->max_len, err);
+    if (!ds) {
+        dms_model_free(&m);
+        return -1;
+    }
+    const int64_t n_rows = dms_dataset_n_rows(ds);
+    dms_trainer *tr = NULL;
+    char *config_json = dms_train_config_to_json(cfg);
+    dms_progress prog = {0};
+    uint32_t *tok_u = malloc(sizeof(uint32_t) * (size_t)cfg->max_len * cfg->batch_size);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cfg->max_len * cfg->batch_size);
+    int32_t *seg = malloc(sizeof(int32_t) * (size_t)cfg->max_len * cfg->batch_size);
+    uint8_t *mask = malloc((size_t)cfg->max_len * cfg->batch_size);
+    dms_row *rows = calloc((size_t)cfg->batch_size, sizeof(dms_row));
+    sample_order order = {.n_rows = n_rows, .epoch = -1, .seed = cfg->seed};
+    if (n_rows < 1) {
+        rc = dms_errf(err, "%s: no complete row of %d tokens in the shards", cfg->data, cfg->max_len);
+        goto done;
+    }
+    if (dms_mkdir_p(cfg->output, err) != 0) {
+        rc = -1;
+        goto done;
+    }
+    tr = dms_trainer_create(&m, cfg, err);
+    if (!tr) {
+        rc = -1;
+        goto done;
+    }
+    if (resume && resume_from(tr, cfg, &start_step, err) != 0) {
+        rc = -1;
+        goto done;
+    }
+    if (!resume) { /* a fresh run must not silently mix with an old one */
+        char path[PATH_MAX];
+        int found = dms_ckpt_latest(cfg->output, path, sizeof path, err);
+        if (found != 0) {
+            rc = found < 0 ? -1 : dms_errf(err, "%s: already holds checkpoints (%s); use --resume or another output",
+                                           cfg->output, path);
+            goto done;
+        }
+    }
+    {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/config.json", cfg->output);
+        FILE *f = fopen(path, "w");
+        if (!f || fputs(config_json, f) < 0 || fclose(f) != 0) {
+            if (f) fclose(f);
+            rc = dms_errf(err, "%s: cannot write", path);
+            goto done;
+        }
+    }
+    if (dms_progress_open(&prog, cfg->output, cfg->steps, start_step, cfg->log_every, m.cfg.n_layers, err) != 0) {
+        rc = -1;
+        goto done;
+    }
+    fprintf(stderr, "[dms] %s: %s %d layers, %d trainable tensors; %lld rows of %d tokens in %s; %d steps x %d rows\n",
+            cfg->model, cfg->variant == DMS_VARIANT_ADAPTER ? "adapter" : "neuron", m.cfg.n_layers,
+            dms_trainer_n_params(tr), (long long)n_rows, cfg->max_len, cfg->data, cfg->steps, cfg->batch_size);
+    int bad = 0, last_saved = resume ? start_step : -1;
+    for (int step = start_step; step < cfg->steps; step++) {
+        double kd_tokens = 0;
+        for (int b = 0; b < cfg->batch_size; b++) {
+            const int64_t sample = (int64_t)step * cfg->batch_size + b;
+            const int64_t row = order_row(&order, sample);
+            uint32_t *tu = tok_u + (size_t)b * cfg->max_len;
+            int32_t *ib = ids + (size_t)b * cfg->max_len;
+            if (dms_dataset_row(ds, row, tu, seg + (size_t)b * cfg->max_len, mask + (size_t)b * cfg->max_len, err) != 0) {
+                rc = -1;
+                goto done;
+            }
+            for (int t = 0; t < cfg->max_len; t++) ib[t] = (int32_t)tu[t];
+            rows[b] = (dms_row){ib, seg + (size_t)b * cfg->max_len, mask + (size_t)b * cfg->max_len,
+                                sample * cfg->max_len};
+            kd_tokens += dms_trainer_row_kd_tokens(tr, &rows[b]);
+        }
+        dms_step_stats st;
+        if (dms_trainer_grads(tr, rows, cfg->batch_size, step, kd_tokens, cfg->batch_size, NULL, &st, err) != 0) {
+            rc = -1;
+            goto done;
+        }
+        if (fault_nan(step)) st.finite = 0, st.loss = NAN;
+        const int skipped = !st.finite;
+        if (skipped) {
+            bad++;
+        } else {
+            bad = 0;
+            dms_trainer_apply(tr, step, &st);
+        }
+        if (dms_progress_step(&prog, step, &st, dms_lr_at(cfg, step), (double)cfg->batch_size * cfg->max_len, skipped,
+                              err) != 0) {
+            rc = -1;
+            goto done;
+        }
+        if (bad >= cfg->max_bad_steps) {
+            char path[PATH_MAX] = "none";
+            if (dms_ckpt_latest(cfg->output, path, sizeof path, err) <= 0) snprintf(path, sizeof path, "none");
+            rc = dms_errf(err, "%s: %d non-finite steps in a row (last at step %d); stopping; last good checkpoint: %s",
+                          cfg->output, bad, step + 1, path);
+            goto done;
+        }
+        if (!skipped && ((step + 1) % cfg->save_every == 0 || step + 1 == cfg->steps)) {
+            if (save_checkpoint(tr, cfg, config_json, step + 1, err) != 0) {
+                rc = -1;
+                goto done;
+            }
+            last_saved = step + 1;
+        }
+    }
+    fprintf(stderr, "[dms] done: %d steps; checkpoint at step %d in %s\n", cfg->steps, last_saved, cfg->output);
+done:
+    dms_progress_close(&prog);
+    free(order.perm);
+    free(rows);
+    free(mask);
+    free(seg);
+    free(ids);
+    free(tok_u);
+    free(config_json);
+    dms_trainer_free(tr);
+    dms_dataset_close(ds);
+    dms_model_free(&m);
+    return rc;
+}

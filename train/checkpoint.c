@@ -297,10 +297,42 @@ static int write_tensor(hid_t f, const ckpt_entry *e, hid_t lcpl) {
     return rc;
 }
 
-/* Writes the whole file; -1 on the first failure (the file is closed). */
+/* The checkpoint is built as an HDF5 image in memory (core driver, no
+ * backing store) and written to disk with plain write(2): an I/O error such
+ * as a full disk then surfaces as an errno here, and HDF5 is never left
+ * holding a half-written file (whose flush at exit would crash). */
+static int write_image(const char *tmp, const void *buf, size_t n, const char **what) {
+    *what = "create";
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return -1;
+    *what = "write";
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return close(fd);
+}
+
+/* Builds the whole file in memory and writes it to tmp; -1 on the first
+ * failure, with errno set for I/O errors. */
 static int write_file(const char *tmp, const dms_ckpt *ck, int64_t step, const char **what) {
     *what = "create";
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 20, 0) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return -1;
+    }
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) return -1;
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     int rc = lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0 ? 0 : -1;
@@ -322,14 +354,25 @@ static int write_file(const char *tmp, const dms_ckpt *ck, int64_t step, const c
         else rc = write_str(f, e->name, e->str, lcpl, 0);
     }
     if (lcpl >= 0) H5Pclose(lcpl);
+    void *image = NULL;
+    ssize_t size = -1;
     if (!rc) {
         *what = "flush";
         if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
+    }
+    if (!rc) {
+        *what = "build";
+        size = H5Fget_file_image(f, NULL, 0);
+        image = size > 0 ? malloc((size_t)size) : NULL;
+        if (!image || H5Fget_file_image(f, image, (size_t)size) != size) rc = -1;
     }
     if (H5Fclose(f) < 0 && !rc) {
         *what = "close";
         rc = -1;
     }
+    errno = 0;
+    if (!rc) rc = write_image(tmp, image, (size_t)size, what);
+    free(image);
     return rc;
 }
 
@@ -428,8 +471,10 @@ int dms_ckpt_save(const char *dir, int64_t step, const dms_ckpt *ck, int keep_la
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     const char *what = "write";
     int rc = 0;
-    if (write_file(tmp, ck, step, &what) != 0)
-        rc = dms_errf(err, "%s: cannot %s checkpoint: %s", tmp, what, h5_reason(why));
+    if (write_file(tmp, ck, step, &what) != 0) {
+        const int e = errno;
+        rc = dms_errf(err, "%s: cannot %s checkpoint: %s", tmp, what, e ? strerror(e) : h5_reason(why));
+    }
     else if (fsync_path(tmp, 0) != 0)
         rc = dms_errf(err, "%s: fsync failed: %s", tmp, strerror(errno));
     else if (rename(tmp, path) != 0)

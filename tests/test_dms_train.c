@@ -210,6 +210,44 @@ static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
     dms_trainer_free(tr);
 }
 
+/* alpha_per = layer: KV head 0's logit and noise decide for every head,
+ * so only W_a's row 0 learns, and the loss differs from per-head. */
+static void per_layer_decisions(dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], KV = m->cfg.n_kv_heads, d = m->cfg.hidden;
+    const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
+                         NULL, 0};
+    double kd[2] = {0};
+    for (int per = 0; per < 2; per++) {
+        dms_train_config cfg;
+        dms_train_config_defaults(&cfg);
+        cfg.max_len = T;
+        cfg.window = 4;
+        cfg.cr_final = 2;
+        cfg.steps_per_cr = 1;
+        cfg.alpha_per = per ? DMS_ALPHA_PER_LAYER : DMS_ALPHA_PER_HEAD;
+        dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+        CHECK_MSG(tr != NULL, "%s", err.msg);
+        if (!tr) return;
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            memcpy(dms_trainer_param(tr, 2 * l)->p, tensor(fx, "adapter.W_a") + (size_t)l * KV * d,
+                   sizeof(float) * KV * d);
+        dms_step_stats st;
+        CHECK(dms_trainer_grads(tr, &row, 1, 5, T, 1, tensor(fx, "noise"), &st, &err) == 0);
+        kd[per] = st.kd;
+        if (per) {
+            const dms_param *wa = dms_trainer_param(tr, 0);
+            double row0 = 0, rest = 0;
+            for (int i = 0; i < d; i++) row0 += fabsf(wa->g[i]);
+            for (int i = d; i < KV * d; i++) rest += fabsf(wa->g[i]);
+            CHECK_MSG(row0 > 0 && rest == 0, "per-layer: W_a row 0 grad %g, other rows %g", row0, rest);
+        }
+        dms_trainer_free(tr);
+    }
+    CHECK_MSG(kd[0] != kd[1], "alpha_per layer gave the same KD as per head");
+}
+
 int main(void) {
     dms_err err = {0};
     dms_model m;
@@ -225,6 +263,7 @@ int main(void) {
     }
     fresh_adapter_step(&m, &fx);
     lora_finite_differences(&m, &fx);
+    per_layer_decisions(&m, &fx);
     dms_st_close(&fx);
     dms_model_free(&m);
     return dms_check_finish();

@@ -1,0 +1,72 @@
+/* test_train_config.c - the training config: defaults, parsing, type and
+ * range errors naming the file and key, "did you mean" suggestions, the
+ * resolved JSON round trip, and the CR and LR schedules. */
+#include <stdlib.h>
+
+#include "tests/check.h"
+#include "train/train_config.h"
+
+static int parse(dms_train_config *c, const char *json, dms_err *err) {
+    dms_train_config_defaults(c);
+    return dms_train_config_parse(c, json, "cfg.json", err);
+}
+
+int main(void) {
+    dms_train_config c;
+    dms_err err = {0};
+    /* defaults follow DESIGN.md / NVIDIA's recipe */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0);
+    CHECK_CLOSE(c.lr, 3e-5, 1e-6, 0);
+    CHECK_CLOSE(c.beta2, 0.95, 1e-6, 0);
+    CHECK_CLOSE(c.tau, 0.1, 1e-6, 0);
+    CHECK(c.variant == DMS_VARIANT_ADAPTER && c.alpha_per == DMS_ALPHA_PER_HEAD);
+    CHECK_CLOSE(c.alpha_scale, 100, 0, 0);
+    CHECK_CLOSE(c.alpha_offset, 5, 0, 0);
+
+    /* errors */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"windw\": 4}", &err) != 0);
+    CHECK_STR(err.msg, "cfg.json: unknown key 'windw' (did you mean 'window'?)");
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"steps\": 2.5}", &err) != 0);
+    CHECK(strstr(err.msg, "cfg.json: 'steps' must be an integer") != NULL);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"tau\": -1}", &err) != 0);
+    CHECK(strstr(err.msg, "'tau' = -1 is outside") != NULL);
+    CHECK(parse(&c, "{\"model\": 3, \"data\": \"d\"}", &err) != 0);
+    CHECK(strstr(err.msg, "'model' must be a string") != NULL);
+    CHECK(parse(&c, "{\"data\": \"d\"}", &err) != 0);
+    CHECK(strstr(err.msg, "'model' is required") != NULL);
+    CHECK(parse(&c, "[1, 2]", &err) != 0);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"_comment\": \"ignored\"}", &err) == 0);
+    CHECK(dms_edit_distance("kitten", "sitting") == 3);
+
+    /* resolved JSON round trip */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"variant\": \"neuron\", \"alpha_per\": \"layer\", "
+                    "\"lr_schedule\": \"cosine\", \"seed\": 77, \"lora_rank\": 4}", &err) == 0);
+    char *json = dms_train_config_to_json(&c);
+    dms_train_config back;
+    dms_train_config_defaults(&back);
+    CHECK(dms_train_config_parse(&back, json, "resolved", &err) == 0);
+    CHECK(memcmp(&back, &c, sizeof c) == 0);
+    free(json);
+
+    /* CR: linear from 1, +1 every steps_per_cr steps, held at cr_final */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"cr_final\": 8, \"steps_per_cr\": 34}", &err) == 0);
+    CHECK_CLOSE(dms_cr_at(&c, 0), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_cr_at(&c, 17), 1.5, 1e-6, 0);
+    CHECK_CLOSE(dms_cr_at(&c, 34 * 7), 8.0, 1e-6, 0);
+    CHECK_CLOSE(dms_cr_at(&c, 10000), 8.0, 1e-6, 0);
+
+    /* LR: warm-up, then constant / cosine / linear to min_lr_ratio */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"lr\": 1, \"steps\": 110, \"warmup_steps\": 10, "
+                    "\"lr_schedule\": \"cosine\", \"min_lr_ratio\": 0.1}", &err) == 0);
+    CHECK_CLOSE(dms_lr_at(&c, 0), 0.1, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 9), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 10), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 60), 0.55, 1e-5, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 110), 0.1, 1e-5, 0);
+    c.lr_schedule = DMS_LR_LINEAR;
+    CHECK_CLOSE(dms_lr_at(&c, 60), 0.55, 1e-5, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 85), 0.325, 1e-5, 0);
+    c.lr_schedule = DMS_LR_CONSTANT;
+    CHECK_CLOSE(dms_lr_at(&c, 85), 1.0, 1e-6, 0);
+    return dms_check_finish();
+}

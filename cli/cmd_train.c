@@ -2,11 +2,22 @@
  * JSON config, then run or resume the DMS retrofit (train/run.c). */
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/mapped_file.h"
+#include "train/comm.h"
 #include "train/run.h"
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
 
 int dms_cmd_train(int argc, char **argv) {
     const char *config = NULL;
@@ -33,21 +44,53 @@ int dms_cmd_train(int argc, char **argv) {
         return 2;
     }
     dms_err err = {0};
+    dms_comm comm;
+    if (dms_comm_auto(&comm, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "dms train: %s\n", err.msg);
+        return 1;
+    }
+    const int multi = comm.size > 1;
+    /* Rank 0's config is the run's: it is broadcast, and every rank checks
+     * that its own copy of the file hashes the same. */
+    char *mine = dms_read_text_file(config, NULL, &err);
+    int rc = mine ? 0 : 2; /* 2: bad command line or config */
+    uint64_t lens[2] = {mine ? strlen(mine) : 0, mine ? fnv1a(mine) : 0};
+    if (multi && comm.bcast(&comm, lens, sizeof lens, 0, &err) != 0) rc = 1;
+    char *text = NULL;
+    if (rc == 0) {
+        text = calloc(lens[0] + 1, 1);
+        if (comm.rank == 0) memcpy(text, mine, lens[0]);
+        if (multi && comm.bcast(&comm, text, lens[0], 0, &err) != 0) rc = 1;
+        if (rc == 0 && fnv1a(mine) != lens[1])
+            rc = 2, dms_errf(&err, "rank %d: %s differs from rank 0's copy (hash %016llx vs %016llx)", comm.rank,
+                             config, (unsigned long long)fnv1a(mine), (unsigned long long)lens[1]);
+    }
     dms_train_config cfg;
     dms_train_config_defaults(&cfg);
-    if (dms_train_config_load(&cfg, config, &err) != 0) {
+    if (rc == 0 && dms_train_config_parse(&cfg, text, config, &err) != 0) rc = 2;
+    free(mine);
+    free(text);
+    if (rc != 0) {
         fprintf(stderr, "dms train: %s\n", err.msg);
-        return 2;
+        if (multi) comm.abort(&comm, rc);
+        return rc;
     }
     if (threads > 0) cfg.threads = threads;
+    if (cfg.threads == 0 && multi) { /* share the node's cores among its ranks */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.threads = (int)(cores / comm.local_size > 0 ? cores / comm.local_size : 1);
+    }
     dms_set_threads(cfg.threads);
     /* A write past a file-size limit must fail with EFBIG (and keep the
      * previous checkpoint), not kill the process. */
     signal(SIGXFSZ, SIG_IGN);
-    if (dms_train_run(&cfg, resume, &err) != 0) {
-        if (isatty(2)) fputc('\n', stderr); /* end the progress bar's line */
-        fprintf(stderr, "dms train: %s\n", err.msg);
+    if (dms_train_run(&cfg, resume, &comm, &err) != 0) {
+        if (comm.rank == 0 && isatty(2)) fputc('\n', stderr); /* end the progress bar's line */
+        if (comm.rank == 0 || !strstr(err.msg, "rank 0 failed"))
+            fprintf(stderr, "dms train: %s\n", err.msg);
+        if (multi) comm.abort(&comm, 1);
         return 1;
     }
+    comm.finalize(&comm);
     return 0;
 }

@@ -61,7 +61,7 @@ static int fault_nan(int step) {
 }
 
 static int save_checkpoint(dms_trainer *tr, const dms_train_config *cfg, const char *config_json, int next_step,
-                           dms_err *err) {
+                           int64_t samples_seen, dms_err *err) {
     const dms_backend *be = dms_trainer_backend(tr);
     dms_ckpt *ck = dms_ckpt_new();
     char name[256];
@@ -81,7 +81,7 @@ static int save_checkpoint(dms_trainer *tr, const dms_train_config *cfg, const c
     }
     dms_ckpt_add_i64(ck, "step", next_step);
     dms_ckpt_add_i64(ck, "seed", (int64_t)cfg->seed);
-    dms_ckpt_add_i64(ck, "samples_seen", (int64_t)next_step * cfg->batch_size);
+    dms_ckpt_add_i64(ck, "samples_seen", samples_seen);
     dms_ckpt_add_str(ck, "config", config_json);
     dms_ckpt_add_str(ck, "git_revision", DMS_GIT_REV);
     int rc = dms_ckpt_save(cfg->output, next_step, ck, cfg->keep_last, err);
@@ -106,17 +106,19 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
     x.log_every = y.log_every;
     x.threads = y.threads;
     x.max_bad_steps = y.max_bad_steps;
+    x.batch_size = y.batch_size; /* rows per rank: may change with the rank count */
     char *ja = dms_train_config_to_json(&x), *jb = dms_train_config_to_json(&y);
     int same = strcmp(ja, jb) == 0;
     if (!same)
         snprintf(why, why_len, "the config differs from the checkpoint's in a key other than "
-                               "steps, save_every, keep_last, log_every, threads, max_bad_steps");
+                               "steps, save_every, keep_last, log_every, threads, max_bad_steps, batch_size");
     free(ja);
     free(jb);
     return same;
 }
 
-static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_step, dms_err *err) {
+static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_step, int64_t *samples_seen,
+                       int verbose, dms_err *err) {
     const dms_backend *be = dms_trainer_backend(tr);
     char path[PATH_MAX];
     int found = dms_ckpt_latest(cfg->output, path, sizeof path, err);
@@ -132,6 +134,7 @@ static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_
     free(stored);
     int64_t step = 0;
     if (rc == 0) rc = dms_ckpt_read_i64(ck, "step", &step, err);
+    if (rc == 0) rc = dms_ckpt_read_i64(ck, "samples_seen", samples_seen, err);
     char name[256];
     for (int i = 0; rc == 0 && i < dms_trainer_n_params(tr); i++) {
         dms_param *p = dms_trainer_param(tr, i);
@@ -149,13 +152,29 @@ static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_
     if (rc == 0) {
         dms_trainer_sync_params(tr);
         *start_step = (int)step;
-        fprintf(stderr, "[dms] resuming from %s at step %d\n", path, *start_step);
+        if (verbose)
+            fprintf(stderr, "[dms] resuming from %s at step %d (%lld samples seen)\n", path, *start_step,
+                    (long long)*samples_seen);
     }
     return rc;
 }
 
-int dms_train_run(const dms_train_config *cfg, int resume, dms_err *err) {
+/* Rank 0 decides (rc), every rank learns it: keeps ranks in step when only
+ * rank 0 touches the filesystem. */
+static int agree(dms_comm *comm, int rc, dms_err *err) {
+    double v = rc ? 1.0 : 0.0;
+    dms_err e2;
+    if (comm->size > 1) {
+        if (comm->bcast(comm, &v, sizeof v, 0, &e2) != 0) return dms_errf(err, "%s", e2.msg);
+        if (v != 0 && comm->rank != 0) return dms_errf(err, "rank 0 failed (see its message)");
+    }
+    return v != 0 ? -1 : 0;
+}
+
+int dms_train_run(const dms_train_config *cfg, int resume, dms_comm *comm, dms_err *err) {
     int rc = 0, start_step = 0;
+    const int lead = comm->rank == 0, B = cfg->batch_size, W = comm->size;
+    int64_t samples_seen = 0;
     dms_model m;
     if (dms_model_load(&m, cfg->model, &dms_backend_cpu, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, err) != 0) return -1;
     dms_dataset *ds = dms_dataset_open(cfg->data, dms_tokenizer_hash(m.tok), cfg->max_len, err);
@@ -167,60 +186,56 @@ int dms_train_run(const dms_train_config *cfg, int resume, dms_err *err) {
     dms_trainer *tr = NULL;
     char *config_json = dms_train_config_to_json(cfg);
     dms_progress prog = {0};
-    uint32_t *tok_u = malloc(sizeof(uint32_t) * (size_t)cfg->max_len * cfg->batch_size);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cfg->max_len * cfg->batch_size);
-    int32_t *seg = malloc(sizeof(int32_t) * (size_t)cfg->max_len * cfg->batch_size);
-    uint8_t *mask = malloc((size_t)cfg->max_len * cfg->batch_size);
-    dms_row *rows = calloc((size_t)cfg->batch_size, sizeof(dms_row));
+    uint32_t *tok_u = malloc(sizeof(uint32_t) * (size_t)cfg->max_len * B);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cfg->max_len * B);
+    int32_t *seg = malloc(sizeof(int32_t) * (size_t)cfg->max_len * B);
+    uint8_t *mask = malloc((size_t)cfg->max_len * B);
+    dms_row *rows = calloc((size_t)B, sizeof(dms_row));
     sample_order order = {.n_rows = n_rows, .epoch = -1, .seed = cfg->seed};
     if (n_rows < 1) {
         rc = dms_errf(err, "%s: no complete row of %d tokens in the shards", cfg->data, cfg->max_len);
         goto done;
     }
-    if (dms_mkdir_p(cfg->output, err) != 0) {
-        rc = -1;
-        goto done;
-    }
+    if (lead && dms_mkdir_p(cfg->output, err) != 0) rc = -1;
+    if ((rc = agree(comm, rc, err)) != 0) goto done;
     tr = dms_trainer_create(&m, cfg, err);
     if (!tr) {
         rc = -1;
         goto done;
     }
-    if (resume && resume_from(tr, cfg, &start_step, err) != 0) {
+    if (resume && resume_from(tr, cfg, &start_step, &samples_seen, lead, err) != 0) {
         rc = -1;
         goto done;
     }
-    if (!resume) { /* a fresh run must not silently mix with an old one */
+    if (!resume && lead) { /* a fresh run must not silently mix with an old one */
         char path[PATH_MAX];
         int found = dms_ckpt_latest(cfg->output, path, sizeof path, err);
-        if (found != 0) {
+        if (found != 0)
             rc = found < 0 ? -1 : dms_errf(err, "%s: already holds checkpoints (%s); use --resume or another output",
                                            cfg->output, path);
-            goto done;
-        }
     }
-    {
+    if (lead && rc == 0) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/config.json", cfg->output);
         FILE *f = fopen(path, "w");
-        if (!f || fputs(config_json, f) < 0 || fclose(f) != 0) {
-            if (f) fclose(f);
-            rc = dms_errf(err, "%s: cannot write", path);
-            goto done;
-        }
+        if (!f || fputs(config_json, f) < 0 || fclose(f) != 0) rc = dms_errf(err, "%s: cannot write", path);
+        if (rc == 0 && dms_progress_open(&prog, cfg->output, cfg->steps, start_step, cfg->log_every, m.cfg.n_layers,
+                                         err) != 0)
+            rc = -1;
     }
-    if (dms_progress_open(&prog, cfg->output, cfg->steps, start_step, cfg->log_every, m.cfg.n_layers, err) != 0) {
-        rc = -1;
-        goto done;
-    }
-    fprintf(stderr, "[dms] %s: %s %d layers, %d trainable tensors; %lld rows of %d tokens in %s; %d steps x %d rows\n",
-            cfg->model, cfg->variant == DMS_VARIANT_ADAPTER ? "adapter" : "neuron", m.cfg.n_layers,
-            dms_trainer_n_params(tr), (long long)n_rows, cfg->max_len, cfg->data, cfg->steps, cfg->batch_size);
+    if ((rc = agree(comm, rc, err)) != 0) goto done;
+    if (lead)
+        fprintf(stderr,
+                "[dms] %s: %s %d layers, %d trainable tensors; %lld rows of %d tokens in %s; %d steps x %d rows x %d "
+                "rank(s)\n",
+                cfg->model, cfg->variant == DMS_VARIANT_ADAPTER ? "adapter" : "neuron", m.cfg.n_layers,
+                dms_trainer_n_params(tr), (long long)n_rows, cfg->max_len, cfg->data, cfg->steps, B, W);
     int bad = 0, last_saved = resume ? start_step : -1;
     for (int step = start_step; step < cfg->steps; step++) {
+        /* this rank's rows of the global batch, in the run's global sample order */
         double kd_tokens = 0;
-        for (int b = 0; b < cfg->batch_size; b++) {
-            const int64_t sample = (int64_t)step * cfg->batch_size + b;
+        for (int b = 0; b < B; b++) {
+            const int64_t sample = samples_seen + (int64_t)comm->rank * B + b;
             const int64_t row = order_row(&order, sample);
             uint32_t *tu = tok_u + (size_t)b * cfg->max_len;
             int32_t *ib = ids + (size_t)b * cfg->max_len;
@@ -233,8 +248,14 @@ int dms_train_run(const dms_train_config *cfg, int resume, dms_err *err) {
                                 sample * cfg->max_len};
             kd_tokens += dms_trainer_row_kd_tokens(tr, &rows[b]);
         }
+        samples_seen += (int64_t)B * W;
+        if (comm->allreduce_f64(comm, &kd_tokens, 1, err) != 0) {
+            rc = -1;
+            goto done;
+        }
         dms_step_stats st;
-        if (dms_trainer_grads(tr, rows, cfg->batch_size, step, kd_tokens, cfg->batch_size, NULL, &st, err) != 0) {
+        if (dms_trainer_grads(tr, rows, B, step, kd_tokens, B * W, NULL, &st, err) != 0 ||
+            dms_trainer_reduce(tr, comm, &st, err) != 0) {
             rc = -1;
             goto done;
         }
@@ -246,11 +267,10 @@ int dms_train_run(const dms_train_config *cfg, int resume, dms_err *err) {
             bad = 0;
             dms_trainer_apply(tr, step, &st);
         }
-        if (dms_progress_step(&prog, step, &st, dms_lr_at(cfg, step), (double)cfg->batch_size * cfg->max_len, skipped,
-                              err) != 0) {
+        if (lead && dms_progress_step(&prog, step, &st, dms_lr_at(cfg, step), (double)B * W * cfg->max_len, skipped,
+                                      err) != 0)
             rc = -1;
-            goto done;
-        }
+        if ((rc = agree(comm, rc, err)) != 0) goto done;
         if (bad >= cfg->max_bad_steps) {
             char path[PATH_MAX] = "none";
             if (dms_ckpt_latest(cfg->output, path, sizeof path, err) <= 0) snprintf(path, sizeof path, "none");
@@ -259,14 +279,12 @@ int dms_train_run(const dms_train_config *cfg, int resume, dms_err *err) {
             goto done;
         }
         if (!skipped && ((step + 1) % cfg->save_every == 0 || step + 1 == cfg->steps)) {
-            if (save_checkpoint(tr, cfg, config_json, step + 1, err) != 0) {
-                rc = -1;
-                goto done;
-            }
+            if (lead && save_checkpoint(tr, cfg, config_json, step + 1, samples_seen, err) != 0) rc = -1;
+            if ((rc = agree(comm, rc, err)) != 0) goto done;
             last_saved = step + 1;
         }
     }
-    fprintf(stderr, "[dms] done: %d steps; checkpoint at step %d in %s\n", cfg->steps, last_saved, cfg->output);
+    if (lead) fprintf(stderr, "[dms] done: %d steps; checkpoint at step %d in %s\n", cfg->steps, last_saved, cfg->output);
 done:
     dms_progress_close(&prog);
     free(order.perm);

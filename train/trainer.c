@@ -26,6 +26,8 @@ struct dms_trainer {
     int T, L, d, H, KV, hd, ff, V;
     int n_params;
     dms_param *params;
+    float *grad_arena;  /* every parameter's gradient, contiguous: one all-reduce */
+    size_t n_grad;
     /* views into params, per layer */
     dms_mat *wa;        /* adapter W_a [KV, d] */
     float **norm_a;     /* adapter norm weight [d] */
@@ -73,7 +75,7 @@ static dms_param *add_param(dms_trainer *tr, const char *name, int rows, int col
     p->cols = cols;
     p->n = (size_t)rows * (size_t)(cols ? cols : 1);
     p->p = alloc_f(tr, p->n, ok);
-    p->g = alloc_f(tr, p->n, ok);
+    p->g = NULL; /* carved from the gradient arena once every tensor is known */
     p->m = alloc_f(tr, p->n, ok);
     p->v = alloc_f(tr, p->n, ok);
     return p;
@@ -178,6 +180,10 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
             free(init);
         }
     }
+    for (int i = 0; i < tr->n_params; i++) tr->n_grad += tr->params[i].n;
+    tr->grad_arena = alloc_f(tr, tr->n_grad ? tr->n_grad : 1, &ok);
+    for (size_t i = 0, off = 0; ok && i < (size_t)tr->n_params; off += tr->params[i].n, i++)
+        tr->params[i].g = tr->grad_arena + off;
     for (int j = 0; j < 4 && tr->r > 0; j++) tr->lora_xa[j] = alloc_f(tr, T * (size_t)tr->r, &ok);
     if (tr->r > 0) {
         tr->lora_tmp = alloc_f(tr, T * (qd > d ? qd : d), &ok);
@@ -240,7 +246,6 @@ void dms_trainer_free(dms_trainer *tr) {
     const dms_backend *be = tr->be;
     for (int i = 0; i < tr->n_params; i++) {
         be->free(be->ctx, tr->params[i].p);
-        be->free(be->ctx, tr->params[i].g);
         be->free(be->ctx, tr->params[i].m);
         be->free(be->ctx, tr->params[i].v);
     }
@@ -257,6 +262,7 @@ void dms_trainer_free(dms_trainer *tr) {
                     tr->lora_xa[1], tr->lora_xa[2], tr->lora_xa[3], tr->lora_tmp, tr->lora_dr};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be->ctx, bufs[i]);
+    if (tr->grad_arena) be->free(be->ctx, tr->grad_arena);
     free(tr->host_kd);
     free(tr->params);
     free(tr->wa);
@@ -535,15 +541,20 @@ double dms_trainer_row_kd_tokens(const dms_trainer *tr, const dms_row *row) {
     return n;
 }
 
+/* Total loss, gradient norm and finiteness from the (reduced) parts. */
+static void finish_stats(dms_trainer *tr, dms_step_stats *st) {
+    st->loss = st->kd + tr->cfg.compression_weight * st->comp;
+    st->grad_norm = sqrt(tr->be->sumsq(tr->be->ctx, tr->grad_arena, tr->n_grad));
+    st->finite = isfinite(st->loss) && isfinite(st->grad_norm);
+}
+
 int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step, double kd_tokens_total,
                       int rows_total, const float *noise_override, dms_step_stats *st, dms_err *err) {
     const dms_backend *be = tr->be;
     memset(st, 0, sizeof *st);
-    for (int i = 0; i < tr->n_params; i++) {
-        float *zero = calloc(tr->params[i].n, sizeof(float));
-        be->upload(be->ctx, tr->params[i].g, zero, sizeof(float) * tr->params[i].n);
-        free(zero);
-    }
+    float *zero = calloc(tr->n_grad ? tr->n_grad : 1, sizeof(float));
+    be->upload(be->ctx, tr->grad_arena, zero, sizeof(float) * tr->n_grad);
+    free(zero);
     if (kd_tokens_total < 1) kd_tokens_total = 1;
     const float cr = dms_cr_at(&tr->cfg, (int)step);
     st->target = 1.0 - 1.0 / cr;
@@ -553,8 +564,8 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
         teacher_forward(tr);
         double per_layer[DMS_MAX_LAYERS] = {0};
         double frac = student_forward(tr, per_layer) / per_row_decisions;
-        for (int l = 0; l < tr->L; l++) st->frac_layer[l] += per_layer[l] / ((double)tr->T * tr->KV) / n_rows;
-        st->frac += frac / n_rows;
+        for (int l = 0; l < tr->L; l++) st->frac_layer[l] += per_layer[l] / ((double)tr->T * tr->KV) / rows_total;
+        st->frac += frac / rows_total;
         /* compression, clamped per row, averaged over the global batch */
         const double comp = frac < st->target ? st->target - frac : 0.0;
         st->comp += comp / rows_total;
@@ -565,12 +576,25 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
                         tr->T, tr->d, tr->m->cfg.rms_eps);
         for (int l = tr->L - 1; l >= 0; l--) layer_backward(tr, l, dhard);
     }
-    st->loss = st->kd + tr->cfg.compression_weight * st->comp;
-    double sq = 0;
-    for (int i = 0; i < tr->n_params; i++) sq += be->sumsq(be->ctx, tr->params[i].g, tr->params[i].n);
-    st->grad_norm = sqrt(sq);
     st->kd_tokens = kd_tokens_total;
-    st->finite = isfinite(st->loss) && isfinite(st->grad_norm);
+    finish_stats(tr, st);
+    return 0;
+}
+
+int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err) {
+    if (comm->size == 1) return 0;
+    if (comm->allreduce_f32(comm, tr->grad_arena, tr->n_grad, err) != 0) return -1;
+    double v[3 + DMS_MAX_LAYERS];
+    v[0] = st->kd;
+    v[1] = st->comp;
+    v[2] = st->frac;
+    memcpy(v + 3, st->frac_layer, sizeof(double) * (size_t)tr->L);
+    if (comm->allreduce_f64(comm, v, 3 + (size_t)tr->L, err) != 0) return -1;
+    st->kd = v[0];
+    st->comp = v[1];
+    st->frac = v[2];
+    memcpy(st->frac_layer, v + 3, sizeof(double) * (size_t)tr->L);
+    finish_stats(tr, st);
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "train/comm.h"
 #include "train/train_config.h"
 
 /* One trainable tensor: value, gradient and fp32 Adam moments, all in
@@ -57,12 +58,17 @@ const dms_backend *dms_trainer_backend(const dms_trainer *tr);
 dms_param *dms_trainer_param(dms_trainer *tr, int i);
 
 /* Forward + backward over n_rows rows; gradients are zeroed first, then
- * accumulated. kd_tokens_total / rows_total normalise the losses (pass the
- * batch totals over all ranks so that ranks agree); noise is keyed by step.
+ * accumulated. kd_tokens_total / rows_total normalise the losses and the
+ * statistics (pass the batch totals over all ranks, so that the sums over
+ * ranks are the batch means); noise is keyed by step.
  * noise_override (tests only) replaces the RNG: [L, T, KV] host floats. */
 int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step,
                       double kd_tokens_total, int rows_total, const float *noise_override,
                       dms_step_stats *st, dms_err *err);
+/* Multi-rank: sums the gradients (one all-reduce over every trainable
+ * tensor) and the loss parts over ranks, then recomputes the loss, the
+ * gradient norm and finiteness. Nothing to do for a single process. */
+int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err);
 /* Global grad-norm clip and one AdamW step on every trainable tensor. */
 void dms_trainer_apply(dms_trainer *tr, int64_t step, dms_step_stats *st);
 /* After parameter values were written directly (tests, checkpoint resume):

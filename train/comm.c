@@ -1,0 +1,133 @@
+/* comm.c - single-process and MPI implementations of dms_comm (comm.h).
+ * MPI_Init happens only when the process was started by an MPI launcher,
+ * so a plain `dms train` never needs an MPI runtime. */
+#include "train/comm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef DMS_HAVE_MPI
+#include <mpi.h>
+#endif
+
+int dms_comm_launched_by_mpi(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", NULL};
+    for (int i = 0; vars[i]; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
+static int single_allreduce_f32(dms_comm *c, float *buf, size_t n, dms_err *err) {
+    (void)c, (void)buf, (void)n, (void)err;
+    return 0;
+}
+static int single_allreduce_f64(dms_comm *c, double *buf, size_t n, dms_err *err) {
+    (void)c, (void)buf, (void)n, (void)err;
+    return 0;
+}
+static int single_bcast(dms_comm *c, void *buf, size_t n, int root, dms_err *err) {
+    (void)c, (void)buf, (void)n, (void)root, (void)err;
+    return 0;
+}
+static void single_barrier(dms_comm *c) { (void)c; }
+static void single_finalize(dms_comm *c) { (void)c; }
+static void single_abort(dms_comm *c, int code) {
+    (void)c;
+    exit(code);
+}
+
+void dms_comm_single(dms_comm *c) {
+    memset(c, 0, sizeof *c);
+    c->kind = "single";
+    c->size = c->local_size = 1;
+    c->allreduce_f32 = single_allreduce_f32;
+    c->allreduce_f64 = single_allreduce_f64;
+    c->bcast = single_bcast;
+    c->barrier = single_barrier;
+    c->finalize = single_finalize;
+    c->abort = single_abort;
+}
+
+#ifdef DMS_HAVE_MPI
+/* MPI counts are int: large buffers go in pieces. */
+#define MPI_PIECE ((size_t)1 << 30)
+
+static int mpi_fail(dms_comm *c, int code, const char *what, dms_err *err) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(code, msg, &len);
+    return dms_errf(err, "rank %d: %s failed: %s", c->rank, what, msg);
+}
+
+static int mpi_allreduce_f32(dms_comm *c, float *buf, size_t n, dms_err *err) {
+    for (size_t off = 0; off < n; off += MPI_PIECE) {
+        int cnt = (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Allreduce", err);
+    }
+    return 0;
+}
+
+static int mpi_allreduce_f64(dms_comm *c, double *buf, size_t n, dms_err *err) {
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(c, rc, "MPI_Allreduce", err);
+}
+
+static int mpi_bcast(dms_comm *c, void *buf, size_t n, int root, dms_err *err) {
+    int rc = MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(c, rc, "MPI_Bcast", err);
+}
+
+static void mpi_barrier(dms_comm *c) {
+    (void)c;
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void mpi_finalize(dms_comm *c) {
+    (void)c;
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done) MPI_Finalize();
+}
+
+static void mpi_abort(dms_comm *c, int code) {
+    (void)c;
+    MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+int dms_comm_mpi(dms_comm *c, int *argc, char ***argv, dms_err *err) {
+    memset(c, 0, sizeof *c);
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS) return dms_errf(err, "MPI_Init failed");
+    /* errors come back as codes: we print one line and exit non-zero */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
+    MPI_Comm local;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &c->local_rank);
+    MPI_Comm_size(local, &c->local_size);
+    MPI_Comm_free(&local);
+    c->kind = "mpi";
+    c->allreduce_f32 = mpi_allreduce_f32;
+    c->allreduce_f64 = mpi_allreduce_f64;
+    c->bcast = mpi_bcast;
+    c->barrier = mpi_barrier;
+    c->finalize = mpi_finalize;
+    c->abort = mpi_abort;
+    return 0;
+}
+#else
+int dms_comm_mpi(dms_comm *c, int *argc, char ***argv, dms_err *err) {
+    (void)argc, (void)argv;
+    dms_comm_single(c);
+    return dms_errf(err, "launched by mpirun, but this dms was built without MPI (install libopenmpi-dev and rebuild)");
+}
+#endif
+
+int dms_comm_auto(dms_comm *c, int *argc, char ***argv, dms_err *err) {
+    if (dms_comm_launched_by_mpi()) return dms_comm_mpi(c, argc, argv, err);
+    dms_comm_single(c);
+    return 0;
+}

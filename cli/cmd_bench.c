@@ -1,0 +1,176 @@
+/* cmd_bench.c - `dms bench TARGET`: measurements, not tests. Targets:
+ *   comm  - bytes all-reduced per training step for a model's trainable set
+ *           (adapter, neuron, LoRA r) against the bytes a full fine-tune
+ *           would reduce (the peer, in the same run), and the time of those
+ *           all-reduces over the job's ranks (mpirun -np 2 on the CPU).
+ * Results go to bench/results/<target>-<host>-<date>.json. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/fs.h"
+#include "model/model.h"
+#include "train/comm.h"
+#include "train/progress.h"
+
+/* Trainable floats per step for each set; base = every weight of the model. */
+static double count_adapter(const dms_config *c) { return (double)c->n_layers * ((double)c->n_kv_heads * c->hidden + c->hidden); }
+static double count_neuron(const dms_config *c) { return (double)c->n_layers * c->n_kv_heads * c->hidden; }
+static double count_lora(const dms_config *c, int r) {
+    const double d = c->hidden, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    return (double)c->n_layers * r * ((d + q) + (d + kv) + (d + kv) + (q + d));
+}
+static double count_base(const dms_config *c) {
+    const double d = c->hidden, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    const double layer = d * q * 2 + d * kv * 2 + 3.0 * d * c->intermediate + 2 * d + (c->qk_norm ? 2.0 * c->head_dim : 0);
+    return c->n_layers * layer + (double)c->vocab * d * (c->tie_embeddings ? 1 : 2) + d;
+}
+
+/* Median seconds of `iters` all-reduces of n floats (after 2 warm-ups). */
+static double time_allreduce(dms_comm *comm, size_t n, int iters, dms_err *err) {
+    float *buf = calloc(n ? n : 1, sizeof(float));
+    double *t = calloc((size_t)iters, sizeof(double));
+    int rc = 0;
+    for (int i = -2; i < iters && rc == 0; i++) {
+        comm->barrier(comm);
+        double t0 = dms_now_s();
+        rc = comm->allreduce_f32(comm, buf, n, err);
+        if (i >= 0) t[i] = dms_now_s() - t0;
+    }
+    for (int i = 0; i < iters; i++) /* insertion sort: iters is small */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    double med = rc == 0 ? t[iters / 2] : -1;
+    free(buf);
+    free(t);
+    return med;
+}
+
+static int bench_comm(dms_comm *comm, const char *model_path, int lora_rank, int iters, const char *out_dir) {
+    dms_err err = {0};
+    dms_model m;
+    if (dms_model_load(&m, model_path, &dms_backend_cpu, 0, &err) != 0) {
+        fprintf(stderr, "dms bench: %s\n", err.msg);
+        return 1;
+    }
+    const dms_config *c = &m.cfg;
+    struct { const char *set; double floats; } sets[4] = {
+        {"adapter", count_adapter(c)}, {"neuron", count_neuron(c)}, {"lora", count_lora(c, lora_rank)},
+        {"full fine-tune (peer)", count_base(c)}};
+    cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "sets");
+    char date[32];
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    cJSON_AddStringToObject(root, "benchmark", "gradient all-reduce per training step");
+    cJSON_AddStringToObject(root, "date", date);
+    cJSON_AddStringToObject(root, "model", model_path);
+    cJSON_AddStringToObject(root, "arch", dms_arch_name(c->arch));
+    cJSON_AddStringToObject(root, "comm", comm->kind);
+    cJSON_AddNumberToObject(root, "ranks", comm->size);
+    cJSON_AddNumberToObject(root, "lora_rank", lora_rank);
+    cJSON_AddNumberToObject(root, "iters", iters);
+    if (comm->rank == 0)
+        printf("%-24s %14s %14s %12s %12s\n", "trainable set", "bytes/step", "x full model", "time (ms)", "GB/s");
+    int rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        const double bytes = sets[i].floats * 4.0;
+        double secs = -1;
+        /* buffers past 2 GiB per rank are reported, not timed (memory) */
+        if (comm->size > 1 && bytes <= 2147483648.0) {
+            secs = time_allreduce(comm, (size_t)sets[i].floats, iters, &err);
+            if (secs < 0) {
+                fprintf(stderr, "dms bench: %s\n", err.msg);
+                rc = 1;
+            }
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "set", sets[i].set);
+        cJSON_AddNumberToObject(o, "bytes", bytes);
+        cJSON_AddNumberToObject(o, "ratio_to_full_model", bytes / (sets[3].floats * 4.0));
+        if (secs >= 0) {
+            cJSON_AddNumberToObject(o, "allreduce_ms", secs * 1e3);
+            cJSON_AddNumberToObject(o, "algbw_GBps", bytes / secs / 1e9);
+        }
+        cJSON_AddItemToArray(arr, o);
+        if (comm->rank == 0) {
+            char ms[32] = "-", bw[32] = "-";
+            if (secs >= 0) {
+                snprintf(ms, sizeof ms, "%.3f", secs * 1e3);
+                snprintf(bw, sizeof bw, "%.2f", bytes / secs / 1e9);
+            }
+            printf("%-24s %14.0f %14.2e %12s %12s\n", sets[i].set, bytes, bytes / (sets[3].floats * 4.0), ms, bw);
+        }
+    }
+    if (comm->size == 1 && comm->rank == 0)
+        printf("(one process: run under 'mpirun -np 2 dms bench comm' for all-reduce times)\n");
+    if (rc == 0 && comm->rank == 0 && out_dir) {
+        char host[64] = "host", path[1024];
+        gethostname(host, sizeof host - 1);
+        const char *base = strrchr(model_path, '/');
+        base = base && base[1] ? base + 1 : model_path;
+        snprintf(path, sizeof path, "%s/comm-%s-%dranks-%.10s.json", out_dir, host, comm->size, date);
+        char *text = cJSON_Print(root);
+        FILE *f = dms_mkdir_p(out_dir, &err) == 0 ? fopen(path, "w") : NULL;
+        if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "dms bench: %s: cannot write\n", path);
+            rc = 1;
+        } else {
+            printf("-> %s (%s)\n", path, base);
+        }
+        free(text);
+    }
+    cJSON_Delete(root);
+    dms_model_free(&m);
+    return rc;
+}
+
+int dms_cmd_bench(int argc, char **argv) {
+    const char *model = NULL, *out = DMS_SOURCE_DIR "/bench/results", *target = NULL;
+    int lora_rank = 16, iters = 20;
+    const dms_arg args[] = {
+        {"--model", ARG_STR, &model, "PATH", "model folder, .gguf or config-only folder (default: the embedded model)"},
+        {"--lora-rank", ARG_INT, &lora_rank, "R", "LoRA rank for the lora set (default 16)"},
+        {"--iters", ARG_INT, &iters, "N", "timed repetitions; the median is reported (default 20)"},
+        {"--out", ARG_STR, &out, "DIR", "results folder (default bench/results)"},
+    };
+    const dms_cmd_spec spec = {
+        .name = "bench",
+        .summary = "dms bench - measurements (not tests), written to bench/results/",
+        .usage = "dms bench comm [--model PATH] [--lora-rank R] [--iters N]\n"
+                 "       mpirun -np 2 dms bench comm ...   (times the all-reduces)",
+        .args = args,
+        .n_args = (int)(sizeof args / sizeof args[0]),
+        .positional = "TARGET",
+        .positional_dst = &target,
+        .epilog = "targets:\n  comm   gradient bytes all-reduced per step (adapter, neuron, LoRA r vs a full\n"
+                  "         fine-tune) and the time of those all-reduces over the job's ranks",
+    };
+    int pr = dms_args_parse(&spec, argc, argv);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!target || strcmp(target, "comm") != 0) {
+        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: comm)\n", target ? target : "");
+        return 2;
+    }
+    if (lora_rank <= 0 || iters <= 0) {
+        fprintf(stderr, "dms bench: --lora-rank and --iters must be positive\n");
+        return 2;
+    }
+    dms_err err = {0};
+    dms_comm comm;
+    if (dms_comm_auto(&comm, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "dms bench: %s\n", err.msg);
+        return 1;
+    }
+    int rc = bench_comm(&comm, model ? model : dms_default_model(), lora_rank, iters, out);
+    if (rc && comm.size > 1) comm.abort(&comm, rc);
+    comm.finalize(&comm);
+    return rc;
+}

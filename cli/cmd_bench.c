@@ -116,14 +116,14 @@ static int bench_comm(dms_comm *comm, const char *model_path, int lora_rank, int
         gethostname(host, sizeof host - 1);
         const char *base = strrchr(model_path, '/');
         base = base && base[1] ? base + 1 : model_path;
-        snprintf(path, sizeof path, "%s/comm-%s-%dranks-%.10s.json", out_dir, host, comm->size, date);
+        snprintf(path, sizeof path, "%s/comm-%s-%s-%dranks-%.10s.json", out_dir, base, host, comm->size, date);
         char *text = cJSON_Print(root);
         FILE *f = dms_mkdir_p(out_dir, &err) == 0 ? fopen(path, "w") : NULL;
         if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
             fprintf(stderr, "dms bench: %s: cannot write\n", path);
             rc = 1;
         } else {
-            printf("-> %s (%s)\n", path, base);
+            printf("-> %s\n", path);
         }
         free(text);
     }

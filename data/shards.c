@@ -17,53 +17,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/h5util.h"
+
 /* ---------------------------------------------------------------- helpers */
-
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    (void)n;
-    char *buf = data;
-    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-/* The innermost message on HDF5's error stack, reduced to one short line
- * (the OS reason when HDF5 quotes one), then clears the stack. */
-static const char *h5_reason(char buf[256]) {
-    buf[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, buf);
-    H5Eclear2(H5E_DEFAULT);
-    const char *em = strstr(buf, "error message = '");
-    if (em) {
-        em += strlen("error message = '");
-        const char *end = strchr(em, '\'');
-        size_t n = end ? (size_t)(end - em) : strlen(em);
-        memmove(buf, em, n);
-        buf[n] = '\0';
-    }
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    if (!buf[0]) snprintf(buf, 256, "HDF5 error");
-    return buf;
-}
-
-static int fsync_file(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    if (close(fd) != 0) rc = -1;
-    return rc;
-}
 
 static int fsync_parent_dir(const char *path) {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
-    int fd = open(dirname(buf), O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
+    return dms_fsync_path(dirname(buf), 1);
 }
 
 static int write_attr_str(hid_t loc, const char *name, const char *text) {
@@ -279,7 +240,7 @@ static int write_shard_file(const dms_shard_writer *w, const char *tmp) {
 }
 
 int dms_shard_writer_close(dms_shard_writer *w, dms_err *err) {
-    h5_quiet();
+    dms_h5_quiet();
     if (w->n_docs == 0 || w->n == 0) {
         dms_errf(err, "%s: no tokens to write", w->path);
         dms_shard_writer_abort(w);
@@ -293,8 +254,8 @@ int dms_shard_writer_close(dms_shard_writer *w, dms_err *err) {
     }
     int rc = 0;
     if (write_shard_file(w, tmp) != 0) {
-        rc = dms_errf(err, "%s: cannot write: %s", tmp, h5_reason(why));
-    } else if (fsync_file(tmp) != 0) {
+        rc = dms_errf(err, "%s: cannot write: %s", tmp, dms_h5_reason(why));
+    } else if (dms_fsync_path(tmp, 0) != 0) {
         rc = dms_errf(err, "%s: fsync failed: %s", tmp, strerror(errno));
     } else if (rename(tmp, w->path) != 0) {
         rc = dms_errf(err, "%s: cannot rename to %s: %s", tmp, w->path, strerror(errno));
@@ -339,7 +300,7 @@ static hid_t open_1d(dms_shard *s, const char *name, int max_size, int need_unsi
     hid_t d = H5Dopen2(s->file, name, H5P_DEFAULT);
     if (d < 0) {
         char why[256];
-        dms_errf(err, "%s: cannot open /%s: %s", s->path, name, h5_reason(why));
+        dms_errf(err, "%s: cannot open /%s: %s", s->path, name, dms_h5_reason(why));
         return -1;
     }
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
@@ -411,7 +372,7 @@ static int validate_data(dms_shard *s, dms_err *err) {
     for (int64_t at = 0; at < s->n_tokens; at += SCAN_CHUNK) {
         int64_t n = s->n_tokens - at < SCAN_CHUNK ? s->n_tokens - at : SCAN_CHUNK;
         if (read_range(s->d_tokens, H5T_NATIVE_UINT32, at, n, s->scratch) != 0)
-            return dms_errf(err, "%s: cannot read /tokens: %s", s->path, h5_reason(why));
+            return dms_errf(err, "%s: cannot read /tokens: %s", s->path, dms_h5_reason(why));
         for (int64_t i = 0; i < n; i++)
             if (s->scratch[i] >= (uint32_t)s->vocab_size)
                 return dms_errf(err, "%s: token %" PRId64 " has id %" PRIu32 " >= vocab_size %d", s->path, at + i,
@@ -419,7 +380,7 @@ static int validate_data(dms_shard *s, dms_err *err) {
         if (s->d_mask >= 0) {
             uint8_t *m = (uint8_t *)s->scratch;
             if (read_range(s->d_mask, H5T_NATIVE_UINT8, at, n, m) != 0)
-                return dms_errf(err, "%s: cannot read /loss_mask: %s", s->path, h5_reason(why));
+                return dms_errf(err, "%s: cannot read /loss_mask: %s", s->path, dms_h5_reason(why));
             for (int64_t i = 0; i < n; i++)
                 if (m[i] > 1)
                     return dms_errf(err, "%s: loss_mask[%" PRId64 "] is %d, must be 0 or 1", s->path, at + i, m[i]);
@@ -431,7 +392,7 @@ static int validate_data(dms_shard *s, dms_err *err) {
 }
 
 dms_shard *dms_shard_open(const char *path, uint64_t expected_tokenizer_hash, dms_err *err) {
-    h5_quiet();
+    dms_h5_quiet();
     struct stat st;
     if (stat(path, &st) != 0) {
         dms_errf(err, "%s: cannot open: %s", path, strerror(errno));
@@ -450,13 +411,13 @@ dms_shard *dms_shard_open(const char *path, uint64_t expected_tokenizer_hash, dm
     s->file = s->d_tokens = s->d_mask = -1;
     char why[256];
     if (H5Fis_hdf5(path) <= 0) {
-        h5_reason(why);
+        dms_h5_reason(why);
         dms_errf(err, "%s: not an HDF5 file (truncated or not a token shard)", path);
         goto fail;
     }
     s->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (s->file < 0) {
-        dms_errf(err, "%s: cannot open as HDF5 (truncated or corrupt?): %s", path, h5_reason(why));
+        dms_errf(err, "%s: cannot open as HDF5 (truncated or corrupt?): %s", path, dms_h5_reason(why));
         goto fail;
     }
     if (validate_attrs(s, expected_tokenizer_hash, err) != 0) goto fail;
@@ -474,7 +435,7 @@ dms_shard *dms_shard_open(const char *path, uint64_t expected_tokenizer_hash, dm
     int rd = s->offsets ? read_range(d_off, H5T_NATIVE_UINT64, 0, n_off, s->offsets) : -1;
     H5Dclose(d_off);
     if (rd != 0) {
-        dms_errf(err, "%s: cannot read /doc_offsets: %s", path, s->offsets ? h5_reason(why) : "out of memory");
+        dms_errf(err, "%s: cannot read /doc_offsets: %s", path, s->offsets ? dms_h5_reason(why) : "out of memory");
         goto fail;
     }
     if (H5Lexists(s->file, "loss_mask", H5P_DEFAULT) > 0) {
@@ -504,14 +465,14 @@ int dms_shard_has_loss_mask(const dms_shard *s) { return s->d_mask >= 0; }
 const char *dms_shard_source(const dms_shard *s) { return s->source; }
 
 int dms_shard_row(dms_shard *s, int64_t r, uint32_t *tokens, int32_t *seg, uint8_t *mask, dms_err *err) {
-    h5_quiet();
+    dms_h5_quiet();
     int64_t n_rows = dms_shard_n_rows(s);
     if (r < 0 || r >= n_rows)
         return dms_errf(err, "%s: row %" PRId64 " out of range (shard has %" PRId64 " rows)", s->path, r, n_rows);
     const int64_t L = s->max_len, start = r * L;
     char why[256];
     if (read_range(s->d_tokens, H5T_NATIVE_UINT32, start, L, tokens) != 0)
-        return dms_errf(err, "%s: cannot read row %" PRId64 " of /tokens: %s", s->path, r, h5_reason(why));
+        return dms_errf(err, "%s: cannot read row %" PRId64 " of /tokens: %s", s->path, r, dms_h5_reason(why));
     for (int64_t t = 0; t < L; t++)
         if (tokens[t] >= (uint32_t)s->vocab_size) /* the file changed since it was validated */
             return dms_errf(err, "%s: token %" PRId64 " has id %" PRIu32 " >= vocab_size %d", s->path, start + t,
@@ -519,7 +480,7 @@ int dms_shard_row(dms_shard *s, int64_t r, uint32_t *tokens, int32_t *seg, uint8
     if (mask) {
         if (s->d_mask >= 0) {
             if (read_range(s->d_mask, H5T_NATIVE_UINT8, start, L, mask) != 0)
-                return dms_errf(err, "%s: cannot read row %" PRId64 " of /loss_mask: %s", s->path, r, h5_reason(why));
+                return dms_errf(err, "%s: cannot read row %" PRId64 " of /loss_mask: %s", s->path, r, dms_h5_reason(why));
         } else {
             memset(mask, 1, (size_t)L);
         }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/h5util.h"
 
 typedef enum { ENT_TENSOR, ENT_I64, ENT_STR } ent_kind;
 
@@ -45,43 +46,6 @@ struct dms_ckpt {
 };
 
 /* ---------------------------------------------------------------- helpers */
-
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    (void)n;
-    char *buf = data;
-    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-/* The innermost message on HDF5's error stack as one short line (the OS
- * reason when HDF5 quotes one, e.g. "File too large"); clears the stack. */
-static const char *h5_reason(char buf[256]) {
-    buf[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, buf);
-    H5Eclear2(H5E_DEFAULT);
-    const char *em = strstr(buf, "error message = '");
-    if (em) {
-        em += strlen("error message = '");
-        const char *end = strchr(em, '\'');
-        size_t n = end ? (size_t)(end - em) : strlen(em);
-        memmove(buf, em, n);
-        buf[n] = '\0';
-    }
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    if (!buf[0]) snprintf(buf, 256, "HDF5 error");
-    return buf;
-}
-
-static int fsync_path(const char *path, int dir) {
-    int fd = open(path, O_RDONLY | (dir ? O_DIRECTORY : 0));
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    if (close(fd) != 0) rc = -1;
-    return rc;
-}
 
 /* Whether every component of a '/'-separated name exists under loc. */
 static int h5_exists(hid_t loc, const char *name) {
@@ -454,12 +418,12 @@ static void prune(const char *dir, int64_t keep_step, int keep_last) {
         if (unlink(p) == 0) removed = 1;
         excess--;
     }
-    if (removed) fsync_path(dir, 1);
+    if (removed) dms_fsync_path(dir, 1);
     free(l.steps);
 }
 
 int dms_ckpt_save(const char *dir, int64_t step, const dms_ckpt *ck, int keep_last, dms_err *err) {
-    h5_quiet();
+    dms_h5_quiet();
     if (!ck) return dms_errf(err, "%s: no checkpoint state (out of memory?)", dir);
     if (ck->file >= 0) return dms_errf(err, "%s: cannot save an opened checkpoint (%s)", dir, ck->path);
     if (ck->bad[0]) return dms_errf(err, "%s: %s", dir, ck->bad);
@@ -473,9 +437,9 @@ int dms_ckpt_save(const char *dir, int64_t step, const dms_ckpt *ck, int keep_la
     int rc = 0;
     if (write_file(tmp, ck, step, &what) != 0) {
         const int e = errno;
-        rc = dms_errf(err, "%s: cannot %s checkpoint: %s", tmp, what, e ? strerror(e) : h5_reason(why));
+        rc = dms_errf(err, "%s: cannot %s checkpoint: %s", tmp, what, e ? strerror(e) : dms_h5_reason(why));
     }
-    else if (fsync_path(tmp, 0) != 0)
+    else if (dms_fsync_path(tmp, 0) != 0)
         rc = dms_errf(err, "%s: fsync failed: %s", tmp, strerror(errno));
     else if (rename(tmp, path) != 0)
         rc = dms_errf(err, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
@@ -483,7 +447,7 @@ int dms_ckpt_save(const char *dir, int64_t step, const dms_ckpt *ck, int keep_la
         unlink(tmp);
         return rc;
     }
-    fsync_path(dir, 1);
+    dms_fsync_path(dir, 1);
     prune(dir, step, keep_last);
     return 0;
 }
@@ -510,7 +474,7 @@ int dms_ckpt_latest(const char *dir, char *path_out, size_t cap, dms_err *err) {
 /* ------------------------------------------------------------------- load */
 
 dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
-    h5_quiet();
+    dms_h5_quiet();
     char why[256];
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -519,7 +483,7 @@ dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
         return NULL;
     }
     if (H5Fis_hdf5(path) <= 0) {
-        h5_reason(why);
+        dms_h5_reason(why);
         dms_errf(err, "%s: not an HDF5 checkpoint (truncated or another kind of file)", path);
         return NULL;
     }
@@ -531,7 +495,7 @@ dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
     }
     ck->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (ck->file < 0) {
-        dms_errf(err, "%s: cannot open checkpoint (truncated or corrupt?): %s", path, h5_reason(why));
+        dms_errf(err, "%s: cannot open checkpoint (truncated or corrupt?): %s", path, dms_h5_reason(why));
         goto fail;
     }
     /* format tag */
@@ -576,7 +540,7 @@ fail:
 int64_t dms_ckpt_step(const dms_ckpt *ck) { return ck->step; }
 
 int dms_ckpt_has(const dms_ckpt *ck, const char *name) {
-    h5_quiet();
+    dms_h5_quiet();
     if (ck->file < 0) {
         for (size_t i = 0; i < ck->n; i++)
             if (!strcmp(ck->e[i].name, name)) return 1;
@@ -589,7 +553,7 @@ int dms_ckpt_has(const dms_ckpt *ck, const char *name) {
 
 /* Opens a dataset of the loaded file; on failure -1 with err. */
 static hid_t open_entry(const dms_ckpt *ck, const char *name, const char *kind, dms_err *err) {
-    h5_quiet();
+    dms_h5_quiet();
     if (ck->file < 0) {
         dms_errf(err, "checkpoint: %s '%s' read from a state that was not loaded from a file", kind, name);
         return -1;
@@ -602,7 +566,7 @@ static hid_t open_entry(const dms_ckpt *ck, const char *name, const char *kind, 
     hid_t d = H5Dopen2(ck->file, name, H5P_DEFAULT);
     if (d < 0) {
         char why[256];
-        dms_errf(err, "%s: cannot open %s '%s': %s", ck->path, kind, name, h5_reason(why));
+        dms_errf(err, "%s: cannot open %s '%s': %s", ck->path, kind, name, dms_h5_reason(why));
     }
     return d;
 }
@@ -652,7 +616,7 @@ int dms_ckpt_read_tensor(const dms_ckpt *ck, const char *name, float *out, size_
     char why[256];
     int rc = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0
                  ? 0
-                 : dms_errf(err, "%s: cannot read tensor '%s': %s", ck->path, name, h5_reason(why));
+                 : dms_errf(err, "%s: cannot read tensor '%s': %s", ck->path, name, dms_h5_reason(why));
     H5Dclose(d);
     return rc;
 }
@@ -666,7 +630,7 @@ int dms_ckpt_read_i64(const dms_ckpt *ck, const char *name, int64_t *out, dms_er
     if (t < 0 || sp < 0 || H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_npoints(sp) != 1)
         rc = dms_errf(err, "%s: '%s' is not an integer scalar", ck->path, name);
     else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-        rc = dms_errf(err, "%s: cannot read '%s': %s", ck->path, name, h5_reason(why));
+        rc = dms_errf(err, "%s: cannot read '%s': %s", ck->path, name, dms_h5_reason(why));
     else
         rc = 0;
     if (sp >= 0) H5Sclose(sp);
@@ -687,7 +651,7 @@ char *dms_ckpt_read_str(const dms_ckpt *ck, const char *name, dms_err *err) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
         if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) >= 0 && s) res = strdup(s);
-        else dms_errf(err, "%s: cannot read '%s': %s", ck->path, name, h5_reason(why));
+        else dms_errf(err, "%s: cannot read '%s': %s", ck->path, name, dms_h5_reason(why));
         if (s) H5free_memory(s);
         H5Tclose(mt);
     } else {
@@ -696,7 +660,7 @@ char *dms_ckpt_read_str(const dms_ckpt *ck, const char *name, dms_err *err) {
         if (!res) {
             dms_errf(err, "%s: out of memory reading '%s'", ck->path, name);
         } else if (H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, res) < 0) {
-            dms_errf(err, "%s: cannot read '%s': %s", ck->path, name, h5_reason(why));
+            dms_errf(err, "%s: cannot read '%s': %s", ck->path, name, dms_h5_reason(why));
             free(res);
             res = NULL;
         }

@@ -95,9 +95,11 @@ int dms_inspect_run(const char *dir) {
     }
     fprintf(gp,
             "set terminal pngcairo size 900,500 font ',10'\nset grid\nset key top right\nset xlabel 'step'\n"
-            "set output '%s/loss.png'\nset title 'DMS retrofit: losses'\nset logscale y\n"
+            "set output '%s/loss.png'\nset title 'DMS retrofit: losses'\nset logscale y\nset ylabel 'KD (log)'\n"
+            "set y2label 'compression'\nset y2tics\nset ytics nomirror\n"
             "plot '%s' using ($1+1):2 with lines lw 2 title 'KD (KL student||teacher)', "
-            "'' using ($1+1):3 with lines lw 2 title 'compression'\nunset logscale y\n"
+            "'' using ($1+1):3 axes x1y2 with lines lw 2 title 'compression'\n"
+            "unset logscale y\nunset y2tics\nunset y2label\nset ytics mirror\n"
             "set output '%s/cr.png'\nset title 'compression ratio'\nset ylabel 'CR'\n"
             "plot '%s' using ($1+1):4 with lines lw 2 title 'target', '' using ($1+1):5 with lines lw 2 title 'actual'\n",
             plots, dat, plots, dat);

@@ -149,8 +149,8 @@ int dms_cmd_generate(int argc, char **argv) {
                 "[dms] KV cache (plain, no eviction): %.2f MiB used for %d tokens, %.2f MiB reserved\n",
                 st.prompt_tokens, st.prefill_s, st.prefill_s > 0 ? st.prompt_tokens / st.prefill_s : 0,
                 st.new_tokens, st.decode_s > 0 ? st.decode_steps / st.decode_s : 0,
-                st.stopped_by_eos ? " (stopped at end of turn)" : "", st.kv_bytes_used / 1048576.0,
-                st.prompt_tokens + st.new_tokens, st.kv_bytes_reserved / 1048576.0);
+                st.stopped_by_eos ? " (stopped at end of turn)" : "", st.kv_bytes_used / 1048576.0, st.kv_tokens,
+                st.kv_bytes_reserved / 1048576.0);
         if (stats_json && write_stats_json(stats_json, &m, &gp, &st, threads) != 0) rc = 1;
     }
     free(ids);

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -37,8 +36,7 @@ static void tally(type_tally *t, const char *name, double nelem) {
 }
 
 static int list_tensors(const char *path, int show_all, type_tally *t, dms_err *err) {
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    if (dms_is_dir(path)) {
         dms_safetensors st;
         if (dms_st_open_dir(&st, path, err) != 0) return -1;
         for (int i = 0; i < st.n_tensors; i++) {

@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -226,11 +226,6 @@ static int load_weights(weight_source *ws, dms_err *err) {
     return m->inv_freq ? 0 : dms_errf(err, "%s: backend out of memory", ws->path);
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int flags, dms_err *err) {
     memset(m, 0, sizeof *m);
     m->be = be;
@@ -238,7 +233,7 @@ int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int fl
     weight_source ws = {.path = path, .cfg = &m->cfg, .m = m};
     char p[PATH_MAX];
     int rc = 0;
-    if (is_dir(path)) {
+    if (dms_is_dir(path)) {
         snprintf(p, sizeof p, "%s/config.json", path);
         if (dms_config_from_hf(&m->cfg, p, err) != 0) goto fail;
         snprintf(p, sizeof p, "%s/tokenizer.json", path);

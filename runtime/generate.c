@@ -68,6 +68,7 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
     stats->decode_s = now_s() - t1;
     stats->new_tokens = n;
     const size_t row = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim * sizeof(float) * 2 * m->cfg.n_layers;
+    stats->kv_tokens = cache.len;
     stats->kv_bytes_used = row * (size_t)cache.len;
     stats->kv_bytes_reserved = row * (size_t)cache.max_seq;
     if (rc == 0 && out) {

@@ -23,6 +23,7 @@ typedef struct dms_gen_stats {
     int prompt_tokens, new_tokens;
     int decode_steps; /* forward calls after the prefill (new_tokens - 1 unless stopped) */
     double prefill_s, decode_s;
+    int kv_tokens; /* tokens held in the cache at the end */
     size_t kv_bytes_used, kv_bytes_reserved;
     int stopped_by_eos;
 } dms_gen_stats;

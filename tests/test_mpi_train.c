@@ -54,10 +54,10 @@ int main(void) {
         CHECK_MSG(0, "/usr/bin/mpirun missing: run scripts/install_deps.sh (openmpi-bin)");
         return dms_check_finish();
     }
-    char tmpl[] = "/tmp/dms-mpi-XXXXXX";
-    char *root = mkdtemp(tmpl);
-    char data[256], run_a[256], run_b[256], run_c[256], cfg_a[300], cfg_b[300], cfg_c1[300], cfg_c2[300];
-    snprintf(data, sizeof data, "%s/data", root);
+    char tmpl[] = "/tmp/dms-mpi-XXXXXX", data[256];
+    char *root = setup_run_root(tmpl, data, sizeof data);
+    if (!root) return dms_check_finish();
+    char run_a[256], run_b[256], run_c[256], cfg_a[300], cfg_b[300], cfg_c1[300], cfg_c2[300];
     snprintf(run_a, sizeof run_a, "%s/a", root);
     snprintf(run_b, sizeof run_b, "%s/b", root);
     snprintf(run_c, sizeof run_c, "%s/c", root);
@@ -66,10 +66,6 @@ int main(void) {
     snprintf(cfg_c1, sizeof cfg_c1, "%s/c1.json", root);
     snprintf(cfg_c2, sizeof cfg_c2, "%s/c2.json", root);
     dms_err err = {0};
-    dms_mkdir_p(data, &err);
-    int rc = make_data(data, &err);
-    CHECK_MSG(rc == 0, "%s (run scripts/install_deps.sh for the embedded model)", err.msg);
-    if (rc) return dms_check_finish();
     const int steps = 8;
     write_config(cfg_a, data, run_a, steps, 2, 4);  /* 1 rank x 2 rows */
     write_config(cfg_b, data, run_b, steps, 1, 4);  /* 2 ranks x 1 row */

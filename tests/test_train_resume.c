@@ -13,17 +13,13 @@ static pid_t start_train(const char *cfg, int resume) {
 static int run_train(const char *cfg, int resume) { return wait_exit(start_train(cfg, resume)); }
 
 int main(void) {
-    char tmpl[] = "/tmp/dms-resume-XXXXXX";
-    char *root = mkdtemp(tmpl);
-    char data[256], run_a[256], run_b[256], ck_a[300], ck_b[300], ck2[300];
-    snprintf(data, sizeof data, "%s/data", root);
+    char tmpl[] = "/tmp/dms-resume-XXXXXX", data[256];
+    char *root = setup_run_root(tmpl, data, sizeof data);
+    if (!root) return dms_check_finish();
+    char run_a[256], run_b[256], ck_a[300], ck_b[300], ck2[300];
     snprintf(run_a, sizeof run_a, "%s/a", root);
     snprintf(run_b, sizeof run_b, "%s/b", root);
     dms_err err = {0};
-    dms_mkdir_p(data, &err);
-    int rc = make_data(data, &err);
-    CHECK_MSG(rc == 0, "%s (run scripts/install_deps.sh for the embedded model)", err.msg);
-    if (rc) return dms_check_finish();
     const int steps = 8;
     char cfg_a[300], cfg_b[300], cfg_bad[300];
     snprintf(cfg_a, sizeof cfg_a, "%s/a.json", root);

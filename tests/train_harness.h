@@ -48,6 +48,20 @@ static int make_data(const char *dir, dms_err *err) {
     return rc;
 }
 
+/* A fresh folder from tmpl (mkdtemp) holding data/ with the synthetic
+ * shard; fills data (cap bytes). Returns the folder, NULL (checked) on
+ * failure. */
+static char *setup_run_root(char *tmpl, char *data, size_t cap) {
+    char *root = mkdtemp(tmpl);
+    dms_err err = {0};
+    CHECK_MSG(root != NULL, "mkdtemp %s failed", tmpl);
+    if (!root) return NULL;
+    snprintf(data, cap, "%s/data", root);
+    int rc = dms_mkdir_p(data, &err) == 0 ? make_data(data, &err) : -1;
+    CHECK_MSG(rc == 0, "%s (run scripts/install_deps.sh for the embedded model)", err.msg);
+    return rc == 0 ? root : NULL;
+}
+
 /* Writes a config file for the synthetic shard. */
 static void write_config(const char *path, const char *data, const char *out, int steps, int batch, int window) {
     FILE *f = fopen(path, "w");

@@ -143,7 +143,10 @@ int dms_cmd_generate(int argc, char **argv) {
         rc = 1;
     }
     if (rc == 0) {
-        if (!quiet) putchar('\n');
+        if (!quiet) {
+            putchar('\n');
+            fflush(stdout); /* before the statistics on stderr */
+        }
         fprintf(stderr,
                 "[dms] prompt %d tok, prefill %.2f s (%.1f tok/s) | generated %d tok, decode %.1f tok/s%s\n"
                 "[dms] KV cache (plain, no eviction): %.2f MiB used for %d tokens, %.2f MiB reserved\n",

@@ -57,7 +57,7 @@ static double time_allreduce(dms_comm *comm, size_t n, int iters, dms_err *err) 
 static int bench_comm(dms_comm *comm, const char *model_path, int lora_rank, int iters, const char *out_dir) {
     dms_err err = {0};
     dms_model m;
-    if (dms_model_load(&m, model_path, &dms_backend_cpu, 0, &err) != 0) {
+    if (dms_model_load(&m, model_path, &dms_cpu_ops, 0, &err) != 0) {
         fprintf(stderr, "dms bench: %s\n", err.msg);
         return 1;
     }

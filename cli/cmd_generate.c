@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "kernels/registry.h"
 #include "model/model.h"
 #include "runtime/generate.h"
 
@@ -56,7 +57,7 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
 }
 
 int dms_cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL;
+    const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL, *backend = "cpu";
     int raw = 0, threads = 0, quiet = 0, no_stop = 0;
     dms_gen_params gp;
     dms_gen_params_default(&gp);
@@ -72,6 +73,7 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--seed", ARG_U64, &gp.seed, "S", "sampling seed (default 1234)"},
         {"--ignore-eos", ARG_BOOL, &no_stop, NULL, "keep generating past end-of-turn tokens"},
         {"--threads", ARG_INT, &threads, "N", "CPU threads (default: all cores)"},
+        {"--backend", ARG_STR, &backend, "NAME", "cpu or cuda (default cpu)"},
         {"--quiet", ARG_BOOL, &quiet, NULL, "do not print the generated text"},
         {"--stats-json", ARG_STR, &stats_json, "FILE", "also write timing and KV statistics as JSON"},
     };
@@ -99,9 +101,15 @@ int dms_cmd_generate(int argc, char **argv) {
     if (!model_path) model_path = dms_default_model();
 
     dms_err err = {0};
-    dms_model m;
-    if (dms_model_load(&m, model_path, &dms_backend_cpu, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, &err) != 0) {
+    dms_backend be;
+    if (dms_backend_open(&be, backend, 0, &err) != 0) {
         fprintf(stderr, "dms generate: %s\n", err.msg);
+        return 2;
+    }
+    dms_model m;
+    if (dms_model_load(&m, model_path, &be, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, &err) != 0) {
+        fprintf(stderr, "dms generate: %s\n", err.msg);
+        dms_backend_close(&be);
         return 1;
     }
     char *text = NULL;
@@ -115,10 +123,17 @@ int dms_cmd_generate(int argc, char **argv) {
         if (!text) {
             fprintf(stderr, "dms generate: %s: %s\n", model_path, err.msg);
             dms_model_free(&m);
+            dms_backend_close(&be);
             return 1;
         }
     } else {
         text = strdup(prompt);
+        if (!text) {
+            fprintf(stderr, "dms generate: out of memory\n");
+            dms_model_free(&m);
+            dms_backend_close(&be);
+            return 1;
+        }
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -130,6 +145,14 @@ int dms_cmd_generate(int argc, char **argv) {
     if (rc == 0 && dms_tokenizer_add_bos(m.tok) && dms_tokenizer_bos(m.tok) >= 0 &&
         (n_ids == 0 || ids[0] != dms_tokenizer_bos(m.tok))) {
         int32_t *with = malloc(sizeof(int32_t) * (n_ids + 1));
+        if (!with) {
+            fprintf(stderr, "dms generate: out of memory\n");
+            free(ids);
+            free(text);
+            dms_model_free(&m);
+            dms_backend_close(&be);
+            return 1;
+        }
         with[0] = dms_tokenizer_bos(m.tok);
         memcpy(with + 1, ids, sizeof(int32_t) * n_ids);
         free(ids);
@@ -159,5 +182,6 @@ int dms_cmd_generate(int argc, char **argv) {
     free(ids);
     free(text);
     dms_model_free(&m);
+    dms_backend_close(&be);
     return rc;
 }

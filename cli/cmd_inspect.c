@@ -96,7 +96,7 @@ int dms_cmd_inspect(int argc, char **argv) {
     dms_err err = {0};
     dms_model m;
     const int flags = DMS_LOAD_TOKENIZER_IF_PRESENT | (check ? DMS_LOAD_WEIGHTS : 0);
-    if (dms_model_load(&m, model_path, &dms_backend_cpu, flags, &err) != 0) {
+    if (dms_model_load(&m, model_path, &dms_cpu_ops, flags, &err) != 0) {
         fprintf(stderr, "dms inspect: %s\n", err.msg);
         return 1;
     }

@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/mapped_file.h"
+#include "kernels/registry.h"
 #include "train/comm.h"
 #include "train/run.h"
 
@@ -20,17 +21,18 @@ static uint64_t fnv1a(const char *s) {
 }
 
 int dms_cmd_train(int argc, char **argv) {
-    const char *config = NULL;
+    const char *config = NULL, *backend = NULL;
     int resume = 0, threads = 0;
     const dms_arg args[] = {
         {"--config", ARG_STR, &config, "FILE", "JSON training config (see configs/)"},
         {"--resume", ARG_BOOL, &resume, NULL, "continue from the newest checkpoint in the config's output folder"},
         {"--threads", ARG_INT, &threads, "N", "CPU threads (default: the config's, else all cores)"},
+        {"--backend", ARG_STR, &backend, "NAME", "cpu or cuda (default: the config's 'backend', else cpu)"},
     };
     const dms_cmd_spec spec = {
         .name = "train",
         .summary = "dms train - retrofit a model with DMS eviction heads by distillation (DESIGN.md section 1)",
-        .usage = "dms train --config FILE [--resume] [--threads N]",
+        .usage = "dms train --config FILE [--resume] [--threads N] [--backend cpu|cuda]",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .epilog = "The run folder (config key 'output') receives config.json, metrics.jsonl and\n"
@@ -80,11 +82,27 @@ int dms_cmd_train(int argc, char **argv) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.threads = (int)(cores / comm.local_size > 0 ? cores / comm.local_size : 1);
     }
+    if (backend) {
+        if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+            fprintf(stderr, "dms train: unknown backend '%s' (cpu or cuda)\n", backend);
+            if (multi) comm.abort(&comm, 2);
+            return 2;
+        }
+        cfg.backend = strcmp(backend, "cuda") ? DMS_BACKEND_CPU : DMS_BACKEND_CUDA;
+    }
     dms_set_threads(cfg.threads);
+    dms_backend be;
+    if (dms_backend_open(&be, dms_backend_kind_name(cfg.backend), comm.local_rank, &err) != 0) {
+        fprintf(stderr, "dms train: %s\n", err.msg);
+        if (multi) comm.abort(&comm, 1);
+        return 1;
+    }
     /* A write past a file-size limit must fail with EFBIG (and keep the
      * previous checkpoint), not kill the process. */
     signal(SIGXFSZ, SIG_IGN);
-    if (dms_train_run(&cfg, resume, &comm, &err) != 0) {
+    rc = dms_train_run(&cfg, &be, resume, &comm, &err);
+    dms_backend_close(&be);
+    if (rc != 0) {
         if (comm.rank == 0 && isatty(2)) fputc('\n', stderr); /* end the progress bar's line */
         if (comm.rank == 0 || !strstr(err.msg, "rank 0 failed"))
             fprintf(stderr, "dms train: %s\n", err.msg);

@@ -368,7 +368,7 @@ int dms_prep_run(const dms_prep_opts *o, dms_prep_stats *st, dms_err *err) {
         fclose(f);
     }
     dms_model m;
-    if (dms_model_load(&m, o->model, &dms_backend_cpu, DMS_LOAD_TOKENIZER, err) != 0) return -1;
+    if (dms_model_load(&m, o->model, &dms_cpu_ops, DMS_LOAD_TOKENIZER, err) != 0) return -1;
     const double t0 = now_s();
     prep_ctx c = {.o = o, .st = st, .t0 = t0, .t_report = t0};
     st->tokenizer_hash = dms_tokenizer_hash(m.tok);

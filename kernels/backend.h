@@ -1,11 +1,24 @@
 /* backend.h - the op table. Model code calls every numeric op through a
  * dms_backend, never a kernel directly, so that the CPU reference
  * (kernels/cpu, fp32 + OpenBLAS + OpenMP) and the CUDA backend
- * (kernels/cuda) are interchangeable and the CPU can serve as the oracle the
- * CUDA ops are tested against. All activations are fp32 row-major buffers
- * allocated through the table's own alloc; weights are dms_mat descriptors
- * so that a backend can keep them in its preferred dtype. Every op takes the
- * backend's ctx first; call them as be->op(be->ctx, ...). */
+ * (kernels/cuda, bf16 weights + cuBLAS) are interchangeable and the CPU can
+ * serve as the oracle the CUDA ops are tested against.
+ *
+ * Conventions:
+ * - Activations are fp32 row-major buffers in backend memory, allocated
+ *   through a dms_arena (kernels/arena.h); weights are dms_mat descriptors
+ *   in the backend's weight dtype (be->weight_dtype: fp32 on the CPU, bf16
+ *   on CUDA); trainable tensors are always fp32.
+ * - Every op takes the backend's ctx first: be->op(be->ctx, ...).
+ * - Ops do not return errors. A failure inside an op (out of memory, a
+ *   launch error) is recorded in the backend's sticky status, which the
+ *   caller checks once per step with be->status; the op's outputs are then
+ *   NaN-filled or undefined.
+ * - A backend declares the ops it implements by leaving the others NULL;
+ *   dms_backend_require (kernels/registry.h) turns a missing op into an
+ *   error at start, never a NULL call.
+ * - Sizes passed to memory ops are in bytes; use the typed helpers at the
+ *   end of this file, so that element sizes appear only in kernels/. */
 #ifndef DMS_BACKEND_H
 #define DMS_BACKEND_H
 
@@ -21,17 +34,39 @@ typedef struct dms_mat {
     int rows, cols;
 } dms_mat;
 
+/* The ops every model run needs (inference). */
+#define DMS_OPS_INFER(X)                                                                           \
+    X(alloc) X(free) X(upload) X(download) X(copy) X(sync) X(status) X(zero) X(zero_f64) X(scale) \
+    X(add) X(axpy) X(matmul) X(rmsnorm) X(rope) X(attention) X(swiglu) X(embedding)            \
+    X(dms_neuron_take) X(dms_neuron_put)
+/* The ops a training step needs on top of those. */
+#define DMS_OPS_TRAIN(X)                                                                          \
+    X(attention_dms_fwd) X(attention_dms_bwd) X(matmul_bwd_x) X(matmul_bwd_w) X(rmsnorm_bwd)      \
+    X(rope_bwd) X(swiglu_bwd) X(kd_chunk) X(adamw) X(sumsq) X(sum_acc) X(dms_noise) X(dms_decide) \
+    X(dms_decide_bwd) X(dms_comp_grad)
+
 typedef struct dms_backend {
     const char *name;
-    void *ctx; /* backend state (CUDA: handles, stream); passed to every op */
+    void *ctx;               /* backend state (CPU: sticky status; CUDA: handles, stream) */
+    dms_dtype weight_dtype;  /* the dtype the loader converts frozen weights to */
 
-    /* ---- memory (device memory for accelerators) ---- */
+    /* ---- memory (device memory for accelerators); sizes in bytes ---- */
     void *(*alloc)(void *ctx, size_t bytes);            /* zero-filled; NULL on failure */
     void (*free)(void *ctx, void *p);
     void (*upload)(void *ctx, void *dst, const void *src, size_t bytes);   /* host -> backend */
-    void (*download)(void *ctx, void *dst, const void *src, size_t bytes); /* backend -> host */
+    void (*download)(void *ctx, void *dst, const void *src, size_t bytes); /* backend -> host (synchronous) */
     void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);     /* backend -> backend */
     void (*sync)(void *ctx);
+    /* The sticky status: 0 if every op since the last call succeeded; else
+     * -1 with the first failure's message in msg[cap]. Clears it. */
+    int (*status)(void *ctx, char *msg, size_t cap);
+
+    /* ---- elementwise ---- */
+    void (*zero)(void *ctx, float *x, size_t n);
+    void (*zero_f64)(void *ctx, double *x, size_t n);
+    void (*scale)(void *ctx, float *x, float a, size_t n);                   /* x *= a */
+    void (*add)(void *ctx, float *y, const float *x, size_t n);              /* y += x */
+    void (*axpy)(void *ctx, float *y, float a, const float *x, size_t n);    /* y += a x */
 
     /* ---- forward ops ---- */
     /* out[n, w.rows] = x[n, w.cols] @ w^T (+ bias[w.rows] if bias) */
@@ -51,8 +86,6 @@ typedef struct dms_backend {
                       int head_dim, float scale);
     /* out = silu(gate) * up, elementwise over n */
     void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, size_t n);
-    /* y += x */
-    void (*add)(void *ctx, float *y, const float *x, size_t n);
     /* out[i] = table row ids[i]; table is a [vocab, dim] matrix */
     void (*embedding)(void *ctx, float *out, const dms_mat *table, const int32_t *ids, int n);
 
@@ -95,17 +128,20 @@ typedef struct dms_backend {
                        const float *up, size_t n);
     /* Distillation on a chunk of rows: zs, zt[rows, V] are student and
      * teacher logits. loss[r] = sum_v p_s (log p_s - log p_t) (KL(s||t)),
-     * and dzs[r] = weight[r] * dloss[r]/dzs[r] (dzs may alias zs). */
+     * and dzs[r] = weight[r] * dloss[r]/dzs[r] (dzs may alias zs). loss and
+     * dzs may be NULL (skipped); weight NULL means 1. */
     void (*kd_chunk)(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
                      const float *weight, int rows, int V);
     /* AdamW step on one fp32 tensor: g is scaled by grad_scale first (for
      * clipping); bias-corrected with step t (1-based). */
     void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale);
-    /* y += a * x (LoRA branches) */
-    void (*axpy)(void *ctx, float *y, float a, const float *x, size_t n);
-    /* sum of squares of x (for the global grad norm), returned to the host */
+    /* sum of squares of x (for the global grad norm), returned to the host:
+     * a synchronising read, once per step. Fixed summation order. */
     double (*sumsq)(void *ctx, const float *x, size_t n);
+    /* Device-side statistics: *acc += sum_i x[i] * w[i] (w NULL: 1), in
+     * double, without a host read (KD sums, decision counts). */
+    void (*sum_acc)(void *ctx, double *acc, const float *x, const float *w, size_t n);
 
     /* ---- DMS decisions (DESIGN.md section 1, docs/dms_reference_notes.md) ----
      * A layer has T x KV decision logits z = scale * z_raw - offset. */
@@ -122,11 +158,18 @@ typedef struct dms_backend {
                        const float *noise, const int32_t *seg, int T, int KV, float scale,
                        float offset, float tau, int per_layer);
     /* Gradient w.r.t. z_raw (overwritten) from dlog_keep[T, KV] (attention)
-     * and dhard, the gradient reaching every straight-through decision
-     * (compression loss; d_st = hard + alpha - stopgrad(alpha)). */
+     * and *dhard (a backend scalar), the gradient reaching every
+     * straight-through decision (compression loss; d_st = hard + alpha -
+     * stopgrad(alpha)). */
     void (*dms_decide_bwd)(void *ctx, float *dz_raw, const float *u, const float *dlog_keep,
-                           float dhard, const int32_t *seg, int T, int KV, float scale, float tau,
+                           const float *dhard, const int32_t *seg, int T, int KV, float scale, float tau,
                            int per_layer);
+    /* The compression loss of one row, on the device: frac = *count / denom
+     * (the row's mean hard decision), comp = max(0, target - frac);
+     * *comp_acc += weight * comp; *dhard = comp > 0 ? coef : 0; then
+     * *count = 0 for the next row. */
+    void (*dms_comp_grad)(void *ctx, float *dhard, double *comp_acc, double *count, double denom,
+                          float target, float weight, float coef);
     /* Neuron variant: out[t, h] = q[t, (h*H/KV)*hd + hd-1], the last channel
      * of the first query head of each KV group; if zero, that channel of q
      * is then set to 0. q[T, H*hd]. out may be NULL (zero only). */
@@ -137,7 +180,27 @@ typedef struct dms_backend {
                            int head_dim);
 } dms_backend;
 
-/* The reference backend; always available. */
-extern const dms_backend dms_backend_cpu;
+/* ---- typed memory helpers: the only place element sizes meet byte sizes ---- */
+static inline void dms_upload_f32(const dms_backend *be, float *dst, const float *src, size_t n) {
+    be->upload(be->ctx, dst, src, n * sizeof(float));
+}
+static inline void dms_upload_i32(const dms_backend *be, int32_t *dst, const int32_t *src, size_t n) {
+    be->upload(be->ctx, dst, src, n * sizeof(int32_t));
+}
+static inline void dms_download_f32(const dms_backend *be, float *dst, const float *src, size_t n) {
+    be->download(be->ctx, dst, src, n * sizeof(float));
+}
+static inline void dms_download_f64(const dms_backend *be, double *dst, const double *src, size_t n) {
+    be->download(be->ctx, dst, src, n * sizeof(double));
+}
+static inline void dms_copy_f32(const dms_backend *be, float *dst, const float *src, size_t n) {
+    be->copy(be->ctx, dst, src, n * sizeof(float));
+}
+/* Bytes of n elements of a weight dtype. */
+static inline size_t dms_dtype_bytes(dms_dtype t, size_t n) { return n * (t == DMS_BF16 ? 2 : 4); }
+
+/* The CPU reference op table (kernels/cpu/backend_cpu.c); open a backend
+ * with dms_backend_open (kernels/registry.h) to get one with its context. */
+extern const dms_backend dms_cpu_ops;
 
 #endif

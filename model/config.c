@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,102 @@ const char *dms_arch_name(dms_arch a) {
     case DMS_ARCH_QWEN3: return "qwen3";
     }
     return "?";
+}
+
+const char *dms_heads_kind_name(dms_heads_kind k) { return k == DMS_HEADS_ADAPTER ? "adapter" : "neuron"; }
+
+void dms_dms_config_defaults(dms_dms_config *d) {
+    memset(d, 0, sizeof *d);
+    d->alpha_scale = 100.0f;
+    d->alpha_offset = 5.0f;
+    d->window = 512;
+    d->separate_alpha = 0;
+    d->alpha_per_layer = 0;
+    d->tau = 0.1f;
+    d->cr = 8.0f;
+    d->disable_eviction = 0;
+    d->block_size = 256;
+}
+
+/* One dms_* field: its JSON kind and where it goes. */
+typedef enum { F_NUM, F_INT, F_BOOL, F_PER } field_kind;
+typedef struct {
+    const char *name;
+    field_kind kind;
+    size_t off;
+    double min; /* numbers: exclusive lower bound */
+} dms_field;
+#define DMS_FIELD(n, k, m, lo) {n, k, offsetof(dms_dms_config, m), lo}
+static const dms_field dms_fields[] = {
+    DMS_FIELD("dms_alpha_scale", F_NUM, alpha_scale, 0),
+    DMS_FIELD("dms_initial_alpha_offset", F_NUM, alpha_offset, -1e30),
+    DMS_FIELD("dms_window_size", F_INT, window, 0),
+    DMS_FIELD("dms_separate_alpha", F_BOOL, separate_alpha, 0),
+    DMS_FIELD("dms_alpha_per", F_PER, alpha_per_layer, 0),
+    DMS_FIELD("dms_tau", F_NUM, tau, 0),
+    DMS_FIELD("dms_cr", F_NUM, cr, 0),
+    DMS_FIELD("dms_disable_eviction", F_BOOL, disable_eviction, 0),
+    DMS_FIELD("dms_paged_attention_block_size", F_INT, block_size, 0),
+};
+#define N_DMS_FIELDS (sizeof dms_fields / sizeof dms_fields[0])
+
+int dms_dms_config_from_json(dms_dms_config *d, const cJSON *root, const char *path, dms_err *err) {
+    dms_dms_config_defaults(d);
+    for (size_t i = 0; i < N_DMS_FIELDS; i++) {
+        const dms_field *f = &dms_fields[i];
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, f->name);
+        if (!v || cJSON_IsNull(v)) continue;
+        d->present = 1;
+        char *dst = (char *)d + f->off;
+        switch (f->kind) {
+        case F_NUM:
+        case F_INT:
+            if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+                return dms_errf(err, "%s: '%s' must be a number", path, f->name);
+            if (!(v->valuedouble > f->min))
+                return dms_errf(err, "%s: '%s' must be greater than %g (got %g)", path, f->name, f->min,
+                                v->valuedouble);
+            if (f->kind == F_INT) {
+                if (v->valuedouble != floor(v->valuedouble) || v->valuedouble > 1 << 30)
+                    return dms_errf(err, "%s: '%s' must be an integer (got %g)", path, f->name, v->valuedouble);
+                *(int *)dst = (int)v->valuedouble;
+            } else {
+                *(float *)dst = (float)v->valuedouble;
+            }
+            break;
+        case F_BOOL:
+            if (!cJSON_IsBool(v)) return dms_errf(err, "%s: '%s' must be true or false", path, f->name);
+            *(int *)dst = cJSON_IsTrue(v);
+            break;
+        case F_PER:
+            if (!cJSON_IsString(v) || (strcmp(v->valuestring, "head") && strcmp(v->valuestring, "layer")))
+                return dms_errf(err, "%s: '%s' must be \"head\" or \"layer\"", path, f->name);
+            *(int *)dst = !strcmp(v->valuestring, "layer");
+            break;
+        }
+    }
+    return 0;
+}
+
+int dms_dms_config_to_json(const dms_dms_config *d, cJSON *root) {
+    for (size_t i = 0; i < N_DMS_FIELDS; i++) {
+        const dms_field *f = &dms_fields[i];
+        const char *src = (const char *)d + f->off;
+        cJSON *v = NULL;
+        switch (f->kind) {
+        case F_NUM: v = cJSON_CreateNumber(*(const float *)src); break;
+        case F_INT: v = cJSON_CreateNumber(*(const int *)src); break;
+        case F_BOOL: v = cJSON_CreateBool(*(const int *)src); break;
+        case F_PER: v = cJSON_CreateString(*(const int *)src ? "layer" : "head"); break;
+        }
+        if (!v) return -1;
+        cJSON_DeleteItemFromObjectCaseSensitive(root, f->name);
+        if (!cJSON_AddItemToObject(root, f->name, v)) {
+            cJSON_Delete(v);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int arch_from_name(const char *s, dms_arch *a) {
@@ -46,12 +143,14 @@ static int req_int(const cJSON *o, const char *key, int *out, const char *path, 
     return 0;
 }
 
-int dms_config_from_hf(dms_config *c, const char *path, dms_err *err) {
+int dms_config_from_hf(dms_config *c, const char *path, char **raw_json, dms_err *err) {
     memset(c, 0, sizeof *c);
+    if (raw_json) *raw_json = NULL;
     char *text = dms_read_text_file(path, NULL, err);
     if (!text) return -1;
     cJSON *root = cJSON_Parse(text);
-    free(text);
+    if (raw_json && cJSON_IsObject(root)) *raw_json = text;
+    else free(text);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return dms_errf(err, "%s: not valid JSON", path);
@@ -109,14 +208,23 @@ int dms_config_from_hf(dms_config *c, const char *path, dms_err *err) {
             goto done;
         }
     }
+    if (dms_dms_config_from_json(&c->dms, root, path, err) != 0) {
+        rc = -1;
+        goto done;
+    }
     rc = dms_config_validate(c, path, err);
 done:
     cJSON_Delete(root);
+    if (rc != 0 && raw_json) {
+        free(*raw_json);
+        *raw_json = NULL;
+    }
     return rc;
 }
 
 int dms_config_from_gguf(dms_config *c, const dms_gguf *g, dms_err *err) {
     memset(c, 0, sizeof *c);
+    dms_dms_config_defaults(&c->dms);
     const char *path = g->file.path;
     char *arch = dms_gguf_get_str(g, "general.architecture");
     if (arch_from_name(arch, &c->arch) != 0) {

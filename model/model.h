@@ -1,16 +1,40 @@
 /* model.h - a decoder-only transformer (Llama / Qwen2 / Qwen3) held in a
- * backend's memory, loaded from a Hugging Face folder or a GGUF file, and
- * its incremental forward pass over a plain (contiguous, per-layer) KV cache.
- * Every numeric op goes through the dms_backend op table. */
+ * backend's memory, loaded from a Hugging Face folder or a GGUF file, with
+ * the parts DMS adds to it: the eviction-logit heads of every layer
+ * (adapter or neuron decision rows), optional LoRA branches, and the dms_*
+ * config fields (cfg.dms). The frozen base weights are never written to
+ * after loading. The transformer layer itself is model/layer.h; the
+ * incremental forward pass over a KV cache is dms_model_forward below. */
 #ifndef DMS_MODEL_H
 #define DMS_MODEL_H
 
 #include <stdint.h>
 
 #include "core/err.h"
+#include "kernels/arena.h"
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "model/tokenizer.h"
+
+/* LoRA targets of a layer's attention. */
+enum { DMS_LORA_Q = 0, DMS_LORA_K, DMS_LORA_V, DMS_LORA_O, DMS_LORA_N };
+
+/* y += scale * B (A x): A [r, in], B [out, r], fp32 (trainable). */
+typedef struct dms_lora {
+    dms_mat a, b;
+} dms_lora;
+
+/* The DMS heads of one layer (fp32, trainable). Adapter:
+ * z_raw = W_a . RMSNorm(x; w_a_norm) with W_a [KV, d]. Neuron: the rows of
+ * q_proj that feed channel D-1 of the first query head of each KV group,
+ * held as their own [KV, d] tensor (+ their q bias, Qwen2) and applied as a
+ * small matmul whose output replaces that channel. */
+typedef struct dms_heads {
+    dms_mat w_a;         /* adapter [KV, d] */
+    float *w_a_norm;     /* adapter [d] */
+    dms_mat q_rows;      /* neuron [KV, d] */
+    float *q_rows_bias;  /* neuron [KV], NULL without q bias */
+} dms_heads;
 
 typedef struct dms_layer {
     dms_mat wq, wk, wv, wo;          /* [H*hd, d], [KV*hd, d], [KV*hd, d], [d, H*hd] */
@@ -18,18 +42,24 @@ typedef struct dms_layer {
     float *bq, *bk, *bv;             /* Qwen2 only, else NULL */
     float *q_norm, *k_norm;          /* Qwen3 only: [hd] */
     float *attn_norm, *ffn_norm;     /* [d] */
+    dms_heads heads;                 /* DMS, when m->has_heads */
+    dms_lora lora[DMS_LORA_N];       /* when m->lora_rank > 0 */
 } dms_layer;
 
 typedef struct dms_model {
-    dms_config cfg;
+    dms_config cfg;                  /* cfg.dms: the dms_* fields */
     const dms_backend *be;
     dms_mat embed;       /* [vocab, d] */
     dms_mat lm_head;     /* [vocab, d]; shares embed's data when tied */
     float *final_norm;   /* [d] */
     float *inv_freq;     /* [hd/2], backend memory */
     dms_layer *layers;
+    int has_heads;       /* heads of kind cfg.dms.separate_alpha exist */
+    int lora_rank;       /* 0: no LoRA */
+    float lora_scale;    /* lora_alpha / rank */
     dms_tokenizer *tok;  /* NULL if loaded without tokenizer */
     char *path;
+    char *source_config; /* the source config.json text, every field (NULL for GGUF) */
     int from_gguf;
     char weight_types[128]; /* source dtypes seen, for `dms inspect` ("Q4_1, Q8_0, F32") */
     size_t n_params;
@@ -42,33 +72,64 @@ typedef enum {
 } dms_load_flags;
 
 /* path: a Hugging Face model folder (config.json, safetensors, tokenizer.json)
- * or a .gguf file. flags: DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER. */
+ * or a .gguf file. Frozen weights are converted to be->weight_dtype. A
+ * folder whose config.json says dms_separate_alpha: true must hold the
+ * adapter tensors; a DMS model without it (the neuron variant) gets its
+ * decision rows from q_proj. */
 int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int flags, dms_err *err);
 void dms_model_free(dms_model *m);
 
-/* Plain KV cache: per layer, K and V as [max_seq, n_kv_heads*head_dim]. */
+/* Fresh DMS heads of kind d->separate_alpha (model/dms_heads.c), replacing
+ * any: adapter W_a = 0 and norm = 1 (every logit starts at -offset);
+ * neuron rows copied from q_proj. Sets m->cfg.dms = *d (present = 1). */
+int dms_model_init_heads(dms_model *m, const dms_dms_config *d, dms_err *err);
+/* LoRA branches of rank r on q/k/v/o of every layer: A uniform in
+ * +-1/sqrt(in) from the counter RNG keyed by seed, B = 0. */
+int dms_model_add_lora(dms_model *m, int rank, float alpha, uint64_t seed, dms_err *err);
+/* Release the heads / the LoRA branches (dms_model_free calls both). */
+void dms_model_free_heads(dms_model *m);
+void dms_model_free_lora(dms_model *m);
+/* Query-projection row of the decision channel of KV head h (neuron). */
+int dms_neuron_row(const dms_config *c, int h);
+
+/* ---- attention strategies (model/layer.h) and the KV cache interface ---- */
+struct dms_layer_acts;
+struct dms_model;
+/* An attention strategy for dms_layer_forward: attend() fills a->att
+ * [n, H*hd] from a->q, a->k, a->v (after RoPE); it may read a->zraw
+ * (student) and write a->lse. student = 1: the DMS heads run (decision
+ * logits, the neuron channel swap) and LoRA branches apply. */
+typedef struct dms_attn {
+    int student;
+    void (*attend)(struct dms_attn *self, const struct dms_model *m, int layer, struct dms_layer_acts *a, int n);
+} dms_attn;
+
+/* A KV cache (implementations in runtime/) is an attention strategy whose
+ * attend() also stores the chunk's keys and values of the layer; the
+ * forward pass advances len by the chunk after the last layer. */
 typedef struct dms_kv_cache {
-    int max_seq, len, n_layers;
-    float **k, **v;
+    dms_attn attn;
+    int len;     /* tokens stored so far (= the next token's position) */
+    int max_seq; /* capacity in tokens */
 } dms_kv_cache;
 
-int dms_kv_cache_init(dms_kv_cache *c, const dms_model *m, int max_seq, dms_err *err);
-void dms_kv_cache_free(dms_kv_cache *c, const dms_model *m);
-
-/* Scratch activations for up to max_tokens tokens per forward call. */
+/* Scratch of the forward pass for up to max_tokens tokens per call. */
 typedef struct dms_forward_state {
     int max_tokens;
-    float *x, *xn, *q, *k, *v, *att, *gate, *up, *logits;
-    int32_t *ids, *pos;
+    dms_arena arena;
+    struct dms_layer_acts *acts;
+    float *x, *xn, *logits;
+    int32_t *ids;
 } dms_forward_state;
 
 int dms_forward_state_init(dms_forward_state *s, const dms_model *m, int max_tokens, dms_err *err);
-void dms_forward_state_free(dms_forward_state *s, const dms_model *m);
+void dms_forward_state_free(dms_forward_state *s);
 
-/* Runs n tokens (appended to the cache at positions cache->len ...) and
- * writes logits to host memory: [n, vocab] or, if last_only, [vocab] for
- * the last token. n may exceed s->max_tokens: the input is chunked. */
-int dms_model_forward(const dms_model *m, dms_kv_cache *cache, dms_forward_state *s,
-                      const int32_t *ids, int n, float *logits, int last_only, dms_err *err);
+/* Runs n tokens (positions cache->len ...) through every layer with the
+ * cache as attention strategy and writes logits to host memory: [n, vocab]
+ * or, if last_only, [vocab] for the last token. n may exceed
+ * s->max_tokens: the input is chunked. Checks the backend's status. */
+int dms_model_forward(const dms_model *m, dms_kv_cache *cache, dms_forward_state *s, const int32_t *ids, int n,
+                      float *logits, int last_only, dms_err *err);
 
 #endif

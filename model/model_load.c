@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/half.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -63,8 +64,9 @@ static void note_type(dms_model *m, const char *type) {
 
 /* Inverse of llama.cpp's q/k permutation: GGUF row h*hd + 2i + j holds
  * Hugging Face row h*hd + j*hd/2 + i. */
-static void unpermute_rows(float *w, int rows, int cols, int head_dim) {
+static int unpermute_rows(float *w, int rows, int cols, int head_dim) {
     float *tmp = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!tmp) return -1;
     memcpy(tmp, w, sizeof(float) * (size_t)rows * cols);
     const int half = head_dim / 2;
     for (int r = 0; r < rows; r++) {
@@ -74,6 +76,7 @@ static void unpermute_rows(float *w, int rows, int cols, int head_dim) {
         memcpy(w + (size_t)hf_row * cols, tmp + (size_t)r * cols, sizeof(float) * cols);
     }
     free(tmp);
+    return 0;
 }
 
 /* Reads tensor `name` as fp32 into a fresh host buffer; rows/cols are the
@@ -125,18 +128,26 @@ static int read_tensor(weight_source *ws, const char *name, int rows, int cols, 
     }
     note_type(ws->m, dms_ggml_type_name(t->type));
     if (ws->cfg->arch == DMS_ARCH_LLAMA && cols) {
-        if (strstr(gname, ".attn_q.weight")) unpermute_rows(buf, rows, cols, ws->cfg->head_dim);
-        if (strstr(gname, ".attn_k.weight")) unpermute_rows(buf, rows, cols, ws->cfg->head_dim);
+        if ((strstr(gname, ".attn_q.weight") || strstr(gname, ".attn_k.weight")) &&
+            unpermute_rows(buf, rows, cols, ws->cfg->head_dim) != 0) {
+            free(buf);
+            return dms_errf(err, "%s: out of memory for '%s'", ws->path, gname);
+        }
     }
     *out = buf;
     return 0;
 }
 
-/* Moves a host buffer into backend memory (frees the host buffer). */
-static void *to_backend(const dms_backend *be, float *host, size_t n) {
+/* Moves a host fp32 buffer into backend memory as `dtype` (frees the host
+ * buffer; bf16 is rounded to nearest even, in place). */
+static void *to_backend(const dms_backend *be, float *host, size_t n, dms_dtype dtype) {
     if (!host) return NULL;
-    void *dev = be->alloc(be->ctx, n * sizeof(float));
-    if (dev) be->upload(be->ctx, dev, host, n * sizeof(float));
+    if (dtype == DMS_BF16) {
+        uint16_t *h16 = (uint16_t *)host; /* narrowing front to back never overwrites an unread float */
+        for (size_t i = 0; i < n; i++) h16[i] = dms_f32_to_bf16(host[i]);
+    }
+    void *dev = be->alloc(be->ctx, dms_dtype_bytes(dtype, n));
+    if (dev) be->upload(be->ctx, dev, host, dms_dtype_bytes(dtype, n));
     free(host);
     return dev;
 }
@@ -145,7 +156,7 @@ static int load_vec(weight_source *ws, const char *name, int len, int optional, 
     float *host;
     if (read_tensor(ws, name, len, 0, optional, &host, err) != 0) return -1;
     if (!host) return 0;
-    *dst = to_backend(ws->m->be, host, (size_t)len);
+    *dst = to_backend(ws->m->be, host, (size_t)len, DMS_F32);
     ws->m->n_params += (size_t)len;
     return *dst ? 0 : dms_errf(err, "%s: backend out of memory for '%s'", ws->path, name);
 }
@@ -155,12 +166,39 @@ static int load_mat(weight_source *ws, const char *name, int rows, int cols, int
     float *host;
     if (read_tensor(ws, name, rows, cols, optional, &host, err) != 0) return -1;
     if (!host) return 0;
-    dst->dtype = DMS_F32;
+    dst->dtype = ws->m->be->weight_dtype;
     dst->rows = rows;
     dst->cols = cols;
-    dst->data = to_backend(ws->m->be, host, (size_t)rows * cols);
+    dst->data = to_backend(ws->m->be, host, (size_t)rows * cols, dst->dtype);
     ws->m->n_params += (size_t)rows * cols;
     return dst->data ? 0 : dms_errf(err, "%s: backend out of memory for '%s'", ws->path, name);
+}
+
+/* The DMS heads of a DMS checkpoint (cfg.dms.present): the adapter's
+ * tensors under NVIDIA's names, or (neuron) the decision rows of q_proj. */
+static int load_heads(weight_source *ws, dms_err *err) {
+    dms_model *m = ws->m;
+    const dms_config *c = &m->cfg;
+    if (!c->dms.present) return 0;
+    if (!c->dms.separate_alpha) return dms_model_init_heads(m, &c->dms, err);
+    const int d = c->hidden, KV = c->n_kv_heads;
+    for (int l = 0; l < c->n_layers; l++) {
+        dms_heads *h = &m->layers[l].heads;
+        char n[160];
+        float *w = NULL, *g = NULL;
+        snprintf(n, sizeof n, "model.layers.%d.self_attn.dms_proj_alpha.weight", l);
+        if (read_tensor(ws, n, KV, d, 0, &w, err) != 0) return -1;
+        snprintf(n, sizeof n, "model.layers.%d.self_attn.dms_proj_alpha_norm.weight", l);
+        if (read_tensor(ws, n, d, 0, 0, &g, err) != 0) {
+            free(w);
+            return -1;
+        }
+        h->w_a = (dms_mat){to_backend(m->be, w, (size_t)KV * d, DMS_F32), DMS_F32, KV, d};
+        h->w_a_norm = to_backend(m->be, g, (size_t)d, DMS_F32);
+        if (!h->w_a.data || !h->w_a_norm) return dms_errf(err, "%s: backend out of memory for DMS heads", ws->path);
+    }
+    m->has_heads = 1;
+    return 0;
 }
 
 static int load_weights(weight_source *ws, dms_err *err) {
@@ -176,6 +214,7 @@ static int load_weights(weight_source *ws, dms_err *err) {
         return -1;
     }
     m->layers = calloc((size_t)c->n_layers, sizeof(dms_layer));
+    if (!m->layers) return dms_errf(err, "%s: out of memory", ws->path);
     for (int l = 0; l < c->n_layers; l++) {
         dms_layer *L = &m->layers[l];
         char n[160];
@@ -203,6 +242,7 @@ static int load_weights(weight_source *ws, dms_err *err) {
     /* Rotary frequencies; Llama 3.1 GGUFs carry their scaling as per-pair
      * divisors in rope_freqs.weight. */
     float *inv = malloc(sizeof(float) * (size_t)(hd / 2));
+    if (!inv) return dms_errf(err, "%s: out of memory", ws->path);
     dms_config_rope_inv_freq(c, inv);
     if (ws->is_gguf) {
         const dms_gguf_tensor *rf = dms_gguf_find_tensor(&ws->gg, "rope_freqs.weight");
@@ -213,6 +253,10 @@ static int load_weights(weight_source *ws, dms_err *err) {
                                 (unsigned long long)dms_gguf_tensor_nelem(rf), hd / 2);
             }
             float *fac = malloc(sizeof(float) * (size_t)(hd / 2));
+            if (!fac) {
+                free(inv);
+                return dms_errf(err, "%s: out of memory", ws->path);
+            }
             if (dms_gguf_dequantize(&ws->gg, rf, fac, err) != 0) {
                 free(fac);
                 free(inv);
@@ -222,20 +266,22 @@ static int load_weights(weight_source *ws, dms_err *err) {
             free(fac);
         }
     }
-    m->inv_freq = to_backend(m->be, inv, (size_t)(hd / 2));
-    return m->inv_freq ? 0 : dms_errf(err, "%s: backend out of memory", ws->path);
+    m->inv_freq = to_backend(m->be, inv, (size_t)(hd / 2), DMS_F32);
+    if (!m->inv_freq) return dms_errf(err, "%s: backend out of memory", ws->path);
+    return load_heads(ws, err);
 }
 
 int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int flags, dms_err *err) {
     memset(m, 0, sizeof *m);
     m->be = be;
     m->path = strdup(path);
+    if (!m->path) return dms_errf(err, "%s: out of memory", path);
     weight_source ws = {.path = path, .cfg = &m->cfg, .m = m};
     char p[PATH_MAX];
     int rc = 0;
     if (dms_is_dir(path)) {
         snprintf(p, sizeof p, "%s/config.json", path);
-        if (dms_config_from_hf(&m->cfg, p, err) != 0) goto fail;
+        if (dms_config_from_hf(&m->cfg, p, &m->source_config, err) != 0) goto fail;
         snprintf(p, sizeof p, "%s/tokenizer.json", path);
         const int have_tok = access(p, F_OK) == 0;
         if ((flags & DMS_LOAD_TOKENIZER) || ((flags & DMS_LOAD_TOKENIZER_IF_PRESENT) && have_tok)) {
@@ -304,7 +350,10 @@ void dms_model_free(dms_model *m) {
                             L->k_norm, L->attn_norm, L->ffn_norm};
             for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) be->free(be->ctx, ptrs[i]);
         }
+        dms_model_free_heads(m);
+        dms_model_free_lora(m);
     }
+    free(m->source_config);
     free(m->layers);
     if (m->tok) dms_tokenizer_free(m->tok);
     free(m->path);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/kv_dense.h"
 #include "runtime/sampler.h"
 
 static double now_s(void) {
@@ -33,13 +34,13 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
     if (max_seq > m->cfg.max_pos)
         return dms_errf(err, "generate: prompt (%d) + new tokens (%d) exceed the model's context of %d",
                         n_prompt, p->max_new_tokens, m->cfg.max_pos);
-    dms_kv_cache cache;
+    dms_kv_dense cache;
     dms_forward_state st;
     dms_sampler sampler;
-    if (dms_kv_cache_init(&cache, m, max_seq, err) != 0) return -1;
+    if (dms_kv_dense_init(&cache, m, max_seq, err) != 0) return -1;
     const int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : 256;
     if (dms_forward_state_init(&st, m, n_prompt < chunk ? n_prompt : chunk, err) != 0) {
-        dms_kv_cache_free(&cache, m);
+        dms_kv_dense_free(&cache);
         return -1;
     }
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
@@ -48,7 +49,7 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
     if (rc != 0 || !logits || !ids) rc = dms_errf(err, "generate: out of memory");
 
     double t0 = now_s();
-    if (rc == 0) rc = dms_model_forward(m, &cache, &st, prompt, n_prompt, logits, 1, err);
+    if (rc == 0) rc = dms_model_forward(m, &cache.base, &st, prompt, n_prompt, logits, 1, err);
     double t1 = now_s();
     stats->prompt_tokens = n_prompt;
     stats->prefill_s = t1 - t0;
@@ -62,15 +63,14 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
         }
         if (cb && cb(next, ctx)) break;
         if (n == p->max_new_tokens) break;
-        rc = dms_model_forward(m, &cache, &st, &next, 1, logits, 1, err);
+        rc = dms_model_forward(m, &cache.base, &st, &next, 1, logits, 1, err);
         stats->decode_steps++;
     }
     stats->decode_s = now_s() - t1;
     stats->new_tokens = n;
-    const size_t row = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim * sizeof(float) * 2 * m->cfg.n_layers;
-    stats->kv_tokens = cache.len;
-    stats->kv_bytes_used = row * (size_t)cache.len;
-    stats->kv_bytes_reserved = row * (size_t)cache.max_seq;
+    stats->kv_tokens = cache.base.len;
+    stats->kv_bytes_used = dms_kv_dense_bytes_used(&cache);
+    stats->kv_bytes_reserved = dms_kv_dense_bytes_reserved(&cache);
     if (rc == 0 && out) {
         *out = ids;
         ids = NULL;
@@ -78,7 +78,7 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
     free(ids);
     free(logits);
     dms_sampler_free(&sampler);
-    dms_forward_state_free(&st, m);
-    dms_kv_cache_free(&cache, m);
+    dms_forward_state_free(&st);
+    dms_kv_dense_free(&cache);
     return rc;
 }

@@ -1,7 +1,7 @@
 /* generate.h - autoregressive generation: prefill the prompt, then decode
  * one token at a time with a sampler, streaming each token to a callback and
- * timing both phases. Uses the plain KV cache of model.h for now; the paged
- * DMS cache plugs in here later. */
+ * timing both phases. Uses the plain cache of runtime/kv_dense.h; the paged
+ * DMS cache plugs in here as another dms_kv_cache. */
 #ifndef DMS_GENERATE_H
 #define DMS_GENERATE_H
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "model/model.h"
+#include "runtime/kv_dense.h"
 #include "model/safetensors.h"
 #include "runtime/generate.h"
 #include "runtime/sampler.h"
@@ -15,7 +16,7 @@ int main(void) {
     if (!path || !*path) path = "models/default.gguf";
     dms_err err = {0};
     dms_model m;
-    int rc = dms_model_load(&m, path, &dms_backend_cpu, DMS_LOAD_WEIGHTS, &err);
+    int rc = dms_model_load(&m, path, &dms_cpu_ops, DMS_LOAD_WEIGHTS, &err);
     CHECK_MSG(rc == 0, "%s (run scripts/install_deps.sh to install the embedded model)", err.msg);
     if (rc) return dms_check_finish();
     dms_safetensors ref;
@@ -31,11 +32,11 @@ int main(void) {
     CHECK(last_t->shape[0] == V);
 
     float *logits = malloc(sizeof(float) * (size_t)T * V);
-    dms_kv_cache cache;
+    dms_kv_dense cache;
     dms_forward_state st;
-    dms_kv_cache_init(&cache, &m, T, &err);
-    dms_forward_state_init(&st, &m, 16, &err); /* chunked prefill */
-    rc = dms_model_forward(&m, &cache, &st, ids, T, logits, 0, &err);
+    CHECK(dms_kv_dense_init(&cache, &m, T, &err) == 0);
+    CHECK(dms_forward_state_init(&st, &m, 16, &err) == 0); /* chunked prefill */
+    rc = dms_model_forward(&m, &cache.base, &st, ids, T, logits, 0, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     const float *want = (const float *)last_t->data, *got = logits + (size_t)(T - 1) * V;
     double scale = 0, maxdiff = 0;
@@ -48,8 +49,8 @@ int main(void) {
     int argmax_same = 0;
     for (int t = 0; t < T; t++) argmax_same += dms_argmax(logits + (size_t)t * V, V) == ((const int32_t *)am_t->data)[t];
     CHECK_MSG(argmax_same == T, "argmax equal at %d of %d positions", argmax_same, T);
-    dms_forward_state_free(&st, &m);
-    dms_kv_cache_free(&cache, &m);
+    dms_forward_state_free(&st);
+    dms_kv_dense_free(&cache);
 
     dms_gen_params gp;
     dms_gen_params_default(&gp);

@@ -13,6 +13,7 @@
 #include "model/safetensors.h"
 #include "tests/check.h"
 #include "train/trainer.h"
+#include "train/trainer_testing.h"
 
 static const float *tensor(const dms_safetensors *st, const char *name) {
     const dms_st_tensor *t = dms_st_find(st, name);
@@ -68,12 +69,12 @@ static void run_variant(const char *variant, int kd_only, dms_model *m, const dm
             memcpy(qr->p, tensor(fx, "neuron.q_rows") + (size_t)l * KV * d, sizeof(float) * KV * d);
         }
     }
-    dms_trainer_sync_params(tr); /* neuron: the rows go into q_proj */
     const int32_t *ids = (const int32_t *)ids_t->data;
     const int32_t *seg = (const int32_t *)dms_st_find(fx, "segment_ids")->data;
     dms_row row = {ids, seg, NULL, 0};
     dms_step_stats st;
-    int rc = dms_trainer_grads(tr, &row, 1, 5, (double)T, 1, tensor(fx, "noise"), &st, &err);
+    dms_trainer_test_fix_noise(tr, tensor(fx, "noise"));
+    int rc = dms_trainer_grads(tr, &row, 1, 5, (double)T, 1, &st, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     char key[128];
     snprintf(key, sizeof key, "%s.loss_kd", variant);
@@ -130,7 +131,7 @@ static void fresh_adapter_step(dms_model *m, const dms_safetensors *fx) {
     if (!tr) return;
     dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data, NULL, 1000};
     dms_step_stats st;
-    CHECK(dms_trainer_grads(tr, &row, 1, 200, (double)T, 1, NULL, &st, &err) == 0);
+    CHECK(dms_trainer_grads(tr, &row, 1, 200, (double)T, 1, &st, &err) == 0);
     CHECK_MSG(st.frac < 0.02, "fresh adapter evicts %.3f", st.frac);
     CHECK(st.finite && st.grad_norm > 0);
     const dms_param *wa = dms_trainer_param(tr, 0);
@@ -178,8 +179,9 @@ static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
                 p->p[k] = 0.05f * ((float)(s >> 40) / 16777216.0f - 0.5f);
             }
     }
+    dms_trainer_test_fix_noise(tr, noise);
     dms_step_stats st;
-    CHECK(dms_trainer_grads(tr, &row, 1, 3, T, 1, noise, &st, &err) == 0);
+    CHECK(dms_trainer_grads(tr, &row, 1, 3, T, 1, &st, &err) == 0);
     /* the analytic gradients at the unperturbed point, before any FD call
      * overwrites them */
     const int np = dms_trainer_n_params(tr);
@@ -199,9 +201,9 @@ static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
         const float h = 1e-3f, keep = p->p[best];
         dms_step_stats sp, sm;
         p->p[best] = keep + h;
-        dms_trainer_grads(tr, &row, 1, 3, T, 1, noise, &sp, &err);
+        CHECK(dms_trainer_grads(tr, &row, 1, 3, T, 1, &sp, &err) == 0);
         p->p[best] = keep - h;
-        dms_trainer_grads(tr, &row, 1, 3, T, 1, noise, &sm, &err);
+        CHECK(dms_trainer_grads(tr, &row, 1, 3, T, 1, &sm, &err) == 0);
         p->p[best] = keep;
         const double fd = (sp.kd - sm.kd) / (2.0 * h);
         CHECK_MSG(fabs(fd - g[best]) <= 1e-2 * fabs(g[best]) + 1e-7, "%s[%zu]: analytic %.6g vs finite difference %.6g",
@@ -237,8 +239,9 @@ static void per_layer_decisions(dms_model *m, const dms_safetensors *fx) {
         for (int l = 0; l < m->cfg.n_layers; l++)
             memcpy(dms_trainer_param(tr, 2 * l)->p, tensor(fx, "adapter.W_a") + (size_t)l * KV * d,
                    sizeof(float) * KV * d);
+        dms_trainer_test_fix_noise(tr, tensor(fx, "noise"));
         dms_step_stats st;
-        CHECK(dms_trainer_grads(tr, &row, 1, 5, T, 1, tensor(fx, "noise"), &st, &err) == 0);
+        CHECK(dms_trainer_grads(tr, &row, 1, 5, T, 1, &st, &err) == 0);
         kd[per] = st.kd;
         if (per) {
             const dms_param *wa = dms_trainer_param(tr, 0);
@@ -255,7 +258,7 @@ static void per_layer_decisions(dms_model *m, const dms_safetensors *fx) {
 int main(void) {
     dms_err err = {0};
     dms_model m;
-    int rc = dms_model_load(&m, "tests/fixtures/models/tiny_qwen3", &dms_backend_cpu, DMS_LOAD_WEIGHTS, &err);
+    int rc = dms_model_load(&m, "tests/fixtures/models/tiny_qwen3", &dms_cpu_ops, DMS_LOAD_WEIGHTS, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     dms_safetensors fx;
     rc |= dms_st_open_file(&fx, "tests/fixtures/dms/tiny_qwen3_dms.safetensors", &err);

@@ -704,7 +704,7 @@ static void test_thread_count_independence(void) {
 /* ---- the backend table exposes them ---- */
 
 static void test_table(void) {
-    const dms_backend *be = &dms_backend_cpu;
+    const dms_backend *be = &dms_cpu_ops;
     CHECK(be->attention_dms_fwd == dms_cpu_attention_dms_fwd);
     CHECK(be->attention_dms_bwd == dms_cpu_attention_dms_bwd);
     CHECK(be->matmul_bwd_x && be->matmul_bwd_w && be->rmsnorm_bwd && be->rope_bwd);

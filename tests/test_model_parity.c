@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "model/model.h"
+#include "runtime/kv_dense.h"
 #include "model/safetensors.h"
 #include "runtime/generate.h"
 #include "tests/check.h"
@@ -26,7 +27,7 @@ static void check_model(const char *name) {
     snprintf(ref_path, sizeof ref_path, "%s/reference.safetensors", dir);
     dms_err err = {0};
     dms_model m;
-    int rc = dms_model_load(&m, dir, &dms_backend_cpu, DMS_LOAD_WEIGHTS, &err);
+    int rc = dms_model_load(&m, dir, &dms_cpu_ops, DMS_LOAD_WEIGHTS, &err);
     CHECK_MSG(rc == 0, "%s: %s", name, err.msg);
     if (rc) return;
     dms_safetensors ref;
@@ -46,30 +47,30 @@ static void check_model(const char *name) {
     dms_st_to_f32(&ref, lg_t, want, &err);
 
     /* 1. one shot */
-    dms_kv_cache cache;
+    dms_kv_dense cache;
     dms_forward_state st;
-    dms_kv_cache_init(&cache, &m, T, &err);
-    dms_forward_state_init(&st, &m, T, &err);
-    rc = dms_model_forward(&m, &cache, &st, ids, T, got, 0, &err);
+    CHECK(dms_kv_dense_init(&cache, &m, T, &err) == 0);
+    CHECK(dms_forward_state_init(&st, &m, T, &err) == 0);
+    rc = dms_model_forward(&m, &cache.base, &st, ids, T, got, 0, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     double e1 = max_rel_err(got, want, (size_t)T * V);
     CHECK_MSG(e1 < 1e-4, "%s: one-shot logits rel err %.3g", name, e1);
     printf("%s: logits max rel err %.2e\n", name, e1);
-    dms_forward_state_free(&st, &m);
-    dms_kv_cache_free(&cache, &m);
+    dms_forward_state_free(&st);
+    dms_kv_dense_free(&cache);
 
     /* 2. chunked prefill (chunks of 5) and 3. one token at a time */
     for (int chunk = 5; chunk >= 1; chunk -= 4) {
-        dms_kv_cache_init(&cache, &m, T, &err);
-        dms_forward_state_init(&st, &m, chunk, &err);
+        CHECK(dms_kv_dense_init(&cache, &m, T, &err) == 0);
+        CHECK(dms_forward_state_init(&st, &m, chunk, &err) == 0);
         for (int t = 0; t < T; t += chunk) {
             int n = T - t < chunk ? T - t : chunk;
-            dms_model_forward(&m, &cache, &st, ids + t, n, got + (size_t)t * V, 0, &err);
+            dms_model_forward(&m, &cache.base, &st, ids + t, n, got + (size_t)t * V, 0, &err);
         }
         double e = max_rel_err(got, want, (size_t)T * V);
         CHECK_MSG(e < 1e-4, "%s: chunk %d logits rel err %.3g", name, chunk, e);
-        dms_forward_state_free(&st, &m);
-        dms_kv_cache_free(&cache, &m);
+        dms_forward_state_free(&st);
+        dms_kv_dense_free(&cache);
     }
 
     /* 4. greedy continuation of the first 6 ids */

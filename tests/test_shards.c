@@ -286,7 +286,7 @@ static void test_prep(void) {
     }
     dms_err err = {0};
     dms_model m;
-    if (dms_model_load(&m, model, &dms_backend_cpu, DMS_LOAD_TOKENIZER, &err) != 0) {
+    if (dms_model_load(&m, model, &dms_cpu_ops, DMS_LOAD_TOKENIZER, &err) != 0) {
         CHECK_MSG(0, "%s", err.msg);
         return;
     }

@@ -28,7 +28,7 @@ static const char *model_path(void) {
 /* A shard of synthetic text made with the model's own tokenizer. */
 static int make_data(const char *dir, dms_err *err) {
     dms_model m;
-    if (dms_model_load(&m, model_path(), &dms_backend_cpu, DMS_LOAD_TOKENIZER, err) != 0) return -1;
+    if (dms_model_load(&m, model_path(), &dms_cpu_ops, DMS_LOAD_TOKENIZER, err) != 0) return -1;
     char path[512];
     snprintf(path, sizeof path, "%s/shard-00000.h5", dir);
     dms_shard_writer *w = dms_shard_writer_create(path, dms_tokenizer_hash(m.tok), 32, m.cfg.vocab, "test", 0, err);

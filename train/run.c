@@ -14,6 +14,7 @@
 #include "data/shards.h"
 #include "kernels/dms_rng.h"
 #include "train/checkpoint.h"
+#include "train/run_testing.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -46,17 +47,11 @@ static int64_t order_row(sample_order *o, int64_t sample) {
     return o->perm[sample % o->n_rows];
 }
 
-/* Faults injected by tests: DMS_FAULT_NAN_STEPS="3,4,5" makes those steps
- * non-finite, to exercise the skip-and-stop logic without a broken model. */
-static int fault_nan(int step) {
-    const char *s = getenv("DMS_FAULT_NAN_STEPS");
-    while (s && *s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s) break;
-        if (v == step) return 1;
-        s = *end == ',' ? end + 1 : end;
-    }
+/* Test seam (train/run_testing.h): a test binary links a strong
+ * definition that marks chosen steps non-finite, to exercise the
+ * skip-and-stop logic without a broken model. Never true in `dms`. */
+__attribute__((weak)) int dms_test_fault_nonfinite(int step) {
+    (void)step;
     return 0;
 }
 
@@ -64,6 +59,7 @@ static int save_checkpoint(dms_trainer *tr, const dms_train_config *cfg, const c
                            int64_t samples_seen, dms_err *err) {
     const dms_backend *be = dms_trainer_backend(tr);
     dms_ckpt *ck = dms_ckpt_new();
+    if (!ck) return dms_errf(err, "checkpoint: out of memory");
     char name[256];
     for (int i = 0; i < dms_trainer_n_params(tr); i++) {
         dms_param *p = dms_trainer_param(tr, i);
@@ -74,7 +70,11 @@ static int save_checkpoint(dms_trainer *tr, const dms_train_config *cfg, const c
         for (int k = 0; k < 3; k++) {
             snprintf(name, sizeof name, "%s/%s", groups[k], p->name);
             float *host = malloc(sizeof(float) * p->n);
-            be->download(be->ctx, host, bufs[k], sizeof(float) * p->n);
+            if (!host) {
+                dms_ckpt_free(ck);
+                return dms_errf(err, "checkpoint: out of memory");
+            }
+            dms_download_f32(be, host, bufs[k], p->n);
             dms_ckpt_add_tensor(ck, name, host, nd, shape); /* copies */
             free(host);
         }
@@ -105,13 +105,14 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
     x.keep_last = y.keep_last;
     x.log_every = y.log_every;
     x.threads = y.threads;
+    x.backend = y.backend; /* a run may continue on another backend */
     x.max_bad_steps = y.max_bad_steps;
     x.batch_size = y.batch_size; /* rows per rank: may change with the rank count */
     char *ja = dms_train_config_to_json(&x), *jb = dms_train_config_to_json(&y);
     int same = strcmp(ja, jb) == 0;
     if (!same)
         snprintf(why, why_len, "the config differs from the checkpoint's in a key other than "
-                               "steps, save_every, keep_last, log_every, threads, max_bad_steps, batch_size");
+                               "steps, save_every, keep_last, log_every, threads, backend, max_bad_steps, batch_size");
     free(ja);
     free(jb);
     return same;
@@ -143,14 +144,13 @@ static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_
         for (int k = 0; k < 3 && rc == 0; k++) {
             float *host = malloc(sizeof(float) * p->n);
             snprintf(name, sizeof name, "%s/%s", groups[k], p->name);
-            rc = dms_ckpt_read_tensor(ck, name, host, p->n, err);
-            if (rc == 0) be->upload(be->ctx, bufs[k], host, sizeof(float) * p->n);
+            rc = host ? dms_ckpt_read_tensor(ck, name, host, p->n, err) : dms_errf(err, "%s: out of memory", path);
+            if (rc == 0) dms_upload_f32(be, bufs[k], host, p->n);
             free(host);
         }
     }
     dms_ckpt_free(ck);
     if (rc == 0) {
-        dms_trainer_sync_params(tr);
         *start_step = (int)step;
         if (verbose)
             fprintf(stderr, "[dms] resuming from %s at step %d (%lld samples seen)\n", path, *start_step,
@@ -171,12 +171,12 @@ static int agree(dms_comm *comm, int rc, dms_err *err) {
     return v != 0 ? -1 : 0;
 }
 
-int dms_train_run(const dms_train_config *cfg, int resume, dms_comm *comm, dms_err *err) {
+int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume, dms_comm *comm, dms_err *err) {
     int rc = 0, start_step = 0;
     const int lead = comm->rank == 0, B = cfg->batch_size, W = comm->size;
     int64_t samples_seen = 0;
     dms_model m;
-    if (dms_model_load(&m, cfg->model, &dms_backend_cpu, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, err) != 0) return -1;
+    if (dms_model_load(&m, cfg->model, be, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, err) != 0) return -1;
     dms_dataset *ds = dms_dataset_open(cfg->data, dms_tokenizer_hash(m.tok), cfg->max_len, err);
     if (!ds) {
         dms_model_free(&m);
@@ -254,12 +254,12 @@ int dms_train_run(const dms_train_config *cfg, int resume, dms_comm *comm, dms_e
             goto done;
         }
         dms_step_stats st;
-        if (dms_trainer_grads(tr, rows, B, step, kd_tokens, B * W, NULL, &st, err) != 0 ||
+        if (dms_trainer_grads(tr, rows, B, step, kd_tokens, B * W, &st, err) != 0 ||
             dms_trainer_reduce(tr, comm, &st, err) != 0) {
             rc = -1;
             goto done;
         }
-        if (fault_nan(step)) st.finite = 0, st.loss = NAN;
+        if (dms_test_fault_nonfinite(step)) st.finite = 0, st.loss = NAN;
         const int skipped = !st.finite;
         if (skipped) {
             bad++;

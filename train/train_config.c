@@ -26,6 +26,7 @@ typedef struct {
 static const char *const variants[] = {"adapter", "neuron", NULL};
 static const char *const alpha_pers[] = {"head", "layer", NULL};
 static const char *const schedules[] = {"constant", "cosine", "linear", NULL};
+static const char *const backends[] = {"cpu", "cuda", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
 static const key_spec keys[] = {
@@ -37,6 +38,7 @@ static const key_spec keys[] = {
     {"max_len", K_INT, F(max_len), 8, 1 << 20, NULL, "tokens per row (must match the shards)"},
     {"seed", K_U64, F(seed), 0, 0, NULL, "seed of the eviction noise and data order"},
     {"threads", K_INT, F(threads), 0, 4096, NULL, "CPU threads, 0 = all cores"},
+    {"backend", K_ENUM, F(backend), 0, 0, backends, "cpu or cuda (--backend overrides)"},
     {"lr", K_FLOAT, F(lr), 0, 1, NULL, "peak learning rate"},
     {"lr_schedule", K_ENUM, F(lr_schedule), 0, 0, schedules, "constant, cosine or linear decay"},
     {"warmup_steps", K_INT, F(warmup_steps), 0, 1e9, NULL, "linear warm-up steps"},
@@ -65,6 +67,8 @@ static const key_spec keys[] = {
 };
 #undef F
 #define N_KEYS (int)(sizeof keys / sizeof keys[0])
+
+const char *dms_backend_kind_name(dms_backend_kind k) { return backends[k == DMS_BACKEND_CUDA]; }
 
 void dms_train_config_defaults(dms_train_config *c) {
     memset(c, 0, sizeof *c);

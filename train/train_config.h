@@ -13,6 +13,7 @@
 typedef enum { DMS_VARIANT_ADAPTER = 0, DMS_VARIANT_NEURON } dms_variant;
 typedef enum { DMS_ALPHA_PER_HEAD = 0, DMS_ALPHA_PER_LAYER } dms_alpha_per;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
+typedef enum { DMS_BACKEND_CPU = 0, DMS_BACKEND_CUDA } dms_backend_kind;
 
 typedef struct dms_train_config {
     /* where */
@@ -25,6 +26,7 @@ typedef struct dms_train_config {
     int max_len;            /* tokens per row; must equal the shards' */
     uint64_t seed;
     int threads;            /* 0 = all cores */
+    dms_backend_kind backend; /* where the step runs (the CLI's --backend overrides) */
     /* optimiser */
     float lr;
     dms_lr_schedule lr_schedule;
@@ -63,6 +65,8 @@ char *dms_train_config_to_json(const dms_train_config *c);
 float dms_cr_at(const dms_train_config *c, int step);
 /* Learning rate at `step` (0-based). */
 float dms_lr_at(const dms_train_config *c, int step);
+/* "cpu" or "cuda" */
+const char *dms_backend_kind_name(dms_backend_kind k);
 /* Levenshtein distance, for "did you mean" suggestions. */
 int dms_edit_distance(const char *a, const char *b);
 

@@ -15,9 +15,9 @@
 #include "train/comm.h"
 #include "train/train_config.h"
 
-/* One trainable tensor: value, gradient and fp32 Adam moments, all in
- * backend memory; `name` is the Hugging Face-style tensor name used in
- * checkpoints and exports. */
+/* One trainable tensor: value (the model's own head or LoRA tensor),
+ * gradient and fp32 Adam moments, all in backend memory; `name` is the
+ * Hugging Face-style tensor name used in checkpoints and exports. */
 typedef struct dms_param {
     char name[128];
     float *p, *g, *m, *v;
@@ -47,9 +47,10 @@ typedef struct dms_step_stats {
 
 typedef struct dms_trainer dms_trainer;
 
-/* Creates the trainable heads for cfg->variant on model m (adapter: zero
- * W_a, unit norm; neuron: copies of the decision rows of q_proj) and the
- * activation buffers for rows of cfg->max_len tokens. */
+/* Gives model m fresh DMS heads of cfg->variant (and LoRA if asked) with
+ * the run's dms_* settings, and allocates the optimiser state and the
+ * activations for rows of cfg->max_len tokens. Checks that m's backend has
+ * every training op. */
 dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_err *err);
 void dms_trainer_free(dms_trainer *tr);
 
@@ -60,20 +61,17 @@ dms_param *dms_trainer_param(dms_trainer *tr, int i);
 /* Forward + backward over n_rows rows; gradients are zeroed first, then
  * accumulated. kd_tokens_total / rows_total normalise the losses and the
  * statistics (pass the batch totals over all ranks, so that the sums over
- * ranks are the batch means); noise is keyed by step.
- * noise_override (tests only) replaces the RNG: [L, T, KV] host floats. */
+ * ranks are the batch means); noise is keyed by step. The statistics stay
+ * on the backend until one read at the end; a failed op (the backend's
+ * sticky status) is an error. */
 int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step,
-                      double kd_tokens_total, int rows_total, const float *noise_override,
-                      dms_step_stats *st, dms_err *err);
+                      double kd_tokens_total, int rows_total, dms_step_stats *st, dms_err *err);
 /* Multi-rank: sums the gradients (one all-reduce over every trainable
  * tensor) and the loss parts over ranks, then recomputes the loss, the
  * gradient norm and finiteness. Nothing to do for a single process. */
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err);
 /* Global grad-norm clip and one AdamW step on every trainable tensor. */
 void dms_trainer_apply(dms_trainer *tr, int64_t step, dms_step_stats *st);
-/* After parameter values were written directly (tests, checkpoint resume):
- * refresh what derives from them (neuron variant: the rows in q_proj). */
-void dms_trainer_sync_params(dms_trainer *tr);
 /* KD token weight of a row (mask and not-EOS), for computing batch totals. */
 double dms_trainer_row_kd_tokens(const dms_trainer *tr, const dms_row *row);
 

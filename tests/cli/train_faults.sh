@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# train_faults.sh - dms train under bad input and faults: a non-finite step
+# train_faults.sh - dms train under bad input and faults (run with the
+# dms_faults binary: the CLI plus the test seam of tests/seams): a non-finite step
 # is skipped and logged; K in a row stop the run with the last good
 # checkpoint named and intact; a failed checkpoint write (file-size limit,
 # as on a full disk) keeps the previous checkpoint, which a resume then

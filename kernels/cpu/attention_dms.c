@@ -1,32 +1,19 @@
-/* cpu_train_ops.c - the CPU reference for the training half of the op table:
- * DMS attention forward/backward over a packed sequence and the backward ops
- * of matmul, RMSNorm, RoPE and SwiGLU, plus KD, AdamW and the grad-norm sum.
- * fp32, OpenBLAS for matrix products, OpenMP elsewhere; every reduction has a
- * fixed order so that results do not depend on how threads are scheduled. */
+/* attention_dms.c - DMS attention over packed training rows, forward and
+ * backward: causal, per document, with the delayed-eviction log-keep bias
+ * on keys past the window. fp32, OpenBLAS on score tiles, OpenMP over
+ * (head, tile); every reduction has a fixed order so that results do not
+ * depend on how threads are scheduled. */
 #include <cblas.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/half.h"
 #include "kernels/cpu/cpu_ops.h"
 
 /* Query rows per attention tile (score block ATT_TILE x T floats per
  * thread) and keys per tile of the backward's key-major pass. */
 #define ATT_TILE 128
 #define ATT_KTILE 64
-/* Rows of a bf16 weight widened per block before sgemm (as in cpu_ops.c). */
-#define BF16_BLOCK_ROWS 256
-/* Columns per task when a reduction runs down the rows of a matrix. */
-#define COL_CHUNK 64
-/* Elements per partial sum in sumsq (fixed, so the result is thread-count free). */
-#define SUMSQ_BLOCK 8192
-
-static void fill_nan(float *x, size_t n) {
-    if (x)
-        for (size_t i = 0; i < n; i++) x[i] = NAN;
-}
 
 /* Document bounds per token. seg is normally non-decreasing (packed
  * documents): then first[t] / end[t] are the first index and one past the
@@ -61,6 +48,7 @@ static int blas_serial_begin(void) {
     if (n > 1) openblas_set_num_threads(1);
     return n;
 }
+
 static void blas_serial_end(int n) {
     if (n > 1) openblas_set_num_threads(n);
 }
@@ -85,7 +73,6 @@ static inline void dms_scores_row(float *row, int i, int j0, int nc, const float
 void dms_cpu_attention_dms_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                                const float *v, const float *log_keep, const int32_t *seg, int T,
                                int n_heads, int n_kv_heads, int head_dim, int window, float scale) {
-    (void)ctx;
     if (T <= 0) return;
     const int group = n_heads / n_kv_heads;
     const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
@@ -137,9 +124,9 @@ void dms_cpu_attention_dms_fwd(void *ctx, float *out, float *lse, const float *q
     }
     blas_serial_end(blas);
     if (oom) {
-        fprintf(stderr, "attention_dms_fwd: out of memory\n");
-        fill_nan(out, (size_t)T * qs);
-        fill_nan(lse, (size_t)T * n_heads);
+        dms_cpu_fail(ctx, "attention_dms_fwd", "out of memory");
+        dms_cpu_fill_nan(out, (size_t)T * qs);
+        dms_cpu_fill_nan(lse, (size_t)T * n_heads);
     }
     free(first);
     free(end);
@@ -156,7 +143,6 @@ void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float
                                const float *k, const float *v, const float *log_keep,
                                const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim,
                                int window, float scale) {
-    (void)ctx;
     if (T <= 0) return;
     const int group = n_heads / n_kv_heads;
     const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
@@ -280,202 +266,13 @@ void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float
     }
     blas_serial_end(blas);
     if (oom) {
-        fprintf(stderr, "attention_dms_bwd: out of memory\n");
-        fill_nan(dq, (size_t)T * qs);
-        fill_nan(dk, (size_t)T * ks);
-        fill_nan(dv, (size_t)T * ks);
-        fill_nan(dlog_keep, (size_t)T * n_kv_heads);
+        dms_cpu_fail(ctx, "attention_dms_bwd", "out of memory");
+        dms_cpu_fill_nan(dq, (size_t)T * qs);
+        dms_cpu_fill_nan(dk, (size_t)T * ks);
+        dms_cpu_fill_nan(dv, (size_t)T * ks);
+        dms_cpu_fill_nan(dlog_keep, (size_t)T * n_kv_heads);
     }
     free(D);
     free(first);
     free(end);
-}
-
-void dms_cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate) {
-    (void)ctx;
-    const int m = w->rows, k = w->cols;
-    if (n <= 0) return;
-    const float beta0 = accumulate ? 1.0f : 0.0f;
-    if (w->dtype == DMS_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, k, m, 1.0f, dy, m, w->data, k, beta0,
-                    dx, k);
-        return;
-    }
-    /* DMS_BF16: dx (+)= sum over row blocks of dy[:, blk] @ W[blk, :] */
-    const uint16_t *W = w->data;
-    float *blk = malloc(sizeof(float) * (size_t)BF16_BLOCK_ROWS * (size_t)k);
-    if (!blk) {
-        fprintf(stderr, "matmul_bwd_x: out of memory\n");
-        fill_nan(dx, (size_t)n * k);
-        return;
-    }
-    if (m == 0 && !accumulate) memset(dx, 0, sizeof(float) * (size_t)n * k);
-    for (int r0 = 0; r0 < m; r0 += BF16_BLOCK_ROWS) {
-        const int rows = m - r0 < BF16_BLOCK_ROWS ? m - r0 : BF16_BLOCK_ROWS;
-#pragma omp parallel for
-        for (long i = 0; i < (long)rows * k; i++) blk[i] = dms_bf16_to_f32(W[(size_t)r0 * k + i]);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, k, rows, 1.0f, dy + r0, m, blk, k,
-                    r0 == 0 ? beta0 : 1.0f, dx, k);
-    }
-    free(blk);
-}
-
-void dms_cpu_matmul_bwd_w(void *ctx, float *dw, float *db, const float *dy, const float *x, int n,
-                          int rows, int cols) {
-    (void)ctx;
-    if (n <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, n, 1.0f, dy, rows, x, cols, 1.0f,
-                dw, cols);
-    if (db) {
-#pragma omp parallel for schedule(static)
-        for (int c0 = 0; c0 < rows; c0 += COL_CHUNK) {
-            const int c1 = c0 + COL_CHUNK < rows ? c0 + COL_CHUNK : rows;
-            float acc[COL_CHUNK] = {0};
-            for (int t = 0; t < n; t++) {
-                const float *d = dy + (size_t)t * rows;
-                for (int c = c0; c < c1; c++) acc[c - c0] += d[c];
-            }
-            for (int c = c0; c < c1; c++) db[c] += acc[c - c0];
-        }
-    }
-}
-
-void dms_cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x,
-                         const float *w, int rows, int dim, float eps) {
-    (void)ctx;
-    if (rows <= 0) return;
-    float *rinv = malloc(sizeof(float) * (size_t)rows);
-    if (!rinv) {
-        fprintf(stderr, "rmsnorm_bwd: out of memory\n");
-        fill_nan(dx, (size_t)rows * dim);
-        return;
-    }
-    /* 1/rms per row, computed exactly as the forward does */
-#pragma omp parallel for if (rows > 16)
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-        rinv[r] = 1.0f / sqrtf((float)(ss / dim) + eps);
-    }
-    /* dw before dx: dx may alias dy */
-    if (dw) {
-#pragma omp parallel for schedule(static)
-        for (int c0 = 0; c0 < dim; c0 += COL_CHUNK) {
-            const int c1 = c0 + COL_CHUNK < dim ? c0 + COL_CHUNK : dim;
-            float acc[COL_CHUNK] = {0};
-            for (int r = 0; r < rows; r++) {
-                const float *xr = x + (size_t)r * dim, *dr = dy + (size_t)r * dim;
-                for (int c = c0; c < c1; c++) acc[c - c0] += dr[c] * xr[c] * rinv[r];
-            }
-            for (int c = c0; c < c1; c++) dw[c] += acc[c - c0];
-        }
-    }
-#pragma omp parallel for if (rows > 16)
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim, *dr = dy + (size_t)r * dim;
-        float *o = dx + (size_t)r * dim;
-        double dot = 0.0;
-        for (int i = 0; i < dim; i++) dot += (double)w[i] * dr[i] * xr[i];
-        const float ri = rinv[r];
-        const float coef = (float)(dot * ri * ri * ri / dim);
-        for (int i = 0; i < dim; i++) o[i] = ri * w[i] * dr[i] - xr[i] * coef;
-    }
-    free(rinv);
-}
-
-void dms_cpu_rope_bwd(void *ctx, float *dx, const int32_t *pos, const float *inv_freq, int n,
-                      int n_heads, int head_dim) {
-    (void)ctx;
-    /* A rotation's transpose is the rotation by the opposite angle. */
-    dms_cpu_rotate_half(dx, pos, inv_freq, n, n_heads, head_dim, -1.0f);
-}
-
-void dms_cpu_swiglu_bwd(void *ctx, float *dgate, float *dup, const float *dout, const float *gate,
-                        const float *up, size_t n) {
-    (void)ctx;
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        const float g = gate[i], u = up[i], d = dout[i];
-        const float sg = 1.0f / (1.0f + expf(-g));
-        dup[i] = d * g * sg;
-        dgate[i] = d * u * sg * (1.0f + g * (1.0f - sg));
-    }
-}
-
-/* log-sum-exp of a row, max-shifted, double accumulation */
-static double row_lse(const float *z, int V) {
-    float mx = -INFINITY;
-    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-    double s = 0.0;
-    for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
-    return mx + log(s);
-}
-
-/* loss and dzs may be NULL (skipped); weight NULL means 1. */
-void dms_cpu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
-                      const float *weight, int rows, int V) {
-    (void)ctx;
-#pragma omp parallel for schedule(dynamic)
-    for (int r = 0; r < rows; r++) {
-        const float *s = zs + (size_t)r * V, *t = zt + (size_t)r * V;
-        const double ls = row_lse(s, V), lt = row_lse(t, V);
-        double kl = 0.0;
-        for (int v = 0; v < V; v++) {
-            const double lps = s[v] - ls, lpt = t[v] - lt;
-            kl += exp(lps) * (lps - lpt);
-        }
-        if (loss) loss[r] = (float)kl;
-        if (dzs) {
-            const double wr = weight ? weight[r] : 1.0;
-            float *g = dzs + (size_t)r * V;
-            for (int v = 0; v < V; v++) { /* reads s[v] before writing g[v]: aliasing is fine */
-                const double lps = s[v] - ls, lpt = t[v] - lt;
-                g[v] = (float)(wr * exp(lps) * ((lps - lpt) - kl));
-            }
-        }
-    }
-}
-
-void dms_cpu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                   float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale) {
-    (void)ctx;
-    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
-    const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        const float gi = g[i] * grad_scale;
-        float pi = p[i];
-        pi -= lr * weight_decay * pi;
-        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        const float mhat = m[i] / bc1, vhat = v[i] / bc2;
-        p[i] = pi - lr * mhat / (sqrtf(vhat) + eps);
-    }
-}
-
-double dms_cpu_sumsq(void *ctx, const float *x, size_t n) {
-    (void)ctx;
-    const size_t nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
-    if (nb <= 1) {
-        double s = 0.0;
-        for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-        return s;
-    }
-    double *part = malloc(sizeof(double) * nb);
-    if (!part) {
-        fprintf(stderr, "sumsq: out of memory\n");
-        return NAN;
-    }
-#pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < nb; b++) {
-        const size_t e = (b + 1) * SUMSQ_BLOCK < n ? (b + 1) * SUMSQ_BLOCK : n;
-        double s = 0.0;
-        for (size_t i = b * SUMSQ_BLOCK; i < e; i++) s += (double)x[i] * x[i];
-        part[b] = s;
-    }
-    double s = 0.0;
-    for (size_t b = 0; b < nb; b++) s += part[b];
-    free(part);
-    return s;
 }

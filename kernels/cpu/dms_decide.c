@@ -1,7 +1,6 @@
-/* cpu_dms_ops.c - the DMS-specific CPU ops: eviction noise, relaxed and
- * hard decisions with the delayed-eviction log-keep bias (shift by one, per
- * document), their gradient, and the neuron-variant channel gather/scatter.
- * Semantics are documented on the op table (kernels/backend.h). */
+/* dms_decide.c - the DMS decision ops: eviction noise, relaxed and hard
+ * decisions with the delayed-eviction log-keep bias (shift by one, per
+ * document), their gradient, and the per-row compression loss. */
 #include <math.h>
 #include <string.h>
 
@@ -10,6 +9,7 @@
 
 /* log(sigmoid(x)), stable for large |x| */
 static float log_sigmoid(float x) { return x >= 0 ? -log1pf(expf(-x)) : x - log1pf(expf(x)); }
+
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void dms_cpu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,
@@ -40,9 +40,10 @@ void dms_cpu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const
                 (j + 1 < T && seg[j + 1] == seg[j]) ? log_sigmoid(-u[(size_t)(j + 1) * KV + h]) : 0.0f;
 }
 
-void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, float dhard,
+void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, const float *dhard_p,
                             const int32_t *seg, int T, int KV, float scale, float tau, int per_layer) {
     (void)ctx;
+    const float dhard = *dhard_p;
     memset(dz_raw, 0, sizeof(float) * (size_t)T * KV);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KV; h++) {
@@ -54,24 +55,12 @@ void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const floa
         }
 }
 
-void dms_cpu_dms_neuron_take(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads, int head_dim,
-                             int zero) {
+void dms_cpu_dms_comp_grad(void *ctx, float *dhard, double *comp_acc, double *count, double denom, float target,
+                           float weight, float coef) {
     (void)ctx;
-    const int group = n_heads / n_kv_heads;
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < n_kv_heads; h++) {
-            float *c = q + (size_t)t * n_heads * head_dim + (size_t)h * group * head_dim + head_dim - 1;
-            if (out) out[(size_t)t * n_kv_heads + h] = *c;
-            if (zero) *c = 0.0f;
-        }
-}
-
-void dms_cpu_dms_neuron_put(void *ctx, float *q, const float *in, int T, int n_heads, int n_kv_heads,
-                            int head_dim) {
-    (void)ctx;
-    const int group = n_heads / n_kv_heads;
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < n_kv_heads; h++)
-            q[(size_t)t * n_heads * head_dim + (size_t)h * group * head_dim + head_dim - 1] =
-                in[(size_t)t * n_kv_heads + h];
+    const double frac = *count / denom;
+    const double comp = frac < target ? target - frac : 0.0;
+    *comp_acc += weight * comp;
+    *dhard = comp > 0 ? coef : 0.0f;
+    *count = 0.0;
 }

@@ -1,0 +1,146 @@
+/* matmul.cu - x @ W^T against a frozen (bf16) or trainable (fp32) weight,
+ * and its two backward products: the input gradient and the fp32 weight
+ * gradient. Twin of kernels/cpu/matmul.c, on cuBLAS.
+ *
+ * Row-major A[r, c] is column-major A^T, so each row-major product below is
+ * written as the column-major product of the transposes.
+ *
+ * bf16 weights: the forward rounds the fp32 activation to a bf16 scratch
+ * copy and runs cublasGemmEx (bf16 x bf16, fp32 accumulate, fp32 out), the
+ * tensor-core path for the frozen model (the CPU oracle for it is the same
+ * product on bf16-rounded inputs). The input gradient instead widens the
+ * weight to fp32, a block of rows at a time, and runs cublasSgemm, so that
+ * gradients keep fp32 precision exactly as the CPU reference computes them. */
+#include "kernels/cuda/cuda_internal.cuh"
+
+__global__ void k_to_bf16(__nv_bfloat16 *out, const float *in, size_t n) {
+    CU_FOR(i, n) out[i] = __float2bfloat16(in[i]); /* round to nearest even, as core/half.h */
+}
+
+__global__ void k_from_bf16(float *out, const __nv_bfloat16 *in, size_t n) {
+    CU_FOR(i, n) out[i] = __bfloat162float(in[i]);
+}
+
+/* out[n, m] += bias[m] */
+__global__ void k_add_bias(float *out, const float *bias, size_t n, int m) {
+    CU_FOR(i, n * m) out[i] += bias[i % m];
+}
+
+/* Column sums down rows, in two deterministic passes: part[rb, c] = sum of
+ * rows rb*per .. rb*per+per-1 of column c, then db[c] += sum over rb. */
+#define CU_COL_ROWS 256
+
+__global__ void k_colsum_partial(float *part, const float *dy, int n, int cols, int per) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x, rb = blockIdx.y;
+    if (c >= cols) return;
+    const int r0 = rb * per, r1 = n - r0 < per ? n : r0 + per;
+    float s = 0.0f;
+    for (int r = r0; r < r1; r++) s += dy[(size_t)r * cols + c];
+    part[(size_t)rb * cols + c] = s;
+}
+
+__global__ void k_colsum_final(float *db, const float *part, int nrb, int cols) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    float s = 0.0f;
+    for (int rb = 0; rb < nrb; rb++) s += part[(size_t)rb * cols + c];
+    db[c] += s;
+}
+
+void cu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    const int k = w->cols, m = w->rows;
+    const float one = 1.0f, zero = 0.0f;
+    if (n <= 0 || m <= 0) return;
+    /* row-major out[n, m] = x[n, k] W[m, k]^T  <=>  out^T[m, n] = W^T' x^T */
+    if (w->dtype == DMS_F32) {
+        cu_check_blas(c, "matmul",
+                      cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, (const float *)w->data, k,
+                                  x, k, &zero, out, m));
+    } else {
+        const size_t nx = (size_t)n * k;
+        __nv_bfloat16 *xb = (__nv_bfloat16 *)cu_scratch(c, nx * sizeof(__nv_bfloat16), "matmul");
+        if (!xb) {
+            cu_fill_nan(c, out, (size_t)n * m);
+            return;
+        }
+        if (nx) {
+            k_to_bf16<<<cu_blocks(nx), CU_THREADS, 0, c->stream>>>(xb, x, nx);
+            cu_check(c, "matmul");
+        }
+        cu_check_blas(c, "matmul",
+                      cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w->data, CUDA_R_16BF, k,
+                                   xb, CUDA_R_16BF, k, &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+    }
+    if (bias) {
+        k_add_bias<<<cu_blocks((size_t)n * m), CU_THREADS, 0, c->stream>>>(out, bias, (size_t)n, m);
+        cu_check(c, "matmul");
+    }
+}
+
+void cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    const int m = w->rows, k = w->cols;
+    const float one = 1.0f, beta0 = accumulate ? 1.0f : 0.0f;
+    if (n <= 0 || k <= 0) return;
+    if (m <= 0) { /* empty sum */
+        if (!accumulate) cu_zero(ctx, dx, (size_t)n * k);
+        return;
+    }
+    /* row-major dx[n, k] (+)= dy[n, m] W[m, k]  <=>  dx^T[k, n] = W^T[k, m] dy^T[m, n] */
+    if (w->dtype == DMS_F32) {
+        cu_check_blas(c, "matmul_bwd_x",
+                      cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, k, n, m, &one, (const float *)w->data, k,
+                                  dy, m, &beta0, dx, k));
+        return;
+    }
+    /* bf16: dx (+)= sum over row blocks of dy[:, r0:r0+rows] @ widen(W[r0:r0+rows, :]) */
+    int blk_rows = (int)(CU_WIDEN_ELEMS / (size_t)k);
+    if (blk_rows < 1) blk_rows = 1;
+    if (blk_rows > m) blk_rows = m;
+    float *blk = (float *)cu_scratch(c, sizeof(float) * (size_t)blk_rows * k, "matmul_bwd_x");
+    if (!blk) {
+        cu_fill_nan(c, dx, (size_t)n * k);
+        return;
+    }
+    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
+    for (int r0 = 0; r0 < m; r0 += blk_rows) {
+        const int rows = m - r0 < blk_rows ? m - r0 : blk_rows;
+        const size_t ne = (size_t)rows * k;
+        k_from_bf16<<<cu_blocks(ne), CU_THREADS, 0, c->stream>>>(blk, W + (size_t)r0 * k, ne);
+        cu_check(c, "matmul_bwd_x");
+        const float beta = r0 == 0 ? beta0 : 1.0f;
+        cu_check_blas(c, "matmul_bwd_x",
+                      cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, k, n, rows, &one, blk, k, dy + r0, m, &beta,
+                                  dx, k));
+    }
+}
+
+void cu_matmul_bwd_w(void *ctx, float *dw, float *db, const float *dy, const float *x, int n, int rows,
+                     int cols) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    const float one = 1.0f;
+    if (n <= 0 || rows <= 0) return;
+    /* row-major dw[rows, cols] += dy[n, rows]^T x[n, cols]
+     * <=> dw^T[cols, rows] += x^T[cols, n] dy[n, rows] (dy^T read transposed) */
+    if (cols > 0)
+        cu_check_blas(c, "matmul_bwd_w",
+                      cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, cols, rows, n, &one, x, cols, dy, rows, &one,
+                                  dw, cols));
+    if (db) {
+        int per = CU_COL_ROWS;
+        if ((n + per - 1) / per > 65535) per = (n + 65534) / 65535; /* gridDim.y limit */
+        const int nrb = (n + per - 1) / per;
+        float *part = (float *)cu_scratch(c, sizeof(float) * (size_t)nrb * rows, "matmul_bwd_w");
+        if (!part) {
+            cu_fill_nan(c, db, (size_t)rows);
+            return;
+        }
+        const dim3 grid((unsigned)((rows + CU_THREADS - 1) / CU_THREADS), (unsigned)nrb);
+        k_colsum_partial<<<grid, CU_THREADS, 0, c->stream>>>(part, dy, n, rows, per);
+        cu_check(c, "matmul_bwd_w");
+        k_colsum_final<<<grid.x, CU_THREADS, 0, c->stream>>>(db, part, nrb, rows);
+        cu_check(c, "matmul_bwd_w");
+    }
+}

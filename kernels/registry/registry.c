@@ -1,0 +1,45 @@
+/* registry.c - open a backend by name (kernels/registry.h). Built as its
+ * own library so that the core library does not depend on the CUDA one. */
+#include <string.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/registry.h"
+#ifdef DMS_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+const char *dms_backend_available(void) {
+#ifdef DMS_HAVE_CUDA
+    return "cpu, cuda";
+#else
+    return "cpu";
+#endif
+}
+
+int dms_backend_open(dms_backend *be, const char *name, int device, dms_err *err) {
+    memset(be, 0, sizeof *be);
+    if (!name || !strcmp(name, "cpu")) return dms_backend_cpu_create(be, err);
+    if (!strcmp(name, "cuda")) {
+#ifdef DMS_HAVE_CUDA
+        return dms_backend_cuda_create(be, device, err);
+#else
+        (void)device;
+        return dms_errf(err, "backend 'cuda' is not built into this binary (nvcc was not found when it was "
+                             "configured); available: %s", dms_backend_available());
+#endif
+    }
+    return dms_errf(err, "unknown backend '%s' (available: %s)", name, dms_backend_available());
+}
+
+void dms_backend_close(dms_backend *be) {
+    if (!be->name) return;
+#ifdef DMS_HAVE_CUDA
+    if (!strcmp(be->name, "cuda")) {
+        dms_backend_cuda_destroy(be);
+        memset(be, 0, sizeof *be);
+        return;
+    }
+#endif
+    dms_backend_cpu_destroy(be);
+    memset(be, 0, sizeof *be);
+}

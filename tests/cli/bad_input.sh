@@ -36,6 +36,10 @@ fresh() { rm -rf "$T/m"; cp -r "$SRC" "$T/m"; }
 expect_error unknown-command "unknown command 'frobnicate'" -- "$DMS" frobnicate
 expect_error unknown-flag "unknown flag '--bogus'" -- "$DMS" generate --bogus 1
 expect_error bad-number "expects a number" -- "$DMS" generate --prompt x --temperature abc
+expect_error unknown-backend "unknown backend 'tpu' \\(available: cpu" -- "$DMS" generate --backend tpu --prompt x
+expect_error train-unknown-backend "unknown backend 'tpu'" -- "$DMS" train --config configs/demo.json --backend tpu
+# cuda: not built into this binary, or built but no GPU here: either way one line
+expect_error cuda-unavailable "cuda: no usable GPU|backend .cuda. is not built" -- "$DMS" generate --backend cuda --prompt x --model "$SRC"
 expect_ok help-top -- "$DMS" --help
 expect_ok help-generate -- "$DMS" generate --help
 expect_ok help-inspect -- "$DMS" inspect --help

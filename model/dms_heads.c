@@ -14,7 +14,7 @@ int dms_neuron_row(const dms_config *c, int h) { return h * (c->n_heads / c->n_k
 
 /* fp32 backend copy of a host vector; NULL on failure. */
 static float *upload_new(const dms_backend *be, const float *host, size_t n) {
-    float *p = be->alloc(be->ctx, n * sizeof(float));
+    float *p = be->alloc(be->ctx, dms_dtype_bytes(DMS_F32, n));
     if (p) dms_upload_f32(be, p, host, n);
     return p;
 }
@@ -60,7 +60,7 @@ int dms_model_init_heads(dms_model *m, const dms_dms_config *d, dms_err *err) {
         dms_layer *L = &m->layers[l];
         dms_heads *h = &L->heads;
         if (want.separate_alpha) { /* W_a = 0: every logit starts at -offset; norm weight 1 */
-            h->w_a = (dms_mat){be->alloc(be->ctx, sizeof(float) * (size_t)KV * D), DMS_F32, KV, D};
+            h->w_a = (dms_mat){be->alloc(be->ctx, dms_dtype_bytes(DMS_F32, (size_t)KV * D)), DMS_F32, KV, D};
             for (int i = 0; i < D; i++) host[i] = 1.0f;
             h->w_a_norm = upload_new(be, host, (size_t)D);
             if (!h->w_a.data || !h->w_a_norm) rc = -1;
@@ -68,7 +68,7 @@ int dms_model_init_heads(dms_model *m, const dms_dms_config *d, dms_err *err) {
             for (int k = 0; k < KV && rc == 0; k++) {
                 const int row = dms_neuron_row(c, k);
                 rc = read_row(be, &L->wq, row, host + (size_t)k * D);
-                if (L->bq) be->download(be->ctx, &bias[k], L->bq + row, sizeof(float));
+                if (L->bq) dms_download_f32(be, &bias[k], L->bq + row, 1);
             }
             h->q_rows = (dms_mat){upload_new(be, host, (size_t)KV * D), DMS_F32, KV, D};
             h->q_rows_bias = L->bq ? upload_new(be, bias, (size_t)KV) : NULL;
@@ -119,7 +119,7 @@ int dms_model_add_lora(dms_model *m, int rank, float alpha, uint64_t seed, dms_e
             for (size_t i = 0; i < n; i++)
                 init[i] = bound * (2.0f * dms_rng_uniform(dms_rng_key(seed, 0x10a, (uint64_t)l, (uint64_t)j, i)) - 1.0f);
             lo->a = (dms_mat){upload_new(be, init, n), DMS_F32, rank, in};
-            lo->b = (dms_mat){be->alloc(be->ctx, sizeof(float) * (size_t)out * rank), DMS_F32, out, rank};
+            lo->b = (dms_mat){be->alloc(be->ctx, dms_dtype_bytes(DMS_F32, (size_t)out * rank)), DMS_F32, out, rank};
             if (!lo->a.data || !lo->b.data) rc = -1;
         }
     free(init);

@@ -54,9 +54,9 @@ void dms_kv_dense_free(dms_kv_dense *c) {
 }
 
 size_t dms_kv_dense_bytes_used(const dms_kv_dense *c) {
-    return 2 * (size_t)c->n_layers * c->row * sizeof(float) * (size_t)c->base.len;
+    return dms_dtype_bytes(DMS_F32, 2 * (size_t)c->n_layers * c->row * (size_t)c->base.len);
 }
 
 size_t dms_kv_dense_bytes_reserved(const dms_kv_dense *c) {
-    return 2 * (size_t)c->n_layers * c->row * sizeof(float) * (size_t)c->base.max_seq;
+    return dms_dtype_bytes(DMS_F32, 2 * (size_t)c->n_layers * c->row * (size_t)c->base.max_seq);
 }

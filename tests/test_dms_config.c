@@ -5,6 +5,7 @@
  * checkpoint without its tensors is refused), and the frozen base weights
  * left bit-identical by training steps of both variants with LoRA. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "core/mapped_file.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "runtime/kv_dense.h"
 #include "tests/check.h"
 #include "train/trainer.h"
 
@@ -200,6 +202,61 @@ static void base_weights_frozen(void) {
     dms_st_close(&fx);
 }
 
+/* Logits of `ids` through the plain cache. */
+static int logits_of(const dms_model *m, const int32_t *ids, int n, float *out) {
+    dms_err err = {0};
+    dms_kv_dense c;
+    dms_forward_state st;
+    int rc = dms_kv_dense_init(&c, m, n, &err);
+    if (rc == 0) rc = dms_forward_state_init(&st, m, n, &err);
+    if (rc == 0) rc = dms_model_forward(m, &c.base, &st, ids, n, out, 0, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    dms_forward_state_free(&st);
+    dms_kv_dense_free(&c);
+    return rc;
+}
+
+/* The backend picks the weight dtype and the loader converts: a CPU table
+ * told to keep bf16 weights (as CUDA does) loads bf16 matrices, runs the
+ * same forward within bf16 rounding of the fp32 one, and trains. */
+static void bf16_weights(void) {
+    dms_err err = {0};
+    dms_backend bf = dms_cpu_ops;
+    bf.weight_dtype = DMS_BF16;
+    dms_model m32, m16;
+    CHECK_MSG(dms_model_load(&m32, TINY, &dms_cpu_ops, DMS_LOAD_WEIGHTS, &err) == 0, "%s", err.msg);
+    CHECK_MSG(dms_model_load(&m16, TINY, &bf, DMS_LOAD_WEIGHTS, &err) == 0, "%s", err.msg);
+    CHECK(m32.layers[0].wq.dtype == DMS_F32 && m16.layers[0].wq.dtype == DMS_BF16 && m16.embed.dtype == DMS_BF16);
+    const int n = 12, V = m32.cfg.vocab;
+    int32_t ids[12];
+    for (int i = 0; i < n; i++) ids[i] = (i * 37 + 5) % V;
+    float *a = malloc(sizeof(float) * (size_t)n * V), *b = malloc(sizeof(float) * (size_t)n * V);
+    if (a && b && logits_of(&m32, ids, n, a) == 0 && logits_of(&m16, ids, n, b) == 0) {
+        double mx = 0, sc = 0;
+        for (size_t i = 0; i < (size_t)n * V; i++) {
+            mx = fmax(mx, fabs((double)a[i] - b[i]));
+            sc = fmax(sc, fabs((double)a[i]));
+        }
+        printf("bf16 weights: logits max abs diff %.3g (max |logit| %.3g)\n", mx, sc);
+        CHECK_MSG(mx > 0 && mx < 2e-2 * sc, "bf16 logits differ by %.3g of %.3g", mx, sc);
+    }
+    free(a);
+    free(b);
+    dms_train_config cfg;
+    dms_train_config_defaults(&cfg);
+    cfg.max_len = n;
+    cfg.window = 2;
+    int32_t seg[12] = {0};
+    const dms_row row = {ids, seg, NULL, 0};
+    dms_trainer *tr = dms_trainer_create(&m16, &cfg, &err);
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    dms_step_stats st;
+    if (tr) CHECK_MSG(dms_trainer_grads(tr, &row, 1, 0, n, 1, &st, &err) == 0 && st.finite, "%s", err.msg);
+    dms_trainer_free(tr);
+    dms_model_free(&m32);
+    dms_model_free(&m16);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dms_cfg_XXXXXX");
     CHECK(mkdtemp(tmpdir) != NULL);
@@ -209,6 +266,7 @@ int main(void) {
     neuron_checkpoint();
     adapter_checkpoint_needs_tensors();
     base_weights_frozen();
+    bf16_weights();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     CHECK(system(cmd) == 0);

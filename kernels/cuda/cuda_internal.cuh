@@ -80,53 +80,26 @@ static __device__ __forceinline__ float cu_warp_max(float v) {
     return v;
 }
 
-static __device__ __forceinline__ float cu_block_sum(float v) {
-    __shared__ float part[32];
-    __shared__ float total;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = cu_warp_sum(v);
-    __syncthreads();
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = cu_warp_sum(lane < nw ? part[lane] : 0.0f);
-        if (lane == 0) total = v;
+/* warps reduce, then warp 0 reduces the warps' partials */
+#define CU_BLOCK_REDUCE(name, T, warp_fn, identity)                                  \
+    static __device__ __forceinline__ T name(T v) {                                  \
+        __shared__ T part[32];                                                       \
+        __shared__ T total;                                                          \
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5; \
+        v = warp_fn(v);                                                              \
+        __syncthreads();                                                             \
+        if (lane == 0) part[warp] = v;                                               \
+        __syncthreads();                                                             \
+        if (warp == 0) {                                                             \
+            v = warp_fn(lane < nw ? part[lane] : (identity));                        \
+            if (lane == 0) total = v;                                                \
+        }                                                                            \
+        __syncthreads();                                                             \
+        return total;                                                                \
     }
-    __syncthreads();
-    return total;
-}
-
-static __device__ __forceinline__ double cu_block_sum_d(double v) {
-    __shared__ double part[32];
-    __shared__ double total;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = cu_warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = cu_warp_sum_d(lane < nw ? part[lane] : 0.0);
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
-
-static __device__ __forceinline__ float cu_block_max(float v) {
-    __shared__ float part[32];
-    __shared__ float total;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = cu_warp_max(v);
-    __syncthreads();
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = cu_warp_max(lane < nw ? part[lane] : -INFINITY);
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
+CU_BLOCK_REDUCE(cu_block_sum, float, cu_warp_sum, 0.0f)
+CU_BLOCK_REDUCE(cu_block_sum_d, double, cu_warp_sum_d, 0.0)
+CU_BLOCK_REDUCE(cu_block_max, float, cu_warp_max, -INFINITY)
 
 /* ---- the ops (named cu_<op> after the table's fields; ctx is a cu_ctx) ---- */
 /* backend_cuda.cu */

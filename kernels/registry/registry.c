@@ -2,6 +2,7 @@
  * own library so that the core library does not depend on the CUDA one. */
 #include <string.h>
 
+#include "kernels/backend_check.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/registry.h"
 #ifdef DMS_HAVE_CUDA
@@ -16,12 +17,21 @@ const char *dms_backend_available(void) {
 #endif
 }
 
+/* Every backend must run a model: a missing inference op is refused here. */
+static int checked(dms_backend *be, int rc, dms_err *err) {
+    if (rc == 0 && dms_backend_require(be, 0, err) != 0) {
+        dms_backend_close(be);
+        return -1;
+    }
+    return rc;
+}
+
 int dms_backend_open(dms_backend *be, const char *name, int device, dms_err *err) {
     memset(be, 0, sizeof *be);
-    if (!name || !strcmp(name, "cpu")) return dms_backend_cpu_create(be, err);
+    if (!name || !strcmp(name, "cpu")) return checked(be, dms_backend_cpu_create(be, err), err);
     if (!strcmp(name, "cuda")) {
 #ifdef DMS_HAVE_CUDA
-        return dms_backend_cuda_create(be, device, err);
+        return checked(be, dms_backend_cuda_create(be, device, err), err);
 #else
         (void)device;
         return dms_errf(err, "backend 'cuda' is not built into this binary (nvcc was not found when it was "

@@ -6,6 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
+int dms_backend_require_runtime(const dms_backend *be, dms_err *err) {
+    if (be->attention_paged) return 0;
+    return dms_errf(err, "backend '%s' does not implement the op needed by the paged KV cache: attention_paged",
+                    be->name);
+}
+
 int dms_backend_require(const dms_backend *be, int need_train, dms_err *err) {
     char missing[512] = "";
 #define DMS_CHECK_OP(op)                                                                                  \
@@ -26,6 +32,7 @@ int dms_backend_count_ops(const dms_backend *be, int *n_total) {
 #define DMS_COUNT_OP(op) total++, n += be->op != NULL;
     DMS_OPS_INFER(DMS_COUNT_OP)
     DMS_OPS_TRAIN(DMS_COUNT_OP)
+    DMS_OPS_RUNTIME(DMS_COUNT_OP)
 #undef DMS_COUNT_OP
     if (n_total) *n_total = total;
     return n;

@@ -45,6 +45,24 @@ typedef struct dms_mat {
     X(rope_bwd) X(swiglu_bwd) X(kd_chunk) X(adamw) X(sumsq) X(sum_acc) X(dms_noise) X(dms_decide) \
     X(dms_decide_bwd) X(dms_comp_grad)
 
+/* The ops the runtime's paged KV cache needs (runtime/kv_paged.c). */
+#define DMS_OPS_RUNTIME(X) X(attention_paged)
+
+/* One KV head's ragged cache as attention_paged reads it: n keys; key s
+ * lives at row s % block_size of blocks k_blk[s / block_size] and
+ * v_blk[...] (each [block_size, head_dim]), sits at position pos[s] and
+ * carries the eviction flag flag[s] (NULL: none flagged). score (may be
+ * NULL) receives, per key, the attention probability summed over the
+ * queries and the query heads of the group (TOVA, H2O). */
+typedef struct dms_kv_lane_view {
+    const float *const *k_blk;
+    const float *const *v_blk;
+    const int32_t *pos;
+    const uint8_t *flag;
+    float *score;
+    int n;
+} dms_kv_lane_view;
+
 typedef struct dms_backend {
     const char *name;
     void *ctx;               /* backend state (CPU: sticky status; CUDA: handles, stream) */
@@ -84,6 +102,15 @@ typedef struct dms_backend {
     void (*attention)(void *ctx, float *out, const float *q, const float *k, const float *v,
                       const int32_t *q_pos, int n_q, int n_kv, int n_heads, int n_kv_heads,
                       int head_dim, float scale);
+    /* Attention of n_q queries of one sequence (positions q_pos) against its
+     * per-KV-head ragged caches lanes[n_kv_heads]. Key s of lane h is visible
+     * to query i iff pos[s] <= q_pos[i] and (q_pos[i] - pos[s] <= window or
+     * flag[s] == 0): the DMS rule, so that queries of a prefill chunk see
+     * exactly what token-by-token decoding would show them.
+     * q[n_q, H*hd], out[n_q, H*hd]; lanes[h].score += probabilities if set. */
+    void (*attention_paged)(void *ctx, float *out, const float *q, const int32_t *q_pos, int n_q,
+                            const dms_kv_lane_view *lanes, int n_heads, int n_kv_heads, int head_dim,
+                            int block_size, int window, float scale);
     /* out = silu(gate) * up, elementwise over n */
     void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, size_t n);
     /* out[i] = table row ids[i]; table is a [vocab, dim] matrix */

@@ -77,6 +77,7 @@ const dms_backend dms_cpu_ops = {
     .rmsnorm = dms_cpu_rmsnorm,
     .rope = dms_cpu_rope,
     .attention = dms_cpu_attention,
+    .attention_paged = dms_cpu_attention_paged,
     .swiglu = dms_cpu_swiglu,
     .embedding = dms_cpu_embedding,
     .attention_dms_fwd = dms_cpu_attention_dms_fwd,

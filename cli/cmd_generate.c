@@ -44,8 +44,18 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
     cJSON_AddNumberToObject(o, "decode_s", s->decode_s);
     cJSON_AddNumberToObject(o, "prefill_tok_s", s->prefill_s > 0 ? s->prompt_tokens / s->prefill_s : 0);
     cJSON_AddNumberToObject(o, "decode_tok_s", s->decode_s > 0 ? s->decode_steps / s->decode_s : 0);
-    cJSON_AddNumberToObject(o, "kv_bytes_used", (double)s->kv_bytes_used);
-    cJSON_AddNumberToObject(o, "kv_bytes_reserved", (double)s->kv_bytes_reserved);
+    cJSON_AddStringToObject(o, "policy", dms_policy_name(p->kv.policy));
+    cJSON_AddNumberToObject(o, "budget", p->kv.budget);
+    cJSON_AddNumberToObject(o, "block_size", s->kv_block_size);
+    cJSON_AddNumberToObject(o, "kv_tokens_seen", (double)s->kv.seen);
+    cJSON_AddNumberToObject(o, "kv_held_mean", s->kv.held_mean);
+    cJSON_AddNumberToObject(o, "kv_held_time_mean", s->kv.held_time_mean);
+    cJSON_AddNumberToObject(o, "kv_held_peak", s->kv.held_peak);
+    cJSON_AddNumberToObject(o, "kv_cr", s->kv.kv_cr);
+    cJSON_AddNumberToObject(o, "decision_cr", s->kv.decision_cr);
+    cJSON_AddNumberToObject(o, "kv_bytes_held", (double)s->kv.bytes_held);
+    cJSON_AddNumberToObject(o, "kv_bytes_vanilla", (double)s->kv.bytes_vanilla);
+    cJSON_AddNumberToObject(o, "kv_blocks_peak", s->kv_blocks_peak);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     FILE *f = fopen(path, "w");
@@ -58,6 +68,8 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
 
 int dms_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL, *backend = "cpu";
+    const char *policy = NULL;
+    float cr = 0;
     int raw = 0, threads = 0, quiet = 0, no_stop = 0;
     dms_gen_params gp;
     dms_gen_params_default(&gp);
@@ -74,6 +86,14 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--ignore-eos", ARG_BOOL, &no_stop, NULL, "keep generating past end-of-turn tokens"},
         {"--threads", ARG_INT, &threads, "N", "CPU threads (default: all cores)"},
         {"--backend", ARG_STR, &backend, "NAME", "cpu or cuda (default cpu)"},
+        {"--policy", ARG_STR, &policy, "P",
+         "KV cache policy: dms, full, window, sinks, tova, h2o (default: dms for a DMS model, else full)"},
+        {"--budget", ARG_INT, &gp.kv.budget, "N", "tokens kept per (layer, KV head) by window/sinks/tova/h2o"},
+        {"--cr", ARG_FLOAT, &cr, "X", "budget = (prompt + max tokens) / X, instead of --budget"},
+        {"--sinks", ARG_INT, &gp.kv.sinks, "N", "sinks policy: first tokens always kept (default 4)"},
+        {"--block-size", ARG_INT, &gp.kv.block_size, "N",
+         "tokens per KV block (default: the model's dms_paged_attention_block_size, else 16)"},
+        {"--prefill-chunk", ARG_INT, &gp.kv.max_chunk, "N", "prompt tokens per forward call (default 256)"},
         {"--quiet", ARG_BOOL, &quiet, NULL, "do not print the generated text"},
         {"--stats-json", ARG_STR, &stats_json, "FILE", "also write timing and KV statistics as JSON"},
     };
@@ -97,6 +117,14 @@ int dms_cmd_generate(int argc, char **argv) {
         return 2;
     }
     gp.stop_at_eos = !no_stop;
+    if (policy && dms_policy_from_name(policy) < 0) {
+        fprintf(stderr, "dms generate: unknown policy '%s' (dms, full, window, sinks, tova, h2o)\n", policy);
+        return 2;
+    }
+    if (cr < 0 || (cr > 0 && cr < 1) || gp.kv.budget < 0 || gp.kv.max_chunk < 0 || gp.kv.block_size < 0) {
+        fprintf(stderr, "dms generate: need --cr >= 1, and --budget, --prefill-chunk, --block-size >= 0\n");
+        return 2;
+    }
     dms_set_threads(threads);
     if (!model_path) model_path = dms_default_model();
 
@@ -112,6 +140,9 @@ int dms_cmd_generate(int argc, char **argv) {
         dms_backend_close(&be);
         return 1;
     }
+    gp.kv.policy = policy                                     ? (dms_policy)dms_policy_from_name(policy)
+                   : m.has_heads && !m.cfg.dms.disable_eviction ? DMS_POLICY_DMS
+                                                               : DMS_POLICY_FULL;
     char *text = NULL;
     const char *tpl = dms_tokenizer_chat_template(m.tok);
     if (!raw && tpl) {
@@ -159,6 +190,7 @@ int dms_cmd_generate(int argc, char **argv) {
         ids = with;
         n_ids++;
     }
+    if (cr > 0) gp.kv.budget = (int)((n_ids + (size_t)gp.max_new_tokens + cr - 1) / cr);
     dms_gen_stats st;
     stream_ctx sc = {m.tok, quiet};
     if (rc == 0 && dms_generate(&m, ids, (int)n_ids, &gp, stream_token, &sc, NULL, &st, &err) != 0) {
@@ -170,13 +202,25 @@ int dms_cmd_generate(int argc, char **argv) {
             putchar('\n');
             fflush(stdout); /* before the statistics on stderr */
         }
+        const dms_kv_stats *k = &st.kv;
+        char budget[64] = "";
+        if (gp.kv.policy != DMS_POLICY_DMS && gp.kv.policy != DMS_POLICY_FULL)
+            snprintf(budget, sizeof budget, ", budget %d", gp.kv.budget);
         fprintf(stderr,
                 "[dms] prompt %d tok, prefill %.2f s (%.1f tok/s) | generated %d tok, decode %.1f tok/s%s\n"
-                "[dms] KV cache (plain, no eviction): %.2f MiB used for %d tokens, %.2f MiB reserved\n",
+                "[dms] KV cache (policy %s%s, blocks of %d): %lld tokens seen; held per (layer, head): %.1f now, "
+                "%.1f on average, %.1f at peak\n"
+                "[dms] KV CR %.2f (tokens seen / held); %.2f MiB held vs %.2f MiB vanilla: %.2f MiB saved (%.0f%%)\n",
                 st.prompt_tokens, st.prefill_s, st.prefill_s > 0 ? st.prompt_tokens / st.prefill_s : 0,
                 st.new_tokens, st.decode_s > 0 ? st.decode_steps / st.decode_s : 0,
-                st.stopped_by_eos ? " (stopped at end of turn)" : "", st.kv_bytes_used / 1048576.0, st.kv_tokens,
-                st.kv_bytes_reserved / 1048576.0);
+                st.stopped_by_eos ? " (stopped at end of turn)" : "", dms_policy_name(gp.kv.policy), budget,
+                st.kv_block_size, (long long)k->seen, k->held_mean, k->held_time_mean, k->held_peak, k->kv_cr,
+                k->bytes_held / 1048576.0, k->bytes_vanilla / 1048576.0,
+                ((double)k->bytes_vanilla - (double)k->bytes_held) / 1048576.0,
+                k->bytes_vanilla ? 100.0 * (1.0 - (double)k->bytes_held / k->bytes_vanilla) : 0.0);
+        if (gp.kv.policy == DMS_POLICY_DMS)
+            fprintf(stderr, "[dms] decision CR %.2f (1 / (1 - fraction of tokens flagged); the KV CR is what memory gets)\n",
+                    k->decision_cr);
         if (stats_json && write_stats_json(stats_json, &m, &gp, &st, threads) != 0) rc = 1;
     }
     free(ids);

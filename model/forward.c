@@ -35,20 +35,20 @@ void dms_forward_state_free(dms_forward_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* One chunk of n <= s->max_tokens tokens whose ids and positions are uploaded. */
-static void forward_chunk(const dms_model *m, dms_kv_cache *cache, dms_forward_state *s, int n, float *logits,
-                          int last_only) {
+void dms_model_forward_tokens(const dms_model *m, dms_attn *attn, dms_forward_state *s, const int32_t *ids,
+                              const int32_t *pos, int n, float *logits, int last_only) {
     const dms_backend *be = m->be;
     const dms_config *c = &m->cfg;
     const int d = c->hidden;
+    dms_upload_i32(be, s->ids, ids, (size_t)n);
+    dms_upload_i32(be, s->acts->pos, pos, (size_t)n);
     be->embedding(be->ctx, s->x, &m->embed, s->ids, n);
-    for (int l = 0; l < c->n_layers; l++) dms_layer_forward(m, l, s->x, s->x, s->acts, n, &cache->attn);
+    for (int l = 0; l < c->n_layers; l++) dms_layer_forward(m, l, s->x, s->x, s->acts, n, attn);
     const float *head_in = last_only ? s->x + (size_t)(n - 1) * d : s->x;
     const int rows = last_only ? 1 : n;
     be->rmsnorm(be->ctx, s->xn, head_in, m->final_norm, rows, d, c->rms_eps);
     be->matmul(be->ctx, s->logits, s->xn, &m->lm_head, NULL, rows);
     dms_download_f32(be, logits, s->logits, (size_t)rows * c->vocab);
-    cache->len += n;
 }
 
 int dms_model_forward(const dms_model *m, dms_kv_cache *cache, dms_forward_state *s, const int32_t *ids, int n,
@@ -66,12 +66,11 @@ int dms_model_forward(const dms_model *m, dms_kv_cache *cache, dms_forward_state
     for (int done = 0; done < n;) {
         const int chunk = n - done < s->max_tokens ? n - done : s->max_tokens;
         for (int i = 0; i < chunk; i++) pos[i] = cache->len + i;
-        dms_upload_i32(m->be, s->ids, ids + done, (size_t)chunk);
-        dms_upload_i32(m->be, s->acts->pos, pos, (size_t)chunk);
         /* With last_only, every chunk writes its last row to logits and
          * the final chunk's is the one left. */
         float *out = last_only ? logits : logits + (size_t)done * m->cfg.vocab;
-        forward_chunk(m, cache, s, chunk, out, last_only);
+        dms_model_forward_tokens(m, &cache->attn, s, ids + done, pos, chunk, out, last_only);
+        cache->len += chunk;
         done += chunk;
     }
     free(pos);

@@ -131,5 +131,11 @@ void dms_forward_state_free(dms_forward_state *s);
  * s->max_tokens: the input is chunked. Checks the backend's status. */
 int dms_model_forward(const dms_model *m, dms_kv_cache *cache, dms_forward_state *s, const int32_t *ids, int n,
                       float *logits, int last_only, dms_err *err);
+/* One call of n <= s->max_tokens tokens at the given positions (host)
+ * through every layer with strategy `attn` (tokens of several sequences,
+ * e.g. a batched decode step, when the strategy knows which is which);
+ * logits as above. Does not check the backend's status. */
+void dms_model_forward_tokens(const dms_model *m, dms_attn *attn, dms_forward_state *s, const int32_t *ids,
+                              const int32_t *pos, int n, float *logits, int last_only);
 
 #endif

@@ -5,7 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "runtime/kv_dense.h"
 #include "runtime/sampler.h"
 
 static double now_s(void) {
@@ -22,7 +21,8 @@ void dms_gen_params_default(dms_gen_params *p) {
     p->top_p = 1.0f;
     p->seed = 1234;
     p->stop_at_eos = 1;
-    p->prefill_chunk = 256;
+    dms_kv_opts_default(&p->kv);
+    p->kv.policy = DMS_POLICY_FULL;
 }
 
 int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const dms_gen_params *p,
@@ -30,26 +30,25 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
     memset(stats, 0, sizeof *stats);
     if (out) *out = NULL;
     if (n_prompt <= 0) return dms_errf(err, "generate: empty prompt");
-    const int max_seq = n_prompt + p->max_new_tokens;
-    if (max_seq > m->cfg.max_pos)
+    if (n_prompt + p->max_new_tokens > m->cfg.max_pos)
         return dms_errf(err, "generate: prompt (%d) + new tokens (%d) exceed the model's context of %d",
                         n_prompt, p->max_new_tokens, m->cfg.max_pos);
-    dms_kv_dense cache;
-    dms_forward_state st;
+    dms_kv_opts ko = p->kv;
+    ko.max_seqs = 1;
+    if (ko.max_chunk > n_prompt) ko.max_chunk = n_prompt;
+    dms_kv_paged *kv = dms_kv_create(m, &ko, err);
+    if (!kv) return -1;
     dms_sampler sampler;
-    if (dms_kv_dense_init(&cache, m, max_seq, err) != 0) return -1;
-    const int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : 256;
-    if (dms_forward_state_init(&st, m, n_prompt < chunk ? n_prompt : chunk, err) != 0) {
-        dms_kv_dense_free(&cache);
-        return -1;
-    }
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(p->max_new_tokens > 0 ? p->max_new_tokens : 1));
     int rc = dms_sampler_init(&sampler, m->cfg.vocab, p->temperature, p->top_k, p->top_p, p->seed);
+    const int sampler_ok = rc == 0;
     if (rc != 0 || !logits || !ids) rc = dms_errf(err, "generate: out of memory");
+    const int seq = rc == 0 ? dms_kv_admit(kv, err) : -1;
+    if (seq < 0) rc = -1;
 
     double t0 = now_s();
-    if (rc == 0) rc = dms_model_forward(m, &cache.base, &st, prompt, n_prompt, logits, 1, err);
+    if (rc == 0) rc = dms_kv_prefill(kv, seq, prompt, n_prompt, logits, 0, err);
     double t1 = now_s();
     stats->prompt_tokens = n_prompt;
     stats->prefill_s = t1 - t0;
@@ -63,22 +62,21 @@ int dms_generate(const dms_model *m, const int32_t *prompt, int n_prompt, const 
         }
         if (cb && cb(next, ctx)) break;
         if (n == p->max_new_tokens) break;
-        rc = dms_model_forward(m, &cache.base, &st, &next, 1, logits, 1, err);
+        rc = dms_kv_decode(kv, &seq, &next, 1, logits, err);
         stats->decode_steps++;
     }
     stats->decode_s = now_s() - t1;
     stats->new_tokens = n;
-    stats->kv_tokens = cache.base.len;
-    stats->kv_bytes_used = dms_kv_dense_bytes_used(&cache);
-    stats->kv_bytes_reserved = dms_kv_dense_bytes_reserved(&cache);
+    if (seq >= 0) dms_kv_seq_stats(kv, seq, &stats->kv);
+    stats->kv_blocks_peak = dms_kv_blocks_peak(kv);
+    stats->kv_block_size = dms_kv_block_size(kv);
     if (rc == 0 && out) {
         *out = ids;
         ids = NULL;
     }
     free(ids);
     free(logits);
-    dms_sampler_free(&sampler);
-    dms_forward_state_free(&st);
-    dms_kv_dense_free(&cache);
+    if (sampler_ok) dms_sampler_free(&sampler);
+    dms_kv_free(kv);
     return rc;
 }

@@ -1,13 +1,14 @@
 /* generate.h - autoregressive generation: prefill the prompt, then decode
  * one token at a time with a sampler, streaming each token to a callback and
- * timing both phases. Uses the plain cache of runtime/kv_dense.h; the paged
- * DMS cache plugs in here as another dms_kv_cache. */
+ * timing both phases. The KV cache is the paged runtime (runtime/kv_paged.h)
+ * under the chosen policy, and the statistics say what it held. */
 #ifndef DMS_GENERATE_H
 #define DMS_GENERATE_H
 
 #include <stdint.h>
 
 #include "model/model.h"
+#include "runtime/kv_paged.h"
 
 typedef struct dms_gen_params {
     int max_new_tokens;
@@ -16,16 +17,16 @@ typedef struct dms_gen_params {
     float top_p;
     uint64_t seed;
     int stop_at_eos;   /* stop on the tokenizer's stop tokens (needs m->tok) */
-    int prefill_chunk; /* tokens per forward call while prefilling */
+    dms_kv_opts kv;    /* policy, budget, block size; kv.max_chunk: prefill tokens per call */
 } dms_gen_params;
 
 typedef struct dms_gen_stats {
     int prompt_tokens, new_tokens;
     int decode_steps; /* forward calls after the prefill (new_tokens - 1 unless stopped) */
     double prefill_s, decode_s;
-    int kv_tokens; /* tokens held in the cache at the end */
-    size_t kv_bytes_used, kv_bytes_reserved;
     int stopped_by_eos;
+    dms_kv_stats kv;  /* at the end */
+    int kv_blocks_peak, kv_block_size;
 } dms_gen_stats;
 
 /* Called for every generated token; return non-zero to stop early. */

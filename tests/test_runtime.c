@@ -19,6 +19,8 @@
 #include "runtime/kv_dense.h"
 #include "runtime/kv_paged.h"
 #include "tests/check.h"
+#include "train/trainer.h"
+#include "train/trainer_testing.h"
 
 #define TINY "tests/fixtures/models/tiny_qwen3"
 #define T_SEQ 40
@@ -335,6 +337,49 @@ static void baselines(const dms_model *m) {
     free(got);
 }
 
+/* The KV CR that training reports equals what the runtime holds: with zero
+ * noise the training decisions are the inference ones, and layer 0 sees the
+ * same input in both (later layers differ: training attends with the soft
+ * bias). */
+static void training_kv_cr(dms_model *m) {
+    const int T = T_SEQ, L = m->cfg.n_layers, KV = m->cfg.n_kv_heads, d = m->cfg.hidden;
+    int32_t ids[T_SEQ], seg[T_SEQ] = {0};
+    random_ids(ids, T, m->cfg.vocab);
+    float *keep = malloc(sizeof(float) * (size_t)L * KV * d);
+    for (int l = 0; l < L; l++) memcpy(keep + (size_t)l * KV * d, m->layers[l].heads.w_a.data, sizeof(float) * KV * d);
+    dms_train_config cfg;
+    dms_train_config_defaults(&cfg);
+    cfg.max_len = T;
+    cfg.window = WINDOW;
+    dms_err err = {0};
+    dms_trainer *tr = dms_trainer_create(m, &cfg, &err); /* fresh heads: put ours back */
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    if (!tr) return;
+    for (int l = 0; l < L; l++) memcpy(m->layers[l].heads.w_a.data, keep + (size_t)l * KV * d, sizeof(float) * KV * d);
+    float *zeros = calloc((size_t)L * T * KV, sizeof(float));
+    dms_trainer_test_fix_noise(tr, zeros);
+    const dms_row row = {ids, seg, NULL, 0};
+    dms_step_stats st;
+    CHECK_MSG(dms_trainer_grads(tr, &row, 1, 0, T, 1, &st, &err) == 0, "%s", err.msg);
+    dms_kv_paged *kv = runtime(m, DMS_POLICY_DMS, 0, 1, 16);
+    int s = dms_kv_admit(kv, &err);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+    CHECK(dms_kv_prefill(kv, s, ids, T, logits, 0, &err) == 0);
+    double held = 0;
+    for (int h = 0; h < KV; h++) held += dms_kv_lane_len(kv, s, 0, h);
+    const double want = 1.0 - held / KV / T;
+    printf("layer 0: training reports %.4f of the tokens dropped, the runtime dropped %.4f (KV CR %.3f)\n",
+           st.kv_frac_layer[0], want, 1.0 / (1.0 - want));
+    CHECK_MSG(fabs(st.kv_frac_layer[0] - want) < 1e-9 && want > 0.1, "training KV CR %.4f vs runtime %.4f",
+              st.kv_frac_layer[0], want);
+    CHECK_MSG(st.kv_frac < st.frac, "KV CR not below the decision CR (%.3f vs %.3f)", st.kv_frac, st.frac);
+    dms_kv_free(kv);
+    dms_trainer_free(tr);
+    free(zeros);
+    free(keep);
+    free(logits);
+}
+
 static void bad_options(const dms_model *m, const dms_model *base) {
     dms_kv_opts o;
     dms_kv_opts_default(&o);
@@ -371,6 +416,7 @@ int main(void) {
     batched(&m);
     no_leaks(&m);
     baselines(&m);
+    training_kv_cr(&m);
     bad_options(&m, &base);
     dms_model_free(&m);
     dms_model_free(&base);

@@ -38,8 +38,9 @@ static void fmt_eta(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%dm%02ds", m, sec);
 }
 
-/* The CR actually achieved when a fraction `frac` of tokens is evicted. */
-static double actual_cr(double frac) { return frac < 1 ? 1.0 / (1.0 - frac) : INFINITY; }
+/* The CR of a fraction `frac` of tokens dropped (decision CR from the
+ * flagged fraction, KV CR from the fraction really dropped). */
+static double cr_of(double frac) { return frac < 1 ? 1.0 / (1.0 - frac) : INFINITY; }
 
 int dms_progress_step(dms_progress *p, int step, const dms_step_stats *st, double lr, double tokens, int skipped,
                       dms_err *err) {
@@ -55,10 +56,13 @@ int dms_progress_step(dms_progress *p, int step, const dms_step_stats *st, doubl
     cJSON_AddNumberToObject(o, "kd", st->kd);
     cJSON_AddNumberToObject(o, "compression", st->comp);
     cJSON_AddNumberToObject(o, "target_cr", st->target < 1 ? 1.0 / (1.0 - st->target) : 0);
-    cJSON_AddNumberToObject(o, "actual_cr", actual_cr(st->frac));
-    cJSON_AddNumberToObject(o, "evicted_frac", st->frac);
-    cJSON *layers = cJSON_AddArrayToObject(o, "layer_cr");
-    for (int l = 0; l < p->n_layers; l++) cJSON_AddItemToArray(layers, cJSON_CreateNumber(actual_cr(st->frac_layer[l])));
+    cJSON_AddNumberToObject(o, "decision_cr", cr_of(st->frac));
+    cJSON_AddNumberToObject(o, "kv_cr", cr_of(st->kv_frac));
+    cJSON_AddNumberToObject(o, "flagged_frac", st->frac);
+    cJSON *layers = cJSON_AddArrayToObject(o, "layer_decision_cr");
+    for (int l = 0; l < p->n_layers; l++) cJSON_AddItemToArray(layers, cJSON_CreateNumber(cr_of(st->frac_layer[l])));
+    layers = cJSON_AddArrayToObject(o, "layer_kv_cr");
+    for (int l = 0; l < p->n_layers; l++) cJSON_AddItemToArray(layers, cJSON_CreateNumber(cr_of(st->kv_frac_layer[l])));
     cJSON_AddNumberToObject(o, "lr", lr);
     cJSON_AddNumberToObject(o, "grad_norm", st->grad_norm);
     cJSON_AddNumberToObject(o, "tokens", tokens);
@@ -78,8 +82,9 @@ int dms_progress_step(dms_progress *p, int step, const dms_step_stats *st, doubl
         char bar[32];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
         bar[width] = '\0';
-        fprintf(stderr, "%sstep %d/%d [%s] kd %.4f comp %.3f CR %.2f/%.2f tok/s %.0f ETA %s%s%s",
-                p->tty ? "\r\033[K" : "", step + 1, p->total_steps, bar, st->kd, st->comp, actual_cr(st->frac),
+        fprintf(stderr, "%sstep %d/%d [%s] kd %.4f comp %.3f KV CR %.2f decision CR %.2f/%.2f tok/s %.0f ETA %s%s%s",
+                p->tty ? "\r\033[K" : "", step + 1, p->total_steps, bar, st->kd, st->comp, cr_of(st->kv_frac),
+                cr_of(st->frac),
                 st->target < 1 ? 1.0 / (1.0 - st->target) : 0.0, tok_s, eta_s, skipped ? " (skipped: non-finite)" : "",
                 p->tty ? "" : "\n");
         if (p->tty && (step + 1 == p->total_steps || skipped)) fputc('\n', stderr);

@@ -22,7 +22,9 @@
 
 static const char *const lora_names[DMS_LORA_N] = {"q_proj", "k_proj", "v_proj", "o_proj"};
 
-/* Layout of the per-step statistics on the backend (doubles). */
+/* Layout of the per-step statistics on the backend (doubles): then L
+ * per-layer decision counts from ST_LAYER0, then L per-layer counts of the
+ * tokens the inference rule drops (ST_LAYER0 + L). */
 enum { ST_KD = 0, ST_COMP, ST_ROW_COUNT, ST_LAYER0 };
 
 /* The attention strategy of training rows: DMS attention over the packed
@@ -54,6 +56,7 @@ struct dms_trainer {
     float *h_student;   /* [T, d] */
     int32_t *ids, *seg;
     float *kd_w;        /* [T] KD weight per token */
+    float *kv_w;        /* [T, KV] 1 where token t's decision drops t-1 by the end of its document */
     float *noise;       /* [L, T, KV] this row's noise */
     float *u, *logkeep, *hard; /* [T, KV] decisions of the current layer */
     float *dx, *dxmid, *dtmp, *dff1, *dff2, *datt, *dq, *dk, *dv, *dlogkeep, *dzraw, *dcol, *lora_dr;
@@ -83,6 +86,7 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
         if (s->count) {
             be->sum_acc(be->ctx, tr->stats + ST_LAYER0 + l, tr->hard, NULL, TK);
             be->sum_acc(be->ctx, tr->stats + ST_ROW_COUNT, tr->hard, NULL, TK);
+            be->sum_acc(be->ctx, tr->stats + ST_LAYER0 + tr->L + l, tr->hard, tr->kv_w, TK);
         }
         log_keep = tr->logkeep;
     }
@@ -121,6 +125,7 @@ static int alloc_activations(dms_trainer *tr) {
     tr->ids = dms_arena_i32(A, T);
     tr->seg = dms_arena_i32(A, T);
     tr->kd_w = dms_arena_f32(A, T);
+    tr->kv_w = dms_arena_f32(A, T * KV);
     tr->noise = dms_arena_f32(A, L * T * KV);
     tr->u = dms_arena_f32(A, T * KV);
     tr->logkeep = dms_arena_f32(A, T * KV);
@@ -142,9 +147,9 @@ static int alloc_activations(dms_trainer *tr) {
     tr->zs = dms_arena_f32(A, chunk * (size_t)tr->V);
     tr->zt = dms_arena_f32(A, chunk * (size_t)tr->V);
     tr->kd_rows = dms_arena_f32(A, chunk);
-    tr->stats = dms_arena_f64(A, ST_LAYER0 + L);
+    tr->stats = dms_arena_f64(A, ST_LAYER0 + 2 * L);
     tr->dhard = dms_arena_f32(A, 1);
-    tr->host_stats = malloc(sizeof(double) * (ST_LAYER0 + L));
+    tr->host_stats = malloc(sizeof(double) * (ST_LAYER0 + 2 * L));
     return tr->host_stats ? 0 : -1;
 }
 
@@ -395,8 +400,9 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     const int T = tr->T;
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
     float *w = malloc(sizeof(float) * (size_t)T);
+    float *kvw = malloc(sizeof(float) * (size_t)T * tr->KV);
     const int32_t eos = tr->m->cfg.eos_id;
-    int start = 0, rc = pos && w ? 0 : dms_errf(err, "out of memory");
+    int start = 0, rc = pos && w && kvw ? 0 : dms_errf(err, "out of memory");
     for (int t = 0; rc == 0 && t < T; t++) {
         if (row->ids[t] < 0 || row->ids[t] >= tr->V) {
             rc = dms_errf(err, "row %d: token id %d at position %d is outside the vocabulary (%d)", row_index,
@@ -414,8 +420,16 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
         int counted = (!row->mask || row->mask[t]) && row->ids[t] != eos;
         w[t] = counted ? (float)(1.0 / kd_tokens_total) : 0.0f;
     }
+    /* token t's decision flags t-1, which the inference rule drops iff it
+     * is still more than `window` behind the last token of its document */
+    for (int t = T - 1, end = T - 1; rc == 0 && t >= 0; t--) {
+        if (t < T - 1 && row->seg[t + 1] != row->seg[t]) end = t;
+        const float v = t >= 1 && row->seg[t - 1] == row->seg[t] && (t - 1) <= end - tr->cfg.window - 1 ? 1.0f : 0.0f;
+        for (int h = 0; h < tr->KV; h++) kvw[(size_t)t * tr->KV + h] = v;
+    }
     if (rc == 0) {
         const dms_backend *be = tr->be;
+        dms_upload_f32(be, tr->kv_w, kvw, (size_t)T * tr->KV);
         dms_upload_i32(be, tr->ids, row->ids, (size_t)T);
         dms_upload_i32(be, tr->seg, row->seg, (size_t)T);
         dms_upload_i32(be, tr->acts.pos, pos, (size_t)T);
@@ -429,6 +443,7 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     }
     free(pos);
     free(w);
+    free(kvw);
     return rc;
 }
 
@@ -450,7 +465,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     const dms_backend *be = tr->be;
     memset(st, 0, sizeof *st);
     be->zero(be->ctx, tr->grad_arena, tr->n_grad);
-    be->zero_f64(be->ctx, tr->stats, ST_LAYER0 + (size_t)tr->L);
+    be->zero_f64(be->ctx, tr->stats, ST_LAYER0 + 2 * (size_t)tr->L);
     if (kd_tokens_total < 1) kd_tokens_total = 1;
     const float cr = dms_cr_at(&tr->cfg, (int)step);
     st->target = 1.0 - 1.0 / cr;
@@ -470,7 +485,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
         for (int l = tr->L - 1; l >= 0; l--) layer_backward(tr, l);
     }
     /* the one read of the step's statistics */
-    dms_download_f64(be, tr->host_stats, tr->stats, ST_LAYER0 + (size_t)tr->L);
+    dms_download_f64(be, tr->host_stats, tr->stats, ST_LAYER0 + 2 * (size_t)tr->L);
     char msg[256];
     if (be->status(be->ctx, msg, sizeof msg) != 0) return dms_errf(err, "training step %lld: %s", (long long)step, msg);
     st->kd = tr->host_stats[ST_KD];
@@ -479,8 +494,11 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     for (int l = 0; l < tr->L; l++) {
         st->frac_layer[l] = tr->host_stats[ST_LAYER0 + l] / per_layer;
         st->frac += tr->host_stats[ST_LAYER0 + l];
+        st->kv_frac_layer[l] = tr->host_stats[ST_LAYER0 + tr->L + l] / per_layer;
+        st->kv_frac += tr->host_stats[ST_LAYER0 + tr->L + l];
     }
     st->frac /= per_row_decisions * rows_total;
+    st->kv_frac /= per_row_decisions * rows_total;
     st->kd_tokens = kd_tokens_total;
     finish_stats(tr, st);
     return 0;
@@ -489,16 +507,21 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err) {
     if (comm->size == 1) return 0;
     if (comm->allreduce_f32(comm, tr->grad_arena, tr->n_grad, err) != 0) return -1;
-    double v[3 + DMS_MAX_LAYERS];
+    double v[4 + 2 * DMS_MAX_LAYERS];
+    const size_t L = (size_t)tr->L;
     v[0] = st->kd;
     v[1] = st->comp;
     v[2] = st->frac;
-    memcpy(v + 3, st->frac_layer, sizeof(double) * (size_t)tr->L);
-    if (comm->allreduce_f64(comm, v, 3 + (size_t)tr->L, err) != 0) return -1;
+    v[3] = st->kv_frac;
+    memcpy(v + 4, st->frac_layer, sizeof(double) * L);
+    memcpy(v + 4 + L, st->kv_frac_layer, sizeof(double) * L);
+    if (comm->allreduce_f64(comm, v, 4 + 2 * L, err) != 0) return -1;
     st->kd = v[0];
     st->comp = v[1];
     st->frac = v[2];
-    memcpy(st->frac_layer, v + 3, sizeof(double) * (size_t)tr->L);
+    st->kv_frac = v[3];
+    memcpy(st->frac_layer, v + 4, sizeof(double) * L);
+    memcpy(st->kv_frac_layer, v + 4 + L, sizeof(double) * L);
     finish_stats(tr, st);
     return 0;
 }

@@ -37,8 +37,13 @@ typedef struct dms_row {
 
 typedef struct dms_step_stats {
     double loss, kd, comp;          /* batch means */
-    double frac;                    /* mean hard decision (fraction evicted) */
+    double frac;                    /* mean hard decision (fraction flagged): decision CR = 1/(1-frac) */
     double frac_layer[DMS_MAX_LAYERS];
+    /* Fraction of the row's tokens the inference rule would really have
+     * dropped by the end of their document (flagged and more than `window`
+     * behind its last token): KV CR = 1/(1-kv_frac), what memory gets. */
+    double kv_frac;
+    double kv_frac_layer[DMS_MAX_LAYERS];
     double target;                  /* compression target 1 - 1/CR */
     double grad_norm;               /* before clipping */
     double kd_tokens;               /* tokens counted in KD */

@@ -180,17 +180,20 @@ typedef struct dms_backend {
     /* u = (scale*z_raw - offset + noise) / tau (noise may be NULL: eval);
      * hard = [u > 0]; log_keep[j] = logsigmoid(-u[j+1]) when token j+1 is in
      * j's document, else 0 (the decision about key j is emitted by j+1).
-     * per_layer: KV head 0's logit and noise stand for every head. */
+     * per_layer: KV head 0's logit and noise stand for every head.
+     * Sinks (an optional extension, sinks = 0: off): a key j at position
+     * pos[j] < sinks of its document is never evicted: log_keep[j] = 0 and
+     * the decision about it, hard[j+1], is 0 (pos may be NULL when off). */
     void (*dms_decide)(void *ctx, float *u, float *log_keep, float *hard, const float *z_raw,
-                       const float *noise, const int32_t *seg, int T, int KV, float scale,
-                       float offset, float tau, int per_layer);
+                       const float *noise, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
+                       float scale, float offset, float tau, int per_layer);
     /* Gradient w.r.t. z_raw (overwritten) from dlog_keep[T, KV] (attention)
      * and *dhard (a backend scalar), the gradient reaching every
      * straight-through decision (compression loss; d_st = hard + alpha -
-     * stopgrad(alpha)). */
+     * stopgrad(alpha)). Decisions about sink keys get no gradient. */
     void (*dms_decide_bwd)(void *ctx, float *dz_raw, const float *u, const float *dlog_keep,
-                           const float *dhard, const int32_t *seg, int T, int KV, float scale, float tau,
-                           int per_layer);
+                           const float *dhard, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
+                           float scale, float tau, int per_layer);
     /* The compression loss of one row, on the device: frac = *count / denom
      * (the row's mean hard decision), comp = max(0, target - frac);
      * *comp_acc += weight * comp; *dhard = comp > 0 ? coef : 0; then

@@ -55,6 +55,7 @@ static const dms_field dms_fields[] = {
     DMS_FIELD("dms_cr", F_NUM, cr, 0),
     DMS_FIELD("dms_disable_eviction", F_BOOL, disable_eviction, 0),
     DMS_FIELD("dms_paged_attention_block_size", F_INT, block_size, 0),
+    DMS_FIELD("dms_sink_tokens", F_INT, sink_tokens, -1),
 };
 #define N_DMS_FIELDS (sizeof dms_fields / sizeof dms_fields[0])
 

@@ -26,6 +26,8 @@ typedef struct dms_dms_config {
     float cr;                 /* dms_cr, 8 (documentation only) */
     int disable_eviction;     /* dms_disable_eviction, false */
     int block_size;           /* dms_paged_attention_block_size, 256 */
+    int sink_tokens;          /* dms_sink_tokens: our optional extension (0: off, NVIDIA's rule):
+                               * the first N tokens of a sequence are never evicted */
 } dms_dms_config;
 
 typedef struct dms_config {

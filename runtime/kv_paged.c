@@ -213,8 +213,10 @@ static void lane_release(dms_kv_paged *kv, lane *ln) {
 
 /* ---- the attention strategy ---- */
 
-/* The decision of token i about its predecessor, in lane head h. */
+/* The decision of token i about its predecessor, in lane head h (a sink
+ * token, dms_sink_tokens, is never flagged). */
 static int decision(const dms_kv_paged *kv, int i, int h) {
+    if (kv->tok_pos[i] - 1 < kv->m->cfg.dms.sink_tokens) return 0;
     const float z = kv->zhost[(size_t)i * kv->KV + (kv->per_layer ? 0 : h)];
     return kv->z_scale * z - kv->z_offset > 0.0f;
 }

@@ -37,7 +37,6 @@
 
 #define TOL_EXACT 0.0    /* copies, lookups, the RNG, decisions: bit-exact */
 #define TOL_F32 1e-5     /* CPU fp32 kernels vs naive double loops */
-#define TOL_F32_SIG 3e-5 /* dms_decide_bwd: fp32 a(1-a), a = sigmoid(u), loses digits for |u| > 4 */
 #define TOL_F64 1e-12    /* double reductions and device scalars */
 #define TOL_CU_EW 1e-5   /* CUDA elementwise fp32: same formula, device math ulps */
 #define TOL_CU_RED 1e-4  /* CUDA fp32 reductions summed in another order */
@@ -85,7 +84,7 @@ static tol_row TOL[] = {
     {"sum_acc", TOL_F64, TOL_F64, 0, 0},
     {"dms_noise", TOL_EXACT, TOL_CU_RNG, 0, 0},
     {"dms_decide", TOL_F32, TOL_CU_EW, 0, 0},
-    {"dms_decide_bwd", TOL_F32_SIG, TOL_CU_EW, 0, 0},
+    {"dms_decide_bwd", TOL_F32, TOL_CU_EW, 0, 0},
     {"dms_comp_grad", TOL_F64, TOL_F64, 0, 0},
     /* derivative checks on the backend alone (same tolerance in both runs) */
     {"attention_dms_bwd/fd", TOL_FD, TOL_FD, 0, 0},
@@ -1466,15 +1465,26 @@ static void test_noise(void) {
 typedef struct {
     int T, KV, per_layer;
     float scale, offset, tau;
+    int sinks; /* keys at document positions below it are never evicted */
 } decide_hp;
+
+/* positions within each document, as the trainer passes them */
+static int32_t *doc_pos(const int32_t *seg, int T) {
+    int32_t *pos = hmem(sizeof(int32_t) * (size_t)T);
+    for (int t = 0; t < T; t++) pos[t] = t > 0 && seg[t] == seg[t - 1] ? pos[t - 1] + 1 : 0;
+    return pos;
+}
+static int void_decision(const int32_t *seg, const int32_t *pos, int sinks, int t) {
+    return sinks > 0 && t > 0 && seg[t - 1] == seg[t] && pos[t - 1] < sinks;
+}
 
 /* noise, hard may be NULL */
 static void run_decide(const dms_backend *b, float *u, float *lk, float *hard, const float *z, const float *noise,
                        const int32_t *seg, const decide_hp *h) {
     const size_t n = (size_t)h->T * h->KV;
     float *du = put_nan(b, n), *dl = put_nan(b, n), *dh = hard ? put_nan(b, n) : NULL;
-    b->dms_decide(b->ctx, du, dl, dh, put_f(b, z, n), noise ? put_f(b, noise, n) : NULL, put_i(b, seg, h->T), h->T,
-                  h->KV, h->scale, h->offset, h->tau, h->per_layer);
+    b->dms_decide(b->ctx, du, dl, dh, put_f(b, z, n), noise ? put_f(b, noise, n) : NULL, put_i(b, seg, h->T),
+                  put_i(b, doc_pos(seg, h->T), h->T), h->sinks, h->T, h->KV, h->scale, h->offset, h->tau, h->per_layer);
     get_f(b, u, du, n);
     get_f(b, lk, dl, n);
     if (hard) get_f(b, hard, dh, n);
@@ -1483,25 +1493,27 @@ static void run_decide(const dms_backend *b, float *u, float *lk, float *hard, c
 static void naive_decide(float *u, float *lk, float *hard, const float *z, const float *noise, const int32_t *seg,
                          const decide_hp *h) {
     double *ud = hd((size_t)h->T * h->KV);
+    const int32_t *pos = doc_pos(seg, h->T);
     for (int t = 0; t < h->T; t++)
         for (int k = 0; k < h->KV; k++) {
             const size_t src = (size_t)t * h->KV + (h->per_layer ? 0 : k), x = (size_t)t * h->KV + k;
             ud[x] = ((double)h->scale * z[src] - h->offset + (noise ? noise[src] : 0.0)) / h->tau;
             u[x] = (float)ud[x];
-            if (hard) hard[x] = ud[x] > 0 ? 1.0f : 0.0f;
+            if (hard) hard[x] = ud[x] > 0 && !void_decision(seg, pos, h->sinks, t) ? 1.0f : 0.0f;
         }
     for (int j = 0; j < h->T; j++)
         for (int k = 0; k < h->KV; k++)
-            lk[(size_t)j * h->KV + k] =
-                j + 1 < h->T && seg[j + 1] == seg[j] ? (float)log_sigm(-ud[(size_t)(j + 1) * h->KV + k]) : 0.0f;
+            lk[(size_t)j * h->KV + k] = j + 1 < h->T && seg[j + 1] == seg[j] && !void_decision(seg, pos, h->sinks, j + 1)
+                                            ? (float)log_sigm(-ud[(size_t)(j + 1) * h->KV + k])
+                                            : 0.0f;
 }
 
 static void run_decide_bwd(const dms_backend *b, float *dz, const float *u, const float *dlk, float dhard,
                            const int32_t *seg, const decide_hp *h) {
     const size_t n = (size_t)h->T * h->KV;
     float *d = put_nan(b, n);
-    b->dms_decide_bwd(b->ctx, d, put_f(b, u, n), put_f(b, dlk, n), put_f(b, &dhard, 1), put_i(b, seg, h->T), h->T,
-                      h->KV, h->scale, h->tau, h->per_layer);
+    b->dms_decide_bwd(b->ctx, d, put_f(b, u, n), put_f(b, dlk, n), put_f(b, &dhard, 1), put_i(b, seg, h->T),
+                      put_i(b, doc_pos(seg, h->T), h->T), h->sinks, h->T, h->KV, h->scale, h->tau, h->per_layer);
     get_f(b, dz, d, n);
     run_end(b, "dms_decide_bwd");
 }
@@ -1510,8 +1522,10 @@ static void run_decide_bwd(const dms_backend *b, float *dz, const float *u, cons
 static void naive_decide_bwd(float *dz, const float *u, const float *dlk, float dhard, const int32_t *seg,
                              const decide_hp *h) {
     double *g = hd((size_t)h->T * h->KV);
+    const int32_t *pos = doc_pos(seg, h->T);
     for (int t = 0; t < h->T; t++)
         for (int k = 0; k < h->KV; k++) {
+            if (void_decision(seg, pos, h->sinks, t)) continue;
             const double a = sigm(u[(size_t)t * h->KV + k]);
             double du = dhard * a * (1.0 - a);
             if (t > 0 && seg[t - 1] == seg[t]) du -= a * dlk[(size_t)(t - 1) * h->KV + k];
@@ -1539,16 +1553,18 @@ static void test_decide(void) {
         int noise, hard, lens[4], nlens;
         float dhard;
     } cases[] = {
-        {{1, 1, 0, 2.5f, 1.0f, 0.5f}, 1, 1, {0}, 0, 0.7f},
-        {{37, 3, 0, 2.5f, 1.0f, 0.5f}, 1, 1, {5, 1, 20, 11}, 4, 0.7f},
-        {{37, 4, 1, 3.0f, -0.5f, 0.25f}, 1, 1, {5, 1, 20, 11}, 4, 0.3f},
-        {{16, 2, 0, 1.0f, 0.0f, 1.0f}, 0, 0, {16}, 1, 0.0f},
-        {{16, 2, 1, 1.0f, 2.0f, 0.1f}, 0, 1, {3, 13}, 2, 1.0f},
+        {{1, 1, 0, 2.5f, 1.0f, 0.5f, 0}, 1, 1, {0}, 0, 0.7f},
+        {{37, 3, 0, 2.5f, 1.0f, 0.5f, 0}, 1, 1, {5, 1, 20, 11}, 4, 0.7f},
+        {{37, 3, 0, 2.5f, 1.0f, 0.5f, 3}, 1, 1, {5, 1, 20, 11}, 4, 0.7f},
+        {{37, 4, 1, 3.0f, -0.5f, 0.25f, 0}, 1, 1, {5, 1, 20, 11}, 4, 0.3f},
+        {{37, 4, 1, 3.0f, -0.5f, 0.25f, 1}, 1, 1, {5, 1, 20, 11}, 4, 0.3f},
+        {{16, 2, 0, 1.0f, 0.0f, 1.0f, 0}, 0, 0, {16}, 1, 0.0f},
+        {{16, 2, 1, 1.0f, 2.0f, 0.1f, 4}, 0, 1, {3, 13}, 2, 1.0f},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const decide_hp *h = &cases[c].h;
         const size_t n = (size_t)h->T * h->KV;
-        setcase("T=%d KV=%d per_layer=%d noise=%s hard=%s docs=%d", h->T, h->KV, h->per_layer,
+        setcase("T=%d KV=%d per_layer=%d sinks=%d noise=%s hard=%s docs=%d", h->T, h->KV, h->per_layer, h->sinks,
                 cases[c].noise ? "given" : "NULL", cases[c].hard ? "given" : "NULL", cases[c].nlens);
         const int32_t *seg = make_seg(h->T, cases[c].lens, cases[c].nlens);
         float *z = rnd(n, -2, 2), *noise = cases[c].noise ? rnd(n, -3, 3) : NULL;
@@ -1571,7 +1587,7 @@ static void test_decide(void) {
     /* finite differences through the backend's dms_decide */
     for (int pl = 0; pl < 2; pl++) {
         static const int lens[] = {5, 7};
-        decide_fd st = {{12, 3, pl, 2.5f, 1.0f, 0.5f}, NULL, NULL, NULL, NULL, NULL, NULL, 0.7f};
+        decide_fd st = {{12, 3, pl, 2.5f, 1.0f, 0.5f, 0}, NULL, NULL, NULL, NULL, NULL, NULL, 0.7f};
         const size_t n = (size_t)st.h.T * st.h.KV;
         setcase("fd T=%d KV=%d per_layer=%d docs 5+7", st.h.T, st.h.KV, pl);
         st.seg = make_seg(st.h.T, lens, 2);

@@ -65,7 +65,7 @@ static void dense_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
             int flagged;
             if (r->kind == MASK_DMS) { /* flag[j] = d_{j+1} */
                 const float z = j + 1 < n ? r->zhost[(size_t)(j + 1) * KV + (c->dms.alpha_per_layer ? 0 : h)] : -1e30f;
-                flagged = c->dms.alpha_scale * z - c->dms.alpha_offset > 0;
+                flagged = c->dms.alpha_scale * z - c->dms.alpha_offset > 0 && j >= c->dms.sink_tokens;
             } else {
                 flagged = r->kind == MASK_ALL_FLAGGED || j >= r->sinks;
             }
@@ -161,8 +161,8 @@ static void dms_equivalences(const dms_model *m) {
     CHECK(dms_kv_prefill(kv, s, ids, T, chunked, 1, &err) == 0);
     dms_kv_stats st;
     dms_kv_seq_stats(kv, s, &st);
-    printf("dms: %lld tokens, held %.1f per lane (KV CR %.2f, decision CR %.2f), %d blocks\n", (long long)st.seen,
-           st.held_mean, st.kv_cr, st.decision_cr, st.blocks_held);
+    printf("dms (sinks %d): %lld tokens, held %.1f per lane (KV CR %.2f, decision CR %.2f), %d blocks\n",
+           m->cfg.dms.sink_tokens, (long long)st.seen, st.held_mean, st.kv_cr, st.decision_cr, st.blocks_held);
     CHECK_MSG(st.kv_cr > 1.3 && st.decision_cr > 1.2, "the heads barely evict (KV CR %.2f)", st.kv_cr);
     CHECK(st.held_mean >= WINDOW + 1);
     dms_kv_finish(kv, s);
@@ -189,6 +189,22 @@ static void dms_equivalences(const dms_model *m) {
     free(dense);
     free(tok);
     free(chunked);
+}
+
+/* dms_sink_tokens: every lane still holds the first tokens at the end */
+static void sinks_kept(const dms_model *m) {
+    int32_t ids[T_SEQ];
+    random_ids(ids, T_SEQ, m->cfg.vocab);
+    dms_kv_paged *kv = runtime(m, DMS_POLICY_DMS, 0, 1, 5);
+    dms_err err = {0};
+    int s = dms_kv_admit(kv, &err);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+    CHECK(dms_kv_prefill(kv, s, ids, T_SEQ, logits, 0, &err) == 0);
+    dms_kv_stats st;
+    dms_kv_seq_stats(kv, s, &st);
+    CHECK_MSG(st.held_mean >= WINDOW + 1 + m->cfg.dms.sink_tokens && st.kv_cr > 1.2, "held %.1f", st.held_mean);
+    free(logits);
+    dms_kv_free(kv);
 }
 
 /* prompt, 6 decoded tokens, a second turn: the same as one sequence */
@@ -412,6 +428,10 @@ int main(void) {
         for (int i = 0; i < m.cfg.n_kv_heads * m.cfg.hidden; i++) w[i] = 0.03f * ((float)(next_u32() % 2001) / 1000.0f - 1.0f);
     }
     dms_equivalences(&m);
+    m.cfg.dms.sink_tokens = 3; /* the extension: the first 3 tokens are never evicted */
+    dms_equivalences(&m);
+    sinks_kept(&m);
+    m.cfg.dms.sink_tokens = 0;
     multi_turn(&m);
     batched(&m);
     no_leaks(&m);

@@ -51,6 +51,7 @@ static const key_spec keys[] = {
     {"variant", K_ENUM, F(variant), 0, 0, variants, "eviction-logit head: adapter or neuron"},
     {"alpha_per", K_ENUM, F(alpha_per), 0, 0, alpha_pers, "one decision per KV head or per layer"},
     {"window", K_INT, F(window), 0, 1 << 20, NULL, "eviction delay (sliding window) in tokens"},
+    {"sinks", K_INT, F(sinks), 0, 1 << 20, NULL, "extension: first N tokens of each document never evicted (0 = off)"},
     {"tau", K_FLOAT, F(tau), 1e-4, 100, NULL, "temperature of the relaxed decisions"},
     {"alpha_scale", K_FLOAT, F(alpha_scale), 1e-3, 1e6, NULL, "decision logit scale s"},
     {"alpha_offset", K_FLOAT, F(alpha_offset), -1e3, 1e3, NULL, "decision logit offset o"},

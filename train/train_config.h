@@ -37,6 +37,7 @@ typedef struct dms_train_config {
     dms_variant variant;
     dms_alpha_per alpha_per;
     int window;
+    int sinks;              /* optional extension: first N tokens of a document never evicted (0: off) */
     float tau;
     float alpha_scale;
     float alpha_offset;

@@ -81,7 +81,8 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
     const size_t TK = (size_t)n * tr->KV;
     const float *log_keep = NULL;
     if (self->student) {
-        be->dms_decide(be->ctx, tr->u, tr->logkeep, tr->hard, a->zraw, tr->noise + (size_t)l * TK, tr->seg, n, tr->KV,
+        be->dms_decide(be->ctx, tr->u, tr->logkeep, tr->hard, a->zraw, tr->noise + (size_t)l * TK, tr->seg, a->pos,
+                       dc->sink_tokens, n, tr->KV,
                        dc->alpha_scale, dc->alpha_offset, dc->tau, dc->alpha_per_layer);
         if (s->count) {
             be->sum_acc(be->ctx, tr->stats + ST_LAYER0 + l, tr->hard, NULL, TK);
@@ -169,6 +170,7 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
     dc.alpha_scale = cfg->alpha_scale;
     dc.alpha_offset = cfg->alpha_offset;
     dc.cr = cfg->cr_final;
+    dc.sink_tokens = cfg->sinks;
     if (dms_model_init_heads(m, &dc, err) != 0) return NULL;
     if (dms_model_add_lora(m, cfg->lora_rank, cfg->lora_alpha, cfg->seed, err) != 0) return NULL;
 
@@ -357,7 +359,8 @@ static void layer_backward(dms_trainer *tr, int l) {
     if (lora) lora_backward(tr, l, DMS_LORA_O, a->att, tr->dxmid, tr->datt);
     be->attention_dms_bwd(ctx, tr->dq, tr->dk, tr->dv, tr->dlogkeep, tr->datt, a->att, a->lse, a->q, a->k, a->v,
                           tr->logkeep, tr->seg, T, H, KV, hd, c->dms.window, 1.0f / sqrtf((float)hd));
-    be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, tr->dhard, tr->seg, T, KV, c->dms.alpha_scale, c->dms.tau,
+    be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, tr->dhard, tr->seg, a->pos, c->dms.sink_tokens, T, KV,
+                       c->dms.alpha_scale, c->dms.tau,
                        c->dms.alpha_per_layer);
     if (neuron) be->dms_neuron_take(ctx, NULL, tr->dq, T, H, KV, hd, 1); /* zeroed after RoPE */
     be->rope_bwd(ctx, tr->dq, a->pos, m->inv_freq, T, H, hd);
@@ -421,10 +424,14 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
         w[t] = counted ? (float)(1.0 / kd_tokens_total) : 0.0f;
     }
     /* token t's decision flags t-1, which the inference rule drops iff it
-     * is still more than `window` behind the last token of its document */
+     * is still more than `window` behind the last token of its document
+     * (and is not one of the document's sink tokens) */
     for (int t = T - 1, end = T - 1; rc == 0 && t >= 0; t--) {
         if (t < T - 1 && row->seg[t + 1] != row->seg[t]) end = t;
-        const float v = t >= 1 && row->seg[t - 1] == row->seg[t] && (t - 1) <= end - tr->cfg.window - 1 ? 1.0f : 0.0f;
+        const float v = t >= 1 && row->seg[t - 1] == row->seg[t] && (t - 1) <= end - tr->cfg.window - 1 &&
+                                pos[t - 1] >= tr->cfg.sinks
+                            ? 1.0f
+                            : 0.0f;
         for (int h = 0; h < tr->KV; h++) kvw[(size_t)t * tr->KV + h] = v;
     }
     if (rc == 0) {

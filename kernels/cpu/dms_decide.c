@@ -12,6 +12,12 @@ static float log_sigmoid(float x) { return x >= 0 ? -log1pf(expf(-x)) : x - log1
 
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* Whether token t decides about a sink key (its predecessor in the same
+ * document sits at a position below `sinks`): that decision is void. */
+static int about_sink(const int32_t *seg, const int32_t *pos, int sinks, int t) {
+    return sinks > 0 && t > 0 && seg[t - 1] == seg[t] && pos[t - 1] < sinks;
+}
+
 void dms_cpu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,
                        int64_t tok0) {
     (void)ctx;
@@ -22,8 +28,8 @@ void dms_cpu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, in
 }
 
 void dms_cpu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const float *z_raw,
-                        const float *noise, const int32_t *seg, int T, int KV, float scale, float offset,
-                        float tau, int per_layer) {
+                        const float *noise, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
+                        float scale, float offset, float tau, int per_layer) {
     (void)ctx;
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KV; h++) {
@@ -32,23 +38,28 @@ void dms_cpu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const
             float n = noise ? noise[(size_t)t * KV + src] : 0.0f;
             float v = (z + n) / tau;
             u[(size_t)t * KV + h] = v;
-            if (hard) hard[(size_t)t * KV + h] = v > 0.0f ? 1.0f : 0.0f;
+            if (hard) hard[(size_t)t * KV + h] = v > 0.0f && !about_sink(seg, pos, sinks, t) ? 1.0f : 0.0f;
         }
     for (int j = 0; j < T; j++)
         for (int h = 0; h < KV; h++)
-            log_keep[(size_t)j * KV + h] =
-                (j + 1 < T && seg[j + 1] == seg[j]) ? log_sigmoid(-u[(size_t)(j + 1) * KV + h]) : 0.0f;
+            log_keep[(size_t)j * KV + h] = (j + 1 < T && seg[j + 1] == seg[j] && !about_sink(seg, pos, sinks, j + 1))
+                                               ? log_sigmoid(-u[(size_t)(j + 1) * KV + h])
+                                               : 0.0f;
 }
 
 void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, const float *dhard_p,
-                            const int32_t *seg, int T, int KV, float scale, float tau, int per_layer) {
+                            const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale, float tau,
+                            int per_layer) {
     (void)ctx;
     const float dhard = *dhard_p;
     memset(dz_raw, 0, sizeof(float) * (size_t)T * KV);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KV; h++) {
+            if (about_sink(seg, pos, sinks, t)) continue; /* a void decision: constant */
             const float a = sigmoid(u[(size_t)t * KV + h]);
-            float du = dhard * a * (1.0f - a); /* straight-through: gradient of alpha */
+            /* straight-through: gradient of alpha; a (1 - a) as sigmoid(u) sigmoid(-u),
+             * which keeps its digits when a is close to 1 */
+            float du = dhard * a * sigmoid(-u[(size_t)t * KV + h]);
             /* u[t] sets log_keep[t-1] = logsigmoid(-u[t]); d/du = -sigmoid(u) */
             if (t > 0 && seg[t - 1] == seg[t]) du -= a * dlog_keep[(size_t)(t - 1) * KV + h];
             dz_raw[(size_t)t * KV + (per_layer ? 0 : h)] += du * scale / tau;

@@ -171,11 +171,11 @@ void cu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n,
 void cu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,
                   int64_t tok0);
 void cu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const float *z_raw,
-                   const float *noise, const int32_t *seg, int T, int KV, float scale, float offset,
-                   float tau, int per_layer);
+                   const float *noise, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
+                   float scale, float offset, float tau, int per_layer);
 void cu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep,
-                       const float *dhard, const int32_t *seg, int T, int KV, float scale, float tau,
-                       int per_layer);
+                       const float *dhard, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
+                       float scale, float tau, int per_layer);
 void cu_dms_comp_grad(void *ctx, float *dhard, double *comp_acc, double *count, double denom,
                       float target, float weight, float coef);
 

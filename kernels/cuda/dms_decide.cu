@@ -30,9 +30,16 @@ void cu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t
     cu_check(c, "dms_noise");
 }
 
+/* Whether token t decides about a sink key (its predecessor in the same
+ * document sits at a position below `sinks`): that decision is void. */
+static __device__ __forceinline__ int about_sink(const int32_t *seg, const int32_t *pos, int sinks, int t) {
+    return sinks > 0 && t > 0 && seg[t - 1] == seg[t] && pos[t - 1] < sinks;
+}
+
 /* u and hard, one thread per (t, h) */
-__global__ void k_dms_decide_u(float *u, float *hard, const float *z_raw, const float *noise, int T, int KV,
-                               float scale, float offset, float tau, int per_layer) {
+__global__ void k_dms_decide_u(float *u, float *hard, const float *z_raw, const float *noise, const int32_t *seg,
+                               const int32_t *pos, int sinks, int T, int KV, float scale, float offset, float tau,
+                               int per_layer) {
     CU_FOR(idx, (size_t)T * KV) {
         const size_t t = idx / KV;
         const int h = (int)(idx % KV);
@@ -41,27 +48,32 @@ __global__ void k_dms_decide_u(float *u, float *hard, const float *z_raw, const 
         const float n = noise ? noise[src] : 0.0f;
         const float v = (z + n) / tau;
         u[idx] = v;
-        if (hard) hard[idx] = v > 0.0f ? 1.0f : 0.0f;
+        if (hard) hard[idx] = v > 0.0f && !about_sink(seg, pos, sinks, (int)t) ? 1.0f : 0.0f;
     }
 }
 
 /* log_keep[j, h] = logsigmoid(-u[j+1, h]) inside a document, else 0 */
-__global__ void k_dms_log_keep(float *log_keep, const float *u, const int32_t *seg, int T, int KV) {
+__global__ void k_dms_log_keep(float *log_keep, const float *u, const int32_t *seg, const int32_t *pos, int sinks,
+                               int T, int KV) {
     CU_FOR(idx, (size_t)T * KV) {
         const int j = (int)(idx / KV);
-        log_keep[idx] = (j + 1 < T && seg[j + 1] == seg[j]) ? log_sigmoid(-u[idx + KV]) : 0.0f;
+        log_keep[idx] = (j + 1 < T && seg[j + 1] == seg[j] && !about_sink(seg, pos, sinks, j + 1))
+                            ? log_sigmoid(-u[idx + KV])
+                            : 0.0f;
     }
 }
 
 void cu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const float *z_raw, const float *noise,
-                   const int32_t *seg, int T, int KV, float scale, float offset, float tau, int per_layer) {
+                   const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale, float offset,
+                   float tau, int per_layer) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (T <= 0 || KV <= 0) return;
     const unsigned nb = cu_blocks((size_t)T * KV);
-    k_dms_decide_u<<<nb, CU_THREADS, 0, c->stream>>>(u, hard, z_raw, noise, T, KV, scale, offset, tau, per_layer);
+    k_dms_decide_u<<<nb, CU_THREADS, 0, c->stream>>>(u, hard, z_raw, noise, seg, pos, sinks, T, KV, scale, offset, tau,
+                                                     per_layer);
     cu_check(c, "dms_decide");
     if (log_keep) {
-        k_dms_log_keep<<<nb, CU_THREADS, 0, c->stream>>>(log_keep, u, seg, T, KV);
+        k_dms_log_keep<<<nb, CU_THREADS, 0, c->stream>>>(log_keep, u, seg, pos, sinks, T, KV);
         cu_check(c, "dms_decide");
     }
 }
@@ -70,18 +82,21 @@ void cu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const floa
  * head's gradient adds into column 0 in the CPU's order; the other columns
  * are zero. */
 __global__ void k_dms_decide_bwd(float *dz_raw, const float *u, const float *dlog_keep, const float *dhard_p,
-                                 const int32_t *seg, int T, int KV, float scale, float tau, int per_layer) {
+                                 const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale,
+                                 float tau, int per_layer) {
     const float dhard = *dhard_p;
     CU_FOR(ti, (size_t)T) {
         const int t = (int)ti;
         const int prev = t > 0 && seg[t - 1] == seg[t];
+        const int void_decision = about_sink(seg, pos, sinks, t); /* constant: no gradient */
         float *dz = dz_raw + ti * KV;
         float acc = 0.0f; /* per_layer: column 0 */
         for (int h = 0; h < KV; h++) {
             const float a = sigmoid(u[ti * KV + h]);
-            float du = dhard * a * (1.0f - a); /* straight-through: gradient of alpha */
+            /* straight-through: gradient of alpha, a (1 - a) as sigmoid(u) sigmoid(-u) */
+            float du = void_decision ? 0.0f : dhard * a * sigmoid(-u[ti * KV + h]);
             /* u[t] sets log_keep[t-1] = logsigmoid(-u[t]); d/du = -sigmoid(u) */
-            if (prev && dlog_keep) du -= a * dlog_keep[(ti - 1) * KV + h];
+            if (prev && dlog_keep && !void_decision) du -= a * dlog_keep[(ti - 1) * KV + h];
             if (per_layer) {
                 acc += du * scale / tau;
                 dz[h] = 0.0f;
@@ -94,11 +109,12 @@ __global__ void k_dms_decide_bwd(float *dz_raw, const float *u, const float *dlo
 }
 
 void cu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, const float *dhard,
-                       const int32_t *seg, int T, int KV, float scale, float tau, int per_layer) {
+                       const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale, float tau,
+                       int per_layer) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (T <= 0 || KV <= 0) return;
-    k_dms_decide_bwd<<<cu_blocks((size_t)T), CU_THREADS, 0, c->stream>>>(dz_raw, u, dlog_keep, dhard, seg, T, KV,
-                                                                        scale, tau, per_layer);
+    k_dms_decide_bwd<<<cu_blocks((size_t)T), CU_THREADS, 0, c->stream>>>(dz_raw, u, dlog_keep, dhard, seg, pos, sinks,
+                                                                        T, KV, scale, tau, per_layer);
     cu_check(c, "dms_decide_bwd");
 }
 

@@ -50,10 +50,12 @@ typedef struct dms_mat {
 
 /* One KV head's ragged cache as attention_paged reads it: n keys; key s
  * lives at row s % block_size of blocks k_blk[s / block_size] and
- * v_blk[...] (each [block_size, head_dim]), sits at position pos[s] and
- * carries the eviction flag flag[s] (NULL: none flagged). score (may be
- * NULL) receives, per key, the attention probability summed over the
- * queries and the query heads of the group (TOVA, H2O). */
+ * v_blk[...] (each [block_size, head_dim] in backend memory), sits at
+ * position pos[s] and carries the eviction flag flag[s] (NULL: none
+ * flagged). score (may be NULL) receives, per key, the attention
+ * probability summed over the queries and the query heads of the group
+ * (TOVA, H2O). The arrays k_blk, v_blk, pos, flag and score are host
+ * memory: the runtime keeps its bookkeeping on the host. */
 typedef struct dms_kv_lane_view {
     const float *const *k_blk;
     const float *const *v_blk;

@@ -883,15 +883,14 @@ static void run_attention_paged(const dms_backend *b, float *out, float *score_o
                 blk[h][j][bi] = dev;
             }
         }
-        float *sc = with_scores ? put_f(b, score_out + h * 64, (size_t)pc->n[h]) : NULL;
-        views[h] = (dms_kv_lane_view){(const float *const *)blk[h][0], (const float *const *)blk[h][1],
-                                      put_i(b, pc->pos[h], (size_t)pc->n[h]), pc->flag[h], sc, pc->n[h]};
+        /* the bookkeeping is host memory (as the runtime keeps it); the blocks are the backend's */
+        views[h] = (dms_kv_lane_view){(const float *const *)blk[h][0], (const float *const *)blk[h][1], pc->pos[h],
+                                      pc->flag[h], with_scores ? score_out + h * 64 : NULL, pc->n[h]};
     }
     float *d = put_nan(b, (size_t)nq * H * pc->hd);
     b->attention_paged(b->ctx, d, put_f(b, q, (size_t)nq * H * pc->hd), put_i(b, qpos, (size_t)nq), nq, views, H,
                        pc->KV, pc->hd, pc->bs, window, scale);
     get_f(b, out, d, (size_t)nq * H * pc->hd);
-    for (int h = 0; with_scores && h < pc->KV; h++) get_f(b, score_out + h * 64, views[h].score, (size_t)pc->n[h]);
     run_end(b, "attention_paged");
 }
 

@@ -169,6 +169,7 @@ extern "C" int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err
 #define CU_SET_OP(op) be->op = cu_##op;
     DMS_OPS_INFER(CU_SET_OP)
     DMS_OPS_TRAIN(CU_SET_OP)
+    DMS_OPS_RUNTIME(CU_SET_OP)
 #undef CU_SET_OP
     return 0;
 }

@@ -142,6 +142,11 @@ void cu_attention(void *ctx, float *out, const float *q, const float *k, const f
                   const int32_t *q_pos, int n_q, int n_kv, int n_heads, int n_kv_heads, int head_dim,
                   float scale);
 
+/* attention_paged.cu */
+void cu_attention_paged(void *ctx, float *out, const float *q, const int32_t *q_pos, int n_q,
+                        const dms_kv_lane_view *lanes, int n_heads, int n_kv_heads, int head_dim, int block_size,
+                        int window, float scale);
+
 /* attention_dms.cu */
 void cu_attention_dms_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                           const float *v, const float *log_keep, const int32_t *seg, int T, int n_heads,

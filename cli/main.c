@@ -17,6 +17,7 @@ static const struct {
     {"prep", dms_cmd_prep, "tokenize JSONL corpora (chat, prompt/response, text) into HDF5 token shards"},
     {"generate", dms_cmd_generate, "generate text from a model (greedy or sampled), with tokens/s and KV statistics"},
     {"train", dms_cmd_train, "retrofit a model with DMS eviction heads (distillation, delayed-eviction masks)"},
+    {"export", dms_cmd_export, "write a self-compressing Hugging Face folder (safetensors + dms_* config) from a run"},
     {"bench", dms_cmd_bench, "measurements written to bench/results/ (comm: gradient all-reduce per step)"},
     {"inspect", dms_cmd_inspect, "show a model (architecture, shapes, dtypes, tokenizer), or plot a training run"},
 };

@@ -154,13 +154,7 @@ static int alloc_activations(dms_trainer *tr) {
     return tr->host_stats ? 0 : -1;
 }
 
-dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_err *err) {
-    const dms_backend *be = m->be;
-    if (dms_backend_require(be, 1, err) != 0) return NULL;
-    if (m->cfg.n_layers > DMS_MAX_LAYERS) {
-        dms_errf(err, "%s: %d layers (at most %d supported)", m->path, m->cfg.n_layers, DMS_MAX_LAYERS);
-        return NULL;
-    }
+int dms_trainer_prepare_model(dms_model *m, const dms_train_config *cfg, dms_err *err) {
     /* the run's DMS settings become the model's dms_* fields */
     dms_dms_config dc = m->cfg.dms;
     dc.separate_alpha = cfg->variant == DMS_VARIANT_ADAPTER;
@@ -171,8 +165,18 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
     dc.alpha_offset = cfg->alpha_offset;
     dc.cr = cfg->cr_final;
     dc.sink_tokens = cfg->sinks;
-    if (dms_model_init_heads(m, &dc, err) != 0) return NULL;
-    if (dms_model_add_lora(m, cfg->lora_rank, cfg->lora_alpha, cfg->seed, err) != 0) return NULL;
+    if (dms_model_init_heads(m, &dc, err) != 0) return -1;
+    return dms_model_add_lora(m, cfg->lora_rank, cfg->lora_alpha, cfg->seed, err);
+}
+
+dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_err *err) {
+    const dms_backend *be = m->be;
+    if (dms_backend_require(be, 1, err) != 0) return NULL;
+    if (m->cfg.n_layers > DMS_MAX_LAYERS) {
+        dms_errf(err, "%s: %d layers (at most %d supported)", m->path, m->cfg.n_layers, DMS_MAX_LAYERS);
+        return NULL;
+    }
+    if (dms_trainer_prepare_model(m, cfg, err) != 0) return NULL;
 
     dms_trainer *tr = calloc(1, sizeof *tr);
     if (!tr) {

@@ -57,6 +57,10 @@ typedef struct dms_trainer dms_trainer;
  * activations for rows of cfg->max_len tokens. Checks that m's backend has
  * every training op. */
 dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_err *err);
+/* The part of dms_trainer_create that shapes the model: the run's dms_*
+ * settings into m->cfg.dms, fresh heads of cfg->variant, LoRA of
+ * cfg->lora_rank (export uses it to rebuild a run's model). */
+int dms_trainer_prepare_model(dms_model *m, const dms_train_config *cfg, dms_err *err);
 void dms_trainer_free(dms_trainer *tr);
 
 int dms_trainer_n_params(const dms_trainer *tr);

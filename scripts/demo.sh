@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh - the main job on a fresh machine: install dependencies and the
 # embedded model, build, prepare the demo corpus, retrofit the model with DMS
-# on the CPU (configs/demo.json), plot the run, and generate with the base
-# model's KV statistics. Re-running starts the retrofit afresh.
+# on the CPU (configs/demo.json), plot the run, export the self-compressing
+# checkpoint, and generate from it with DMS eviction and its KV statistics,
+# then with the plain cache for comparison. Re-running starts afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -15,5 +16,9 @@ python3 scripts/make_demo_corpus.py checkpoints/demo/corpus.jsonl
 rm -rf checkpoints/demo/run
 ./build/dms train --config configs/demo.json
 ./build/dms inspect checkpoints/demo/run
-./build/dms generate --model models/default.gguf --max-tokens 96 \
-  --prompt "Explain in three sentences why the KV cache limits long reasoning."
+./build/dms export --run checkpoints/demo/run --out checkpoints/demo/export --force
+prompt="Explain in three sentences why the KV cache limits long reasoning."
+echo "[demo] the retrofit, with DMS eviction (policy dms):"
+./build/dms generate --model checkpoints/demo/export --max-tokens 96 --prompt "$prompt"
+echo "[demo] the same export with the plain cache (policy full), for comparison:"
+./build/dms generate --model checkpoints/demo/export --max-tokens 96 --policy full --quiet --prompt "$prompt"

@@ -435,3 +435,14 @@ int dms_gguf_array_strs(const dms_gguf_kv *kv, dms_gguf_str *out, dms_err *err) 
     }
     return 0;
 }
+
+int dms_gguf_token_types(const dms_gguf *g, int n, int32_t *types, dms_err *err) {
+    const dms_gguf_kv *tt = dms_gguf_find_kv(g, "tokenizer.ggml.token_type");
+    if (!tt) return 0;
+    if (tt->type != GGUF_T_ARRAY || (tt->arr_type != GGUF_T_INT32 && tt->arr_type != GGUF_T_UINT32) ||
+        tt->arr_len != (uint64_t)n || !tt->arr_data || !tt->arr_end ||
+        (uint64_t)(tt->arr_end - tt->arr_data) < tt->arr_len * 4)
+        return dms_errf(err, "%s: tokenizer.ggml.token_type is not an int32 array matching the tokens", g->file.path);
+    for (int i = 0; i < n; i++) memcpy(&types[i], tt->arr_data + 4 * (size_t)i, 4);
+    return 1;
+}

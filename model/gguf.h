@@ -79,6 +79,10 @@ char *dms_gguf_get_str(const dms_gguf *g, const char *key);
 /* Element i of a string array (kv->arr_type == GGUF_T_STRING). The walk is
  * linear, so use dms_gguf_array_strs to fetch all at once. */
 int dms_gguf_array_strs(const dms_gguf_kv *kv, dms_gguf_str *out, dms_err *err);
+/* tokenizer.ggml.token_type of the n tokens into types[n]: 1 if present, 0
+ * if the file has none (types untouched), -1 with a message if it is not an
+ * int32 array of n entries. */
+int dms_gguf_token_types(const dms_gguf *g, int n, int32_t *types, dms_err *err);
 
 /* Copies a name from the file into buf for an error message: control bytes
  * become '?', and a name longer than the buffer is cut with "...". */

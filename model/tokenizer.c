@@ -704,23 +704,15 @@ dms_tokenizer *dms_tokenizer_from_gguf(const dms_gguf *g, dms_err *err) {
             dms_errf(err, "%s: out of memory", path);
             goto fail;
         }
-    const dms_gguf_kv *tt = dms_gguf_find_kv(g, "tokenizer.ggml.token_type");
-    if (tt) {
-        if (tt->type != GGUF_T_ARRAY || (tt->arr_type != GGUF_T_INT32 && tt->arr_type != GGUF_T_UINT32) ||
-            tt->arr_len != tk->arr_len || !tt->arr_data || !tt->arr_end ||
-            (uint64_t)(tt->arr_end - tt->arr_data) < tt->arr_len * 4) {
-            dms_errf(err, "%s: tokenizer.ggml.token_type is not an int32 array matching the tokens", path);
-            goto fail;
+    int32_t *types = malloc(sizeof(int32_t) * (size_t)n);
+    const int have_types = types ? dms_gguf_token_types(g, n, types, err) : dms_errf(err, "%s: out of memory", path);
+    for (int i = 0; have_types > 0 && i < n; i++)
+        if (types[i] == 3 || types[i] == 4) { /* control -> special, user-defined -> added */
+            t->tok[i].added = 1;
+            t->tok[i].special = types[i] == 3;
         }
-        for (int i = 0; i < n; i++) {
-            int32_t ty;
-            memcpy(&ty, tt->arr_data + 4 * (size_t)i, 4);
-            if (ty == 3 || ty == 4) { /* control -> special, user-defined -> added */
-                t->tok[i].added = 1;
-                t->tok[i].special = ty == 3;
-            }
-        }
-    }
+    free(types);
+    if (have_types < 0) goto fail;
     if (vocab_build(t) || merges_alloc(t, mk->arr_len)) {
         dms_errf(err, "%s: out of memory", path);
         goto fail;

@@ -192,16 +192,7 @@ int dms_tokenizer_export_gguf(const dms_gguf *g, const char *dir, int model_max_
             goto done;
         }
     }
-    const dms_gguf_kv *tt = dms_gguf_find_kv(g, "tokenizer.ggml.token_type");
-    if (tt) {
-        if (tt->type != GGUF_T_ARRAY || (tt->arr_type != GGUF_T_INT32 && tt->arr_type != GGUF_T_UINT32) ||
-            tt->arr_len != tk->arr_len || !tt->arr_data || !tt->arr_end ||
-            (uint64_t)(tt->arr_end - tt->arr_data) < tt->arr_len * 4) {
-            dms_errf(err, "%s: tokenizer.ggml.token_type is not an int32 array matching the tokens", path);
-            goto done;
-        }
-        for (int i = 0; i < n; i++) memcpy(&types[i], tt->arr_data + 4 * (size_t)i, 4);
-    }
+    if (dms_gguf_token_types(g, n, types, err) < 0) goto done;
     const int32_t bos = id_of(g, "tokenizer.ggml.bos_token_id", n), eos = id_of(g, "tokenizer.ggml.eos_token_id", n);
     const int32_t unk = id_of(g, "tokenizer.ggml.unknown_token_id", n), pad = id_of(g, "tokenizer.ggml.padding_token_id", n);
     uint64_t ab;

@@ -40,6 +40,16 @@ static dms_check_state dms_check_st; /* per test executable */
 
 #define CHECK_STR(a, b) CHECK_MSG(strcmp((a), (b)) == 0, "\"%s\" vs \"%s\"", (a), (b))
 
+/* max |a - b| / max |b|: the relative error of a whole tensor */
+static inline double dms_rel_err(const float *a, const float *b, size_t n) {
+    double mx = 0, sc = 0;
+    for (size_t i = 0; i < n; i++) {
+        mx = fmax(mx, fabs((double)a[i] - b[i]));
+        sc = fmax(sc, fabs((double)b[i]));
+    }
+    return mx / (sc > 0 ? sc : 1);
+}
+
 static inline int dms_check_finish(void) {
     printf("%d passed, %d failed\n", dms_check_st.passed, dms_check_st.failed);
     return dms_check_st.failed ? 1 : 0;

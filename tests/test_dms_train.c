@@ -21,16 +21,6 @@ static const float *tensor(const dms_safetensors *st, const char *name) {
     return t ? (const float *)t->data : NULL;
 }
 
-/* max |a-b| / max |b| */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double mx = 0, sc = 0;
-    for (size_t i = 0; i < n; i++) {
-        mx = fmax(mx, fabs((double)a[i] - b[i]));
-        sc = fmax(sc, fabs((double)b[i]));
-    }
-    return mx / (sc > 0 ? sc : 1);
-}
-
 /* Our gradient of parameter k of layer l after a step with `noise`. */
 static void step_grad(dms_trainer *tr, const dms_row *row, int T, const float *noise, int index, float *out,
                       size_t n) {
@@ -59,7 +49,7 @@ static double fp32_floor(dms_trainer *tr, const dms_row *row, int T, int L, int 
         for (size_t i = 0; i < nn; i++) shifted[i] = noise[i] + (float)(sign * DU_FP32 * tau);
         step_grad(tr, row, T, noise, index, g0, n);
         step_grad(tr, row, T, shifted, index, g1, n);
-        floor_ = fmax(floor_, rel_err(g1, g0, n));
+        floor_ = fmax(floor_, dms_rel_err(g1, g0, n));
     }
     if (g0) step_grad(tr, row, T, noise, index, g0, n); /* leave the unshifted gradients behind */
     free(shifted);
@@ -140,13 +130,13 @@ static void run_variant(const char *variant, int kd_only, dms_model *m, const dm
         }
         for (int l = 0; got && l < L; l++) {
             const int index = adapter ? 2 * l + k : l;
-            const double e = rel_err(got + per_layer[k] * l, want + per_layer[k] * l, per_layer[k]);
+            const double e = dms_rel_err(got + per_layer[k] * l, want + per_layer[k] * l, per_layer[k]);
             const double fl = kd_only ? 0.0 : fp32_floor(tr, &row, T, L, KV, cfg.tau, tensor(fx, "noise"), index,
                                                          per_layer[k]);
             printf("  %s layer %d: rel err %.3g (fp32 floor %.3g)\n", key, l, e, fl);
             CHECK_MSG(e < 1e-4 + fl, "%s layer %d: rel err %.3g (fp32 floor %.3g)", key, l, e, fl);
         }
-        double e = got ? rel_err(got, want, per_layer[k] * L) : 1;
+        double e = got ? dms_rel_err(got, want, per_layer[k] * L) : 1;
         CHECK_MSG(e < 1e-4, "%s: rel err %.3g", key, e);
         free(got);
     }

@@ -12,15 +12,6 @@
 #include "runtime/generate.h"
 #include "tests/check.h"
 
-/* Relative error normalised by the largest reference magnitude, so that
- * logits near zero do not dominate. */
-static double max_rel_err(const float *a, const float *b, size_t n) {
-    double mx = 0, scale = 0;
-    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)b[i]));
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)a[i] - b[i]));
-    return mx / (scale > 0 ? scale : 1);
-}
-
 static void check_model(const char *name) {
     char dir[256], ref_path[300];
     snprintf(dir, sizeof dir, "tests/fixtures/models/%s", name);
@@ -53,7 +44,7 @@ static void check_model(const char *name) {
     CHECK(dms_forward_state_init(&st, &m, T, &err) == 0);
     rc = dms_model_forward(&m, &cache.base, &st, ids, T, got, 0, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
-    double e1 = max_rel_err(got, want, (size_t)T * V);
+    double e1 = dms_rel_err(got, want, (size_t)T * V);
     CHECK_MSG(e1 < 1e-4, "%s: one-shot logits rel err %.3g", name, e1);
     printf("%s: logits max rel err %.2e\n", name, e1);
     dms_forward_state_free(&st);
@@ -67,7 +58,7 @@ static void check_model(const char *name) {
             int n = T - t < chunk ? T - t : chunk;
             dms_model_forward(&m, &cache.base, &st, ids + t, n, got + (size_t)t * V, 0, &err);
         }
-        double e = max_rel_err(got, want, (size_t)T * V);
+        double e = dms_rel_err(got, want, (size_t)T * V);
         CHECK_MSG(e < 1e-4, "%s: chunk %d logits rel err %.3g", name, chunk, e);
         dms_forward_state_free(&st);
         dms_kv_dense_free(&cache);

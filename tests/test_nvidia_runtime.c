@@ -15,15 +15,6 @@
 #include "runtime/kv_paged.h"
 #include "tests/check.h"
 
-static double rel_err(const float *a, const float *b, size_t n) {
-    double mx = 0, sc = 0;
-    for (size_t i = 0; i < n; i++) {
-        mx = fmax(mx, fabs((double)a[i] - b[i]));
-        sc = fmax(sc, fabs((double)b[i]));
-    }
-    return mx / (sc > 0 ? sc : 1);
-}
-
 static const void *tensor(const dms_safetensors *st, const char *name) {
     const dms_st_tensor *t = dms_st_find(st, name);
     CHECK_MSG(t != NULL, "fixture tensor '%s' missing", name);
@@ -82,7 +73,7 @@ static void check_variant(const char *variant) {
                     len_ok = 0;
                 }
     }
-    double e = rel_err(got, tensor(&fx, "logits_decode"), (size_t)T * V);
+    double e = dms_rel_err(got, tensor(&fx, "logits_decode"), (size_t)T * V);
     printf("%s: token by token vs NVIDIA: rel err %.3g\n", variant, e);
     CHECK_MSG(e < 1e-4, "%s: decode logits differ from NVIDIA's by %.3g", variant, e);
     CHECK_MSG(len_ok, "%s: cache occupancy differs from NVIDIA's", variant);
@@ -99,7 +90,7 @@ static void check_variant(const char *variant) {
         CHECK(dms_kv_prefill(kv, seq, ids, paths[p].split, got, 1, &err) == 0);
         for (int t = paths[p].split; t < T; t++)
             CHECK(dms_kv_decode(kv, &seq, ids + t, 1, got + (size_t)t * V, &err) == 0);
-        e = rel_err(got, tensor(&fx, paths[p].key), (size_t)T * V);
+        e = dms_rel_err(got, tensor(&fx, paths[p].key), (size_t)T * V);
         printf("%s: %s vs NVIDIA: rel err %.3g\n", variant, paths[p].key, e);
         CHECK_MSG(e < 1e-4, "%s: %s differs from NVIDIA's by %.3g", variant, paths[p].key, e);
         const int32_t *final_len = paths[p].split == T ? cache_len + (size_t)(T - 1) * L * KV : NULL;
@@ -114,7 +105,7 @@ static void check_variant(const char *variant) {
     if (kv) {
         CHECK(dms_kv_prefill(kv, seq, ids, 1, got, 1, &err) == 0);
         for (int t = 1; t < T; t++) CHECK(dms_kv_decode(kv, &seq, ids + t, 1, got + (size_t)t * V, &err) == 0);
-        e = rel_err(got, tensor(&fx, "vanilla_logits"), (size_t)T * V);
+        e = dms_rel_err(got, tensor(&fx, "vanilla_logits"), (size_t)T * V);
         printf("%s: eviction off vs NVIDIA: rel err %.3g\n", variant, e);
         CHECK_MSG(e < 1e-4, "%s: logits without eviction differ from NVIDIA's by %.3g", variant, e);
         dms_kv_free(kv);

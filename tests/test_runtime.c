@@ -33,16 +33,6 @@ static uint32_t next_u32(void) {
     return (uint32_t)(rng >> 33);
 }
 
-/* max |a - b| / max |b| */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double mx = 0, sc = 0;
-    for (size_t i = 0; i < n; i++) {
-        mx = fmax(mx, fabs((double)a[i] - b[i]));
-        sc = fmax(sc, fabs((double)b[i]));
-    }
-    return mx / (sc > 0 ? sc : 1);
-}
-
 /* ---- the dense reference: one pass over the whole sequence with a mask ---- */
 
 typedef enum { MASK_DMS, MASK_ALL_FLAGGED, MASK_SINKS } mask_kind;
@@ -152,7 +142,7 @@ static void dms_equivalences(const dms_model *m) {
     dms_kv_paged *kv = runtime(m, DMS_POLICY_DMS, 0, 1, 16);
     if (!kv) return;
     decode_logits(kv, m, ids, T, tok);
-    double e = rel_err(tok, dense, (size_t)T * V);
+    double e = dms_rel_err(tok, dense, (size_t)T * V);
     printf("dms: token-by-token vs dense hard-mask forward: rel err %.3g\n", e);
     CHECK_MSG(e < 1e-4, "decode differs from the dense hard-decision forward: %.3g", e);
     /* the decisions really evict: the lanes hold fewer than T tokens */
@@ -173,7 +163,7 @@ static void dms_equivalences(const dms_model *m) {
         kv = runtime(m, DMS_POLICY_DMS, 0, 1, chunks[c]);
         s = dms_kv_admit(kv, &err);
         CHECK(dms_kv_prefill(kv, s, ids, T, chunked, 1, &err) == 0);
-        e = rel_err(chunked, tok, (size_t)T * V);
+        e = dms_rel_err(chunked, tok, (size_t)T * V);
         CHECK_MSG(e < 1e-5, "prefill in chunks of %d differs from token by token: %.3g", chunks[c], e);
         int same = 1;
         dms_kv_paged *ref = runtime(m, DMS_POLICY_DMS, 0, 1, 16);
@@ -220,7 +210,7 @@ static void multi_turn(const dms_model *m) {
     CHECK(dms_kv_prefill(kv, s, ids, 15, b, 1, &err) == 0);
     for (int t = 15; t < 21; t++) CHECK(dms_kv_decode(kv, &s, ids + t, 1, b + (size_t)t * V, &err) == 0);
     CHECK(dms_kv_prefill(kv, s, ids + 21, T_SEQ - 21, b + (size_t)21 * V, 1, &err) == 0);
-    const double e = rel_err(b, a, (size_t)T_SEQ * V);
+    const double e = dms_rel_err(b, a, (size_t)T_SEQ * V);
     CHECK_MSG(e < 1e-5, "multi-turn differs from one sequence: %.3g", e);
     CHECK(dms_kv_seq_len(kv, s) == T_SEQ);
     dms_kv_free(kv);
@@ -249,7 +239,7 @@ static void batched(const dms_model *m) {
         for (int i = 0; i < n_seq; i++) next[i] = ids[i][lens[i] + step];
         CHECK(dms_kv_decode(kv, seqs, next, n_seq, got, &err) == 0);
         for (int i = 0; i < n_seq; i++)
-            worst = fmax(worst, rel_err(got + (size_t)i * V, want + ((size_t)i * T_SEQ + lens[i] + step) * V, V));
+            worst = fmax(worst, dms_rel_err(got + (size_t)i * V, want + ((size_t)i * T_SEQ + lens[i] + step) * V, V));
     }
     CHECK_MSG(worst < 1e-5, "batched decode differs from decoding alone: %.3g", worst);
     CHECK(dms_kv_blocks_in_use(kv) == blocks_expected(kv, m, seqs, n_seq));
@@ -314,7 +304,7 @@ static void baselines(const dms_model *m) {
     dms_forward_state_free(&fs);
     dms_kv_paged *kv = runtime(m, DMS_POLICY_FULL, 0, 1, 8);
     decode_logits(kv, m, ids, T, got);
-    CHECK_MSG(rel_err(got, ref, (size_t)T * V) < 1e-5, "full differs from the plain cache");
+    CHECK_MSG(dms_rel_err(got, ref, (size_t)T * V) < 1e-5, "full differs from the plain cache");
     dms_kv_free(kv);
     /* window and sinks: the DMS rule with fixed flags = a dense masked pass */
     const struct {
@@ -327,7 +317,7 @@ static void baselines(const dms_model *m) {
         kv = runtime(m, rules[i].pol, budget, 1, 7);
         int s = dms_kv_admit(kv, &err);
         CHECK(dms_kv_prefill(kv, s, ids, T, got, 1, &err) == 0);
-        const double e = rel_err(got, ref, (size_t)T * V);
+        const double e = dms_rel_err(got, ref, (size_t)T * V);
         CHECK_MSG(e < 1e-4, "%s differs from its dense masked forward: %.3g", dms_policy_name(rules[i].pol), e);
         CHECK_MSG(dms_kv_lane_len(kv, s, 0, 0) == budget, "%s holds %d tokens, budget %d",
                   dms_policy_name(rules[i].pol), dms_kv_lane_len(kv, s, 0, 0), budget);

@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/eval_report.h"
 #include "core/fs.h"
 #include "model/gguf.h"
 #include "model/model.h"
@@ -80,7 +81,7 @@ int dms_cmd_inspect(int argc, char **argv) {
     const dms_cmd_spec spec = {
         .name = "inspect",
         .summary = "dms inspect - show a model (architecture, tensors, dtypes, tokenizer) or plot a training run",
-        .usage = "dms inspect [PATH | --model PATH] [--tensors] [--check]\n       dms inspect RUN_DIR      (a training run: writes RUN_DIR/plots/*.png)",
+        .usage = "dms inspect [PATH | --model PATH] [--tensors] [--check]\n       dms inspect RUN_DIR      (a training run: writes RUN_DIR/plots/*.png)\n       dms inspect EVAL_DIR     (dms eval results: writes EVAL_DIR/plots/<task>.png)",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .positional = "PATH",
@@ -92,6 +93,7 @@ int dms_cmd_inspect(int argc, char **argv) {
     char metrics[PATH_MAX];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", model_path);
     if (dms_is_file(metrics)) return dms_inspect_run(model_path);
+    if (dms_eval_dir_has_results(model_path)) return dms_inspect_eval(model_path);
 
     dms_err err = {0};
     dms_model m;

@@ -8,6 +8,7 @@ int dms_cmd_prep(int argc, char **argv);
 int dms_cmd_train(int argc, char **argv);
 int dms_cmd_export(int argc, char **argv);
 int dms_cmd_bench(int argc, char **argv);
+int dms_cmd_eval(int argc, char **argv);
 /* `dms inspect RUN`: plots of a training run's metrics.jsonl. */
 int dms_inspect_run(const char *dir);
 

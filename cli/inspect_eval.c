@@ -1,0 +1,117 @@
+/* inspect_eval.c - `dms inspect DIR` on a folder of `dms eval` results:
+ * one PNG per task (DIR/plots/<task>.png) with the metric (KL, accuracy,
+ * pass@1) and its standard error against the KV CR, one line per policy
+ * (per policy and model when the folder holds several models), drawn by
+ * gnuplot as inspect_run.c draws training runs. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/eval_report.h"
+#include "core/fs.h"
+#include "runtime/eval.h"
+
+static const char *str(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+int dms_eval_dir_has_results(const char *dir) {
+    if (!dms_is_dir(dir)) return 0;
+    cJSON **docs;
+    int n;
+    if (dms_eval_list_results(dir, &docs, &n, NULL) != 0) return 0;
+    dms_eval_free_results(docs, n);
+    return n > 0;
+}
+
+/* The line a result belongs to. */
+static void line_name(const cJSON *d, int many_models, char *buf, size_t n) {
+    if (many_models) snprintf(buf, n, "%s (%s)", str(d, "policy"), dms_eval_model_name(d));
+    else snprintf(buf, n, "%s", str(d, "policy"));
+}
+
+int dms_inspect_eval(const char *dir) {
+    cJSON **docs;
+    int n;
+    dms_err err = {0};
+    if (dms_eval_list_results(dir, &docs, &n, &err) != 0) {
+        fprintf(stderr, "dms inspect: %s\n", err.msg);
+        return 1;
+    }
+    char plots[PATH_MAX];
+    snprintf(plots, sizeof plots, "%s/plots", dir);
+    if (n == 0 || dms_mkdir_p(plots, &err) != 0) {
+        fprintf(stderr, "dms inspect: %s\n", n == 0 ? "no eval results in the folder" : err.msg);
+        dms_eval_free_results(docs, n);
+        return 1;
+    }
+    FILE *gp = popen("gnuplot 2>&1", "w");
+    if (!gp) {
+        fprintf(stderr, "dms inspect: cannot run gnuplot (Debian: gnuplot-nox)\n");
+        dms_eval_free_results(docs, n);
+        return 1;
+    }
+    fprintf(gp, "set terminal pngcairo size 900,550 font ',10'\nset grid\nset key outside right\n"
+                "set xlabel 'KV CR (vanilla / policy live tokens, time-averaged)'\n");
+    int rc = 0, written = 0;
+    printf("results:       %s (%d)\n", dir, n);
+    for (int i = 0; i < n && rc == 0;) { /* docs are sorted by task, then policy */
+        const char *task = str(docs[i], "task");
+        int j = i;
+        while (j < n && !strcmp(str(docs[j], "task"), task)) j++;
+        int many = 0;
+        for (int k = i + 1; k < j; k++) many |= strcmp(str(docs[k], "model"), str(docs[i], "model")) != 0;
+        /* one data block per line, separated by two blank lines (gnuplot's index) */
+        char dat[PATH_MAX + 64];
+        snprintf(dat, sizeof dat, "%s/%.40s.dat", plots, task);
+        FILE *f = fopen(dat, "w");
+        if (!f) {
+            fprintf(stderr, "dms inspect: %s: cannot write\n", dat);
+            rc = 1;
+            break;
+        }
+        char names[64][96];
+        int blocks = 0;
+        for (int k = i; k < j; k++) {
+            char name[96];
+            line_name(docs[k], many, name, sizeof name);
+            int b = 0;
+            while (b < blocks && strcmp(names[b], name)) b++;
+            if (b == blocks && blocks < 64) snprintf(names[blocks++], sizeof names[0], "%s", name);
+        }
+        for (int b = 0; b < blocks; b++) {
+            fprintf(f, "# %s\n", names[b]);
+            for (int k = i; k < j; k++) { /* sorted by KV CR within a policy */
+                char name[96];
+                line_name(docs[k], many, name, sizeof name);
+                if (strcmp(name, names[b])) continue;
+                const cJSON *m = cJSON_GetObjectItemCaseSensitive(docs[k], "metric");
+                fprintf(f, "%.6g %.6g %.6g\n", dms_eval_num(cJSON_GetObjectItemCaseSensitive(docs[k], "kv"), "kv_cr"),
+                        dms_eval_num(m, "value"), dms_eval_num(m, "se"));
+            }
+            fprintf(f, "\n\n");
+        }
+        fclose(f);
+        const char *metric = str(cJSON_GetObjectItemCaseSensitive(docs[i], "metric"), "name");
+        fprintf(gp, "set output '%s/%s.png'\nset title '%s: %s against KV CR (%s)'\nset ylabel '%s%s'\n", plots, task,
+                task, metric, dms_eval_model_name(docs[i]), metric, !strcmp(task, "kl") ? " (nats per token)" : "");
+        fprintf(gp, "plot ");
+        for (int b = 0; b < blocks; b++)
+            fprintf(gp, "%s'%s' index %d using 1:2:3 with yerrorlines lw 2 pt 7 title '%s'", b ? ", " : "", dat, b,
+                    names[b]);
+        fprintf(gp, "\n");
+        printf("plot:          %s/%s.png (%d results, %d lines)\n", plots, task, j - i, blocks);
+        written++;
+        i = j;
+    }
+    const int prc = pclose(gp);
+    if (rc == 0 && prc != 0) {
+        fprintf(stderr, "dms inspect: gnuplot failed (exit %d) writing plots in %s\n", prc, plots);
+        rc = 1;
+    }
+    dms_eval_free_results(docs, n);
+    return rc;
+}

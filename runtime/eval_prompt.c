@@ -1,0 +1,58 @@
+/* eval_prompt.c - the ids an evaluation feeds the model (eval.h): a user
+ * message through the model's chat template with the generation prompt
+ * (as `dms generate` does; no "enable_thinking = false" block is ever
+ * added, so thinking templates keep thinking on), the tokenizer's BOS when
+ * it asks for one, and plain text for the teacher-forced KL. */
+#include "runtime/eval.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int prepend_bos(const dms_tokenizer *tok, int32_t **ids, size_t *n, dms_err *err) {
+    const int32_t bos = dms_tokenizer_bos(tok);
+    if (!dms_tokenizer_add_bos(tok) || bos < 0 || (*n > 0 && (*ids)[0] == bos)) return 0;
+    int32_t *with = malloc(sizeof(int32_t) * (*n + 1));
+    if (!with) return dms_errf(err, "out of memory");
+    with[0] = bos;
+    memcpy(with + 1, *ids, sizeof(int32_t) * *n);
+    free(*ids);
+    *ids = with;
+    (*n)++;
+    return 0;
+}
+
+int dms_eval_encode_user(const dms_tokenizer *tok, const char *user, int32_t **ids, int *n, dms_err *err) {
+    *ids = NULL;
+    *n = 0;
+    if (!tok) return dms_errf(err, "the model has no tokenizer");
+    const char *tpl = dms_tokenizer_chat_template(tok);
+    char *text = NULL;
+    if (tpl) {
+        const dms_chat_msg msg = {"user", user};
+        text = dms_chat_render_tpl(tpl, &msg, 1, 1, err);
+        if (!text) return -1;
+    }
+    size_t got = 0;
+    const char *src = text ? text : user;
+    int rc = dms_tokenizer_encode(tok, src, strlen(src), text != NULL, ids, &got, err);
+    free(text);
+    if (rc == 0) rc = prepend_bos(tok, ids, &got, err);
+    if (rc != 0) {
+        free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    *n = (int)got;
+    return 0;
+}
+
+int dms_eval_encode_plain(const dms_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n,
+                          dms_err *err) {
+    *ids = NULL;
+    *n = 0;
+    if (!tok) return dms_errf(err, "the model has no tokenizer");
+    size_t got = 0;
+    if (dms_tokenizer_encode(tok, text, len, 0, ids, &got, err) != 0) return -1;
+    *n = (int)got;
+    return 0;
+}

@@ -173,22 +173,9 @@ int dms_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "dms generate: %s\n", err.msg);
         rc = 1;
     }
-    if (rc == 0 && dms_tokenizer_add_bos(m.tok) && dms_tokenizer_bos(m.tok) >= 0 &&
-        (n_ids == 0 || ids[0] != dms_tokenizer_bos(m.tok))) {
-        int32_t *with = malloc(sizeof(int32_t) * (n_ids + 1));
-        if (!with) {
-            fprintf(stderr, "dms generate: out of memory\n");
-            free(ids);
-            free(text);
-            dms_model_free(&m);
-            dms_backend_close(&be);
-            return 1;
-        }
-        with[0] = dms_tokenizer_bos(m.tok);
-        memcpy(with + 1, ids, sizeof(int32_t) * n_ids);
-        free(ids);
-        ids = with;
-        n_ids++;
+    if (rc == 0 && dms_tokenizer_prepend_bos(m.tok, &ids, &n_ids, &err) != 0) {
+        fprintf(stderr, "dms generate: %s\n", err.msg);
+        rc = 1;
     }
     if (cr > 0) gp.kv.budget = (int)((n_ids + (size_t)gp.max_new_tokens + cr - 1) / cr);
     dms_gen_stats st;

@@ -94,6 +94,9 @@ int dms_dms_config_from_json(dms_dms_config *d, const cJSON *root, const char *p
             break;
         }
     }
+    if (d->present && d->window <= d->block_size) /* NVIDIA's rule: the paged cache needs it */
+        return dms_errf(err, "%s: dms_window_size %d must be larger than dms_paged_attention_block_size %d", path,
+                        d->window, d->block_size);
     return 0;
 }
 

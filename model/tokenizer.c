@@ -1170,3 +1170,16 @@ int dms_tokenizer_add_bos(const dms_tokenizer *t) { return t->add_bos; }
 const char *dms_tokenizer_chat_template(const dms_tokenizer *t) { return t->chat_template; }
 const char *dms_tokenizer_describe(const dms_tokenizer *t) { return t->desc; }
 uint64_t dms_tokenizer_hash(const dms_tokenizer *t) { return t->hash; }
+
+int dms_tokenizer_prepend_bos(const dms_tokenizer *t, int32_t **ids, size_t *n, dms_err *err) {
+    const int32_t bos = dms_tokenizer_bos(t);
+    if (!dms_tokenizer_add_bos(t) || bos < 0 || (*n > 0 && (*ids)[0] == bos)) return 0;
+    int32_t *with = malloc(sizeof(int32_t) * (*n + 1));
+    if (!with) return dms_errf(err, "out of memory");
+    with[0] = bos;
+    if (*n) memcpy(with + 1, *ids, sizeof(int32_t) * *n);
+    free(*ids);
+    *ids = with;
+    (*n)++;
+    return 0;
+}

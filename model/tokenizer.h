@@ -58,6 +58,9 @@ int dms_tokenizer_is_special(const dms_tokenizer *t, int32_t id);
  * default on for Llama 3 pre-tokenizers). dms_tokenizer_encode never adds BOS
  * itself: callers prepend dms_tokenizer_bos() when this is set. */
 int dms_tokenizer_add_bos(const dms_tokenizer *t);
+/* Puts BOS in front of ids[n] (realloc'd) when the tokenizer asks for one
+ * and it is not there yet; -1 with a message when out of memory. */
+int dms_tokenizer_prepend_bos(const dms_tokenizer *t, int32_t **ids, size_t *n, dms_err *err);
 /* The model's chat template source (Jinja text) or NULL. */
 const char *dms_tokenizer_chat_template(const dms_tokenizer *t);
 /* Short description for `dms inspect`: "byte-level BPE, 49152 tokens, pre=smollm". */

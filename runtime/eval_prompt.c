@@ -8,19 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int prepend_bos(const dms_tokenizer *tok, int32_t **ids, size_t *n, dms_err *err) {
-    const int32_t bos = dms_tokenizer_bos(tok);
-    if (!dms_tokenizer_add_bos(tok) || bos < 0 || (*n > 0 && (*ids)[0] == bos)) return 0;
-    int32_t *with = malloc(sizeof(int32_t) * (*n + 1));
-    if (!with) return dms_errf(err, "out of memory");
-    with[0] = bos;
-    memcpy(with + 1, *ids, sizeof(int32_t) * *n);
-    free(*ids);
-    *ids = with;
-    (*n)++;
-    return 0;
-}
-
 int dms_eval_encode_user(const dms_tokenizer *tok, const char *user, int32_t **ids, int *n, dms_err *err) {
     *ids = NULL;
     *n = 0;
@@ -36,7 +23,7 @@ int dms_eval_encode_user(const dms_tokenizer *tok, const char *user, int32_t **i
     const char *src = text ? text : user;
     int rc = dms_tokenizer_encode(tok, src, strlen(src), text != NULL, ids, &got, err);
     free(text);
-    if (rc == 0) rc = prepend_bos(tok, ids, &got, err);
+    if (rc == 0) rc = dms_tokenizer_prepend_bos(tok, ids, &got, err);
     if (rc != 0) {
         free(*ids);
         *ids = NULL;

@@ -1,28 +1,69 @@
 #!/usr/bin/env python3
-"""Writes the demo corpus: the Python Language Reference topics that ship
-inside every CPython installation (module pydoc_data.topics, part of the
-standard library; Debian package libpython3.*-stdlib; licence PSF-2.0).
-Real English technical prose with code, about 800 KB, as JSONL documents
-{"text": ...} for `dms prep`. Nothing is downloaded.
+"""Writes the demo corpus as JSONL documents {"text": ...} for `dms prep`,
+from text that ships inside every CPython installation (standard library,
+Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
 
-    python3 scripts/make_demo_corpus.py OUT.jsonl
+    python3 scripts/make_demo_corpus.py OUT.jsonl                # topics only
+    python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings   # + docstrings
+
+- topics: the Python Language Reference topics of module pydoc_data.topics
+  (79 documents, about 450 KB of English technical prose with code);
+- --docstrings: the module, class and function docstrings of the standard
+  library's own .py files (read with ast, never imported; test suites left
+  out), one document per module: several MB of English prose about code,
+  for retrofits that need more tokens than the topics hold.
+Held-out evaluation text (e.g. /usr/share/common-licenses) is not in it.
 """
-import json, sys
+import ast, json, os, sys, sysconfig
 
 from pydoc_data.topics import topics
 
 
+def topic_docs():
+    for name in sorted(topics):
+        text = topics[name].strip()
+        if len(text) >= 200:
+            yield text
+
+
+def docstring_docs():
+    root = sysconfig.get_paths()["stdlib"]
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        dirnames[:] = sorted(d for d in dirnames if d not in ("test", "tests", "idle_test", "site-packages", "__pycache__"))
+        if rel.startswith(("test", "lib2to3/tests")):
+            continue
+        for fn in sorted(filenames):
+            if not fn.endswith(".py"):
+                continue
+            try:
+                with open(os.path.join(dirpath, fn), encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+            except (SyntaxError, UnicodeDecodeError, OSError):
+                continue
+            parts = []
+            for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= 80:
+                    head = "" if node is tree else ("class " if isinstance(node, ast.ClassDef) else "def ") + node.name + ":\n"
+                    parts.append(head + doc.strip())
+            text = "\n\n".join(parts)
+            if len(text) >= 400:
+                mod = os.path.join(rel, fn[:-3]).replace(os.sep, ".").lstrip(".")
+                yield "Module " + mod + "\n\n" + text
+
+
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "/dev/stdout"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    out = args[0] if args else "/dev/stdout"
+    sources = [topic_docs()] + ([docstring_docs()] if "--docstrings" in sys.argv else [])
     n = chars = 0
     with open(out, "w", encoding="utf-8") as f:
-        for name in sorted(topics):
-            text = topics[name].strip()
-            if len(text) < 200:
-                continue
-            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-            n += 1
-            chars += len(text)
+        for src in sources:
+            for text in src:
+                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                n += 1
+                chars += len(text)
     print("demo corpus: %d documents, %.1f KB of text -> %s" % (n, chars / 1024, out), file=sys.stderr)
 
 

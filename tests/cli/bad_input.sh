@@ -93,5 +93,40 @@ else
   fail=$((fail + 1)); echo "FAIL gguf: $G missing; run scripts/install_deps.sh"
 fi
 
+# --- DMS checkpoints (NVIDIA's layout, tests/fixtures/nvidia) ---
+NV=tests/fixtures/nvidia/adapter
+nvcopy() { rm -rf "$T/nv"; cp -r "$NV" "$T/nv"; }
+nvcopy
+sed -i 's/"dms_window_size": 8/"dms_window_size": 4/' "$T/nv/config.json"
+expect_error dms-window-not-above-block "$T/nv/config.json: dms_window_size 4 must be larger than dms_paged_attention_block_size 4" \
+  -- "$DMS" inspect "$T/nv"
+nvcopy
+sed -i 's/"dms_separate_alpha": true/"dms_separate_alpha": "yes"/' "$T/nv/config.json"
+expect_error dms-field-type "$T/nv/config.json: 'dms_separate_alpha' must be true or false" -- "$DMS" inspect "$T/nv"
+nvcopy
+sed -i 's/"dms_alpha_scale": 100.0/"dms_alpha_scale": "100"/' "$T/nv/config.json"
+expect_error dms-number-type "'dms_alpha_scale' must be a number" -- "$DMS" inspect "$T/nv"
+# an adapter checkpoint whose layer-0 head has the wrong shape, and one without its heads
+nvcopy
+python3 - "$T/nv/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); t = h["model.layers.0.self_attn.dms_proj_alpha.weight"]
+t["shape"] = [1, t["shape"][0] * t["shape"][1]]  # same bytes, wrong shape
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+expect_error dms-head-shape "tensor 'model.layers.0.self_attn.dms_proj_alpha.weight' has shape \\[1x128\\], config expects \\[2x64\\]" \
+  -- "$DMS" inspect "$T/nv" --check
+nvcopy
+python3 - "$T/nv/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h["model.layers.1.self_attn.dms_proj_alpha_renamed.weight"] = h.pop("model.layers.1.self_attn.dms_proj_alpha.weight")
+hb = json.dumps(h).encode(); hb += b" " * (-len(hb) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+expect_error dms-head-missing "missing tensor 'model.layers.1.self_attn.dms_proj_alpha.weight'" -- "$DMS" inspect "$T/nv" --check
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -39,24 +39,29 @@ void dms_cpu_axpy(void *ctx, float *y, float a, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-/* sum_i x[i] * (sq ? x[i] : w ? w[i] : 1) in double, by fixed blocks */
+/* sum over [b0, e) of x[i] * (sq ? x[i] : w ? w[i] : 1), in double */
+static double span_sum(const float *x, const float *w, int sq, size_t b0, size_t e) {
+    double s = 0.0;
+    for (size_t i = b0; i < e; i++) s += (double)x[i] * (sq ? x[i] : w ? w[i] : 1.0f);
+    return s;
+}
+
+/* The same over all n, by fixed blocks. A single block runs outside any
+ * OpenMP region: a region of one thread between two-thread regions makes
+ * libgomp re-dock its spinning workers, which costs more than the sum. */
 static double block_sum(void *ctx, const char *op, const float *x, const float *w, int sq, size_t n) {
     const size_t nb = (n + SUM_BLOCK - 1) / SUM_BLOCK;
-    double *part = nb > 1 ? malloc(sizeof(double) * nb) : NULL;
-    if (nb > 1 && !part) {
+    if (nb <= 1) return span_sum(x, w, sq, 0, n);
+    double *part = malloc(sizeof(double) * nb);
+    if (!part) {
         dms_cpu_fail(ctx, op, "out of memory");
         return NAN;
     }
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++)
+        part[b] = span_sum(x, w, sq, b * SUM_BLOCK, (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n);
     double total = 0.0;
-#pragma omp parallel for schedule(static) if (nb > 1)
-    for (size_t b = 0; b < (nb ? nb : 1); b++) {
-        const size_t e = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
-        double s = 0.0;
-        for (size_t i = b * SUM_BLOCK; i < e; i++) s += (double)x[i] * (sq ? x[i] : w ? w[i] : 1.0f);
-        if (part) part[b] = s;
-        else total = s;
-    }
-    for (size_t b = 0; part && b < nb; b++) total += part[b];
+    for (size_t b = 0; b < nb; b++) total += part[b];
     free(part);
     return total;
 }

@@ -121,7 +121,7 @@ static void bad_fields(void) {
 /* A DMS checkpoint without dms_separate_alpha is a neuron model: its heads
  * are the decision rows of q_proj. */
 static void neuron_checkpoint(void) {
-    const char *dir = variant_folder("neuron", "\"dms_window_size\": 64, \"dms_cr\": 8");
+    const char *dir = variant_folder("neuron", "\"dms_window_size\": 64, \"dms_paged_attention_block_size\": 16, \"dms_cr\": 8");
     dms_err err = {0};
     dms_model m;
     CHECK_MSG(dms_model_load(&m, dir, &dms_cpu_ops, DMS_LOAD_WEIGHTS, &err) == 0, "%s", err.msg);
@@ -139,7 +139,7 @@ static void neuron_checkpoint(void) {
 }
 
 static void adapter_checkpoint_needs_tensors(void) {
-    const char *dir = variant_folder("adapter", "\"dms_separate_alpha\": true, \"dms_window_size\": 64");
+    const char *dir = variant_folder("adapter", "\"dms_separate_alpha\": true, \"dms_window_size\": 64, \"dms_paged_attention_block_size\": 16");
     dms_err err = {0};
     dms_model m;
     CHECK(dms_model_load(&m, dir, &dms_cpu_ops, DMS_LOAD_WEIGHTS, &err) != 0);

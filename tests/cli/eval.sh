@@ -10,26 +10,7 @@
 # `dms inspect DIR` plots it. Runs are kept to a few short items.
 set -u
 DMS=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-
-# expect_error NAME PATTERN -- command...: non-zero exit (not a signal), one
-# stderr line, matching PATTERN (extended regex).
-expect_error() {
-  local name=$1 pattern=$2; shift 3
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$? lines
-  lines=$(wc -l <"$T/err")
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$lines" -eq 1 ] && grep -Eq -- "$pattern" "$T/err"; then ok
-  else bad "$name: rc=$rc lines=$lines stderr: $(head -c 600 "$T/err")"; fi
-}
-expect_ok() {
-  local name=$1; shift 2
-  if "$@" >"$T/out" 2>"$T/err"; then ok; else bad "$name: rc=$? $(head -c 800 "$T/err")"; fi
-}
+. "$(dirname "$0")/lib/harness.sh"
 # has FILE PATTERN NAME: the (extended) pattern occurs in the file
 has() { if grep -Eq -- "$2" "$1"; then ok; else bad "$3: '$2' not in $1"; fi; }
 # json_num FILE KEY: the first number stored under KEY (cJSON's pretty print)

@@ -10,11 +10,7 @@
 # and the same on the embedded SmolLM2 (models/default.gguf).
 set -u
 DMS=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+. "$(dirname "$0")/lib/harness.sh"
 G=tests/fixtures/export/tiny_llama.gguf
 M=${DMS_DEFAULT_GGUF:-models/default.gguf}
 

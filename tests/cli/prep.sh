@@ -7,26 +7,7 @@
 # (rows, segments, masks) are checked by tests/test_shards.c.
 set -u
 DMS=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-
-# expect_error NAME PATTERN -- command...: non-zero exit (not a signal), one
-# stderr line, matching PATTERN (extended regex).
-expect_error() {
-  local name=$1 pattern=$2; shift 3
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$? lines
-  lines=$(wc -l <"$T/err")
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$lines" -eq 1 ] && grep -Eq -- "$pattern" "$T/err"; then ok
-  else bad "$name: rc=$rc lines=$lines stderr: $(head -c 600 "$T/err")"; fi
-}
-expect_ok() {
-  local name=$1; shift 2
-  if "$@" >"$T/out" 2>"$T/err"; then ok; else bad "$name: rc=$? $(head -c 600 "$T/err")"; fi
-}
+. "$(dirname "$0")/lib/harness.sh"
 # json_num FILE KEY: the number stored under KEY in prep.json
 json_num() { grep -E "\"$2\":" "$1" | head -1 | sed -E 's/.*:[[:space:]]*([0-9]+).*/\1/'; }
 expect_json() {

@@ -8,11 +8,7 @@
 # with one-line errors. Uses the embedded model ($1 is the dms binary).
 set -u
 DMS=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+. "$(dirname "$0")/lib/harness.sh"
 M=${DMS_DEFAULT_GGUF:-models/default.gguf}
 [ -f "$M" ] || { echo "FAIL: $M missing; run scripts/install_deps.sh"; echo "0 passed, 1 failed"; exit 1; }
 

@@ -190,17 +190,17 @@ typedef struct dms_backend {
                        const float *noise, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
                        float scale, float offset, float tau, int per_layer);
     /* Gradient w.r.t. z_raw (overwritten) from dlog_keep[T, KV] (attention)
-     * and *dhard (a backend scalar), the gradient reaching every
-     * straight-through decision (compression loss; d_st = hard + alpha -
-     * stopgrad(alpha)). Decisions about sink keys get no gradient. */
+     * and dhard[KV] (backend memory), the gradient reaching every
+     * straight-through decision of KV head h (compression loss; d_st = hard +
+     * alpha - stopgrad(alpha)). Decisions about sink keys get no gradient. */
     void (*dms_decide_bwd)(void *ctx, float *dz_raw, const float *u, const float *dlog_keep,
                            const float *dhard, const int32_t *seg, const int32_t *pos, int sinks, int T, int KV,
                            float scale, float tau, int per_layer);
-    /* The compression loss of one row, on the device: frac = *count / denom
-     * (the row's mean hard decision), comp = max(0, target - frac);
-     * *comp_acc += weight * comp; *dhard = comp > 0 ? coef : 0; then
-     * *count = 0 for the next row. */
-    void (*dms_comp_grad)(void *ctx, float *dhard, double *comp_acc, double *count, double denom,
+    /* The compression loss of one row (or one head of a row), on the
+     * device: frac = *count / denom (the mean hard decision), comp =
+     * max(0, target - frac); *comp_acc += weight * comp; dhard[0..n_dhard) =
+     * comp > 0 ? coef : 0; then *count = 0 for the next row. */
+    void (*dms_comp_grad)(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
                           float target, float weight, float coef);
     /* Neuron variant: out[t, h] = q[t, (h*H/KV)*hd + hd-1], the last channel
      * of the first query head of each KV group; if zero, that channel of q

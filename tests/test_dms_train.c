@@ -288,6 +288,88 @@ static void per_layer_decisions(dms_model *m, const dms_safetensors *fx) {
     CHECK_MSG(kd[0] != kd[1], "alpha_per layer gave the same KD as per head");
 }
 
+/* One step of the adapter with the fixture's heads and noise; W_a's
+ * gradient copied out, each head's flagged fraction reported. */
+static dms_step_stats comp_step(dms_model *m, const dms_safetensors *fx, const float *noise, float target, float weight,
+                                dms_comp_per per, float *grad_wa, double *head_frac) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], L = m->cfg.n_layers, KV = m->cfg.n_kv_heads, d = m->cfg.hidden;
+    const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
+                         NULL, 0};
+    dms_step_stats st = {0};
+    dms_train_config cfg;
+    small_config(&cfg, T);
+    cfg.cr_final = 1.0f / (1.0f - target);
+    cfg.steps_per_cr = 1;
+    cfg.compression_weight = weight;
+    cfg.compression_per = per;
+    dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    if (!tr) return st;
+    for (int l = 0; l < L; l++)
+        memcpy(dms_trainer_param(tr, 2 * l)->p, tensor(fx, "adapter.W_a") + (size_t)l * KV * d,
+               sizeof(float) * KV * d);
+    dms_trainer_test_fix_noise(tr, noise);
+    CHECK(dms_trainer_grads(tr, &row, 1, 100000, T, 1, &st, &err) == 0);
+    for (int l = 0; l < L; l++) {
+        memcpy(grad_wa + (size_t)l * KV * d, dms_trainer_param(tr, 2 * l)->g, sizeof(float) * KV * d);
+        for (int h = 0; h < KV; h++) head_frac[l * KV + h] = dms_trainer_head_frac(tr, l, h);
+    }
+    dms_trainer_free(tr);
+    return st;
+}
+
+/* compression_per = head (extension): each (layer, KV head) is held to the
+ * target on its own. The loss must be the mean over heads of max(0, target -
+ * fraction). Gradients: the last layer's decisions get no gradient from
+ * other layers' compression terms (earlier layers' decisions do, through the
+ * adapters' inputs), so in the last layer W_a's row of a head above target
+ * must get exactly the KD-only gradient, and the row of a head below target
+ * exactly the per-row loss's gradient (same coefficient per decision) while
+ * the row's mean is below target. The noise of the last layer's head 0 is
+ * raised so that it flags most tokens and a target between the row's mean
+ * and that head exists. */
+static void per_head_compression(dms_model *m, const dms_safetensors *fx) {
+    const int L = m->cfg.n_layers, KV = m->cfg.n_kv_heads, d = m->cfg.hidden, LK = L * KV;
+    const int T = (int)dms_st_find(fx, "input_ids")->shape[0];
+    const size_t n = (size_t)LK * d, nn = (size_t)L * T * KV;
+    float *g_kd = malloc(sizeof(float) * n), *g_row = malloc(sizeof(float) * n), *g_head = malloc(sizeof(float) * n);
+    float *noise = malloc(sizeof(float) * nn);
+    double *frac = malloc(sizeof(double) * LK), *frac2 = malloc(sizeof(double) * LK);
+    CHECK(g_kd && g_row && g_head && noise && frac && frac2);
+    if (!g_kd || !g_row || !g_head || !noise || !frac || !frac2) return;
+    memcpy(noise, tensor(fx, "noise"), sizeof(float) * nn);
+    for (int t = 0; t < T; t++) noise[((size_t)(L - 1) * T + t) * KV] += 12.0f;
+    dms_step_stats s0 = comp_step(m, fx, noise, 0.5f, 0.0f, DMS_COMP_PER_ROW, g_kd, frac);
+    double mean = 0;
+    for (int i = 0; i < LK; i++) mean += frac[i] / LK;
+    CHECK_CLOSE(mean, s0.frac, 1e-12, 1e-12);
+    const int h_hi = (L - 1) * KV, h_lo = h_hi + 1; /* last layer: raised head, next head */
+    CHECK_MSG(frac[h_hi] > mean + 0.05 && frac[h_lo] < mean, "last-layer heads at %.3f and %.3f, mean %.3f",
+              frac[h_hi], frac[h_lo], mean);
+    const float target = (float)(0.5 * (mean + frac[h_hi]));
+    dms_step_stats sr = comp_step(m, fx, noise, target, 1.0f, DMS_COMP_PER_ROW, g_row, frac2);
+    dms_step_stats sh = comp_step(m, fx, noise, target, 1.0f, DMS_COMP_PER_HEAD, g_head, frac2);
+    const double t = sh.target; /* target as the trainer rounded it */
+    double want = 0;
+    for (int i = 0; i < LK; i++) want += (frac[i] < t ? t - frac[i] : 0.0) / LK;
+    CHECK_CLOSE(sh.comp, want, 1e-6, 1e-9); /* the device compares in float */
+    CHECK_CLOSE(sr.comp, t - mean, 1e-6, 1e-9);
+    CHECK_MSG(sh.comp > sr.comp, "per-head loss %.6f not above the per-row loss %.6f", sh.comp, sr.comp);
+    const double e_hi = dms_rel_err(g_head + (size_t)h_hi * d, g_kd + (size_t)h_hi * d, (size_t)d);
+    const double e_lo = dms_rel_err(g_head + (size_t)h_lo * d, g_row + (size_t)h_lo * d, (size_t)d);
+    const double e_diff = dms_rel_err(g_head + (size_t)h_hi * d, g_row + (size_t)h_hi * d, (size_t)d);
+    printf("per-head compression: target %.3f, last layer heads %.3f / %.3f (row mean %.3f); loss %.6f (per row "
+           "%.6f); W_a rows vs reference %.2g / %.2g\n",
+           t, frac[h_hi], frac[h_lo], mean, sh.comp, sr.comp, e_hi, e_lo);
+    CHECK_MSG(e_hi < 1e-6, "head above target: W_a row differs from the KD-only gradient by %.3g", e_hi);
+    CHECK_MSG(e_lo < 1e-6, "head below target: W_a row differs from the per-row gradient by %.3g", e_lo);
+    CHECK_MSG(e_diff > 1e-3, "head above target: per-row and per-head gradients alike (%.3g): test cannot fail",
+              e_diff);
+    free(g_kd), free(g_row), free(g_head), free(noise), free(frac), free(frac2);
+}
+
 int main(void) {
     dms_err err = {0};
     dms_model m;
@@ -304,6 +386,7 @@ int main(void) {
     fresh_adapter_step(&m, &fx);
     lora_finite_differences(&m, &fx);
     per_layer_decisions(&m, &fx);
+    per_head_compression(&m, &fx);
     dms_st_close(&fx);
     dms_model_free(&m);
     return dms_check_finish();

@@ -1507,17 +1507,22 @@ static void naive_decide(float *u, float *lk, float *hard, const float *z, const
                                             : 0.0f;
 }
 
+/* the straight-through gradient of KV head k: distinct per head, so that a
+ * kernel reading the wrong head's entry fails */
+static float head_dhard(float dhard, int k) { return dhard * (1.0f + 0.5f * (float)k); }
+
 static void run_decide_bwd(const dms_backend *b, float *dz, const float *u, const float *dlk, float dhard,
                            const int32_t *seg, const decide_hp *h) {
     const size_t n = (size_t)h->T * h->KV;
-    float *d = put_nan(b, n);
-    b->dms_decide_bwd(b->ctx, d, put_f(b, u, n), put_f(b, dlk, n), put_f(b, &dhard, 1), put_i(b, seg, h->T),
+    float *d = put_nan(b, n), *dh = hf((size_t)h->KV);
+    for (int k = 0; k < h->KV; k++) dh[k] = head_dhard(dhard, k);
+    b->dms_decide_bwd(b->ctx, d, put_f(b, u, n), put_f(b, dlk, n), put_f(b, dh, (size_t)h->KV), put_i(b, seg, h->T),
                       put_i(b, doc_pos(seg, h->T), h->T), h->sinks, h->T, h->KV, h->scale, h->tau, h->per_layer);
     get_f(b, dz, d, n);
     run_end(b, "dms_decide_bwd");
 }
-/* L = sum dlog_keep * log_keep + dhard * sum sigmoid(u) (the straight-through
- * alpha); log_keep[t-1] = logsigmoid(-u[t]) inside a document */
+/* L = sum dlog_keep * log_keep + sum_k dhard_k * sum_t sigmoid(u[t, k]) (the
+ * straight-through alpha); log_keep[t-1] = logsigmoid(-u[t]) inside a document */
 static void naive_decide_bwd(float *dz, const float *u, const float *dlk, float dhard, const int32_t *seg,
                              const decide_hp *h) {
     double *g = hd((size_t)h->T * h->KV);
@@ -1526,7 +1531,7 @@ static void naive_decide_bwd(float *dz, const float *u, const float *dlk, float 
         for (int k = 0; k < h->KV; k++) {
             if (void_decision(seg, pos, h->sinks, t)) continue;
             const double a = sigm(u[(size_t)t * h->KV + k]);
-            double du = dhard * a * (1.0 - a);
+            double du = head_dhard(dhard, k) * a * (1.0 - a);
             if (t > 0 && seg[t - 1] == seg[t]) du -= a * dlk[(size_t)(t - 1) * h->KV + k];
             g[(size_t)t * h->KV + (h->per_layer ? 0 : k)] += du * h->scale / h->tau;
         }
@@ -1542,7 +1547,8 @@ static double decide_loss(void *p) {
     decide_fd *s = p;
     run_decide(&be, s->u, s->lk, NULL, s->z, s->noise, s->seg, &s->h);
     double L = 0.0;
-    for (int x = 0; x < s->h.T * s->h.KV; x++) L += (double)s->dlk[x] * s->lk[x] + s->dhard * sigm(s->u[x]);
+    for (int x = 0; x < s->h.T * s->h.KV; x++)
+        L += (double)s->dlk[x] * s->lk[x] + head_dhard(s->dhard, x % s->h.KV) * sigm(s->u[x]);
     return L;
 }
 
@@ -1599,13 +1605,13 @@ static void test_decide(void) {
     }
 }
 
-/* device scalars in and out: dhard (float), comp_acc, count (double) */
-static void run_comp_grad(const dms_backend *b, float *dhard, double *acc, double *count, double denom,
+/* device values in and out: dhard[n] (float), comp_acc, count (double) */
+static void run_comp_grad(const dms_backend *b, float *dhard, int n, double *acc, double *count, double denom,
                           float target, float weight, float coef) {
-    float *dh = put_f(b, dhard, 1);
+    float *dh = put_f(b, dhard, (size_t)n);
     double *da = put_d(b, acc, 1), *dc = put_d(b, count, 1);
-    b->dms_comp_grad(b->ctx, dh, da, dc, denom, target, weight, coef);
-    get_f(b, dhard, dh, 1);
+    b->dms_comp_grad(b->ctx, dh, n, da, dc, denom, target, weight, coef);
+    get_f(b, dhard, dh, (size_t)n);
     get_d(b, acc, da, 1);
     get_d(b, count, dc, 1);
     run_end(b, "dms_comp_grad");
@@ -1621,17 +1627,21 @@ static void test_comp_grad(void) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         setcase("%s: count=%g denom=%g target=%g", cases[c].what, cases[c].count, cases[c].denom, cases[c].target);
         const float weight = 0.25f, coef = 2.0f;
-        float gh = 7.0f, rh = 7.0f; /* overwritten on both branches */
+        enum { N = 5 }; /* every one of the n_dhard entries is written */
+        float gh[N + 1], rh[N + 1];
+        for (int i = 0; i <= N; i++) gh[i] = rh[i] = 7.0f; /* entry N: must stay untouched */
         double ga = 1.5, ra = 1.5, gc = cases[c].count, rc = cases[c].count;
-        run_comp_grad(&be, &gh, &ga, &gc, cases[c].denom, cases[c].target, weight, coef);
+        run_comp_grad(&be, gh, N, &ga, &gc, cases[c].denom, cases[c].target, weight, coef);
         if (vs_cpu) {
-            run_comp_grad(&oracle, &rh, &ra, &rc, cases[c].denom, cases[c].target, weight, coef);
+            run_comp_grad(&oracle, rh, N, &ra, &rc, cases[c].denom, cases[c].target, weight, coef);
         } else {
             const double frac = cases[c].count / cases[c].denom;
             const double comp = frac < cases[c].target ? cases[c].target - frac : 0.0;
-            ra += weight * comp, rh = comp > 0 ? coef : 0.0f, rc = 0.0;
+            ra += weight * comp, rc = 0.0;
+            for (int i = 0; i < N; i++) rh[i] = comp > 0 ? coef : 0.0f;
         }
-        cmp1("dms_comp_grad", "dhard", gh, rh);
+        cmp("dms_comp_grad", "dhard", gh, rh, N);
+        CHECK_MSG(gh[N] == 7.0f, "dms_comp_grad [%s]: wrote past n_dhard", case_name);
         cmp1("dms_comp_grad", "comp_acc", ga, ra);
         cmp1("dms_comp_grad", "count", gc, rc);
         CHECK_MSG(gc == 0.0, "dms_comp_grad [%s]: count not reset: %g", case_name, gc);

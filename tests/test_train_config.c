@@ -55,6 +55,19 @@ int main(void) {
     CHECK_CLOSE(dms_cr_at(&c, 34 * 7), 8.0, 1e-6, 0);
     CHECK_CLOSE(dms_cr_at(&c, 10000), 8.0, 1e-6, 0);
 
+    /* tau: constant by default; with tau_start, linear to tau over tau_steps */
+    CHECK_CLOSE(dms_tau_at(&c, 0), 0.1, 1e-7, 0);
+    CHECK_CLOSE(dms_tau_at(&c, 5000), 0.1, 1e-7, 0);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"tau_start\": 1.0, \"tau_steps\": 50, "
+                    "\"compression_per\": \"head\"}", &err) == 0);
+    CHECK(c.compression_per == DMS_COMP_PER_HEAD);
+    CHECK_CLOSE(dms_tau_at(&c, 0), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_tau_at(&c, 25), 0.55, 1e-6, 0);
+    CHECK_CLOSE(dms_tau_at(&c, 50), 0.1, 1e-7, 0);
+    CHECK_CLOSE(dms_tau_at(&c, 51), 0.1, 1e-7, 0);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"compression_per\": \"layer\"}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "compression_per") != NULL, "%s", err.msg);
+
     /* LR: warm-up, then constant / cosine / linear to min_lr_ratio */
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"lr\": 1, \"steps\": 110, \"warmup_steps\": 10, "
                     "\"lr_schedule\": \"cosine\", \"min_lr_ratio\": 0.1}", &err) == 0);

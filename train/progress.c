@@ -63,6 +63,8 @@ int dms_progress_step(dms_progress *p, int step, const dms_step_stats *st, doubl
     for (int l = 0; l < p->n_layers; l++) cJSON_AddItemToArray(layers, cJSON_CreateNumber(cr_of(st->frac_layer[l])));
     layers = cJSON_AddArrayToObject(o, "layer_kv_cr");
     for (int l = 0; l < p->n_layers; l++) cJSON_AddItemToArray(layers, cJSON_CreateNumber(cr_of(st->kv_frac_layer[l])));
+    cJSON_AddNumberToObject(o, "heads_all", st->heads_all);
+    cJSON_AddNumberToObject(o, "heads_none", st->heads_none);
     cJSON_AddNumberToObject(o, "lr", lr);
     cJSON_AddNumberToObject(o, "grad_norm", st->grad_norm);
     cJSON_AddNumberToObject(o, "tokens", tokens);

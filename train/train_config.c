@@ -27,6 +27,7 @@ static const char *const variants[] = {"adapter", "neuron", NULL};
 static const char *const alpha_pers[] = {"head", "layer", NULL};
 static const char *const schedules[] = {"constant", "cosine", "linear", NULL};
 static const char *const backends[] = {"cpu", "cuda", NULL};
+static const char *const comp_pers[] = {"row", "head", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
 static const key_spec keys[] = {
@@ -53,11 +54,15 @@ static const key_spec keys[] = {
     {"window", K_INT, F(window), 0, 1 << 20, NULL, "eviction delay (sliding window) in tokens"},
     {"sinks", K_INT, F(sinks), 0, 1 << 20, NULL, "extension: first N tokens of each document never evicted (0 = off)"},
     {"tau", K_FLOAT, F(tau), 1e-4, 100, NULL, "temperature of the relaxed decisions"},
+    {"tau_start", K_FLOAT, F(tau_start), 0, 100, NULL, "extension: anneal the temperature from this (0 = off)"},
+    {"tau_steps", K_INT, F(tau_steps), 1, 1e9, NULL, "steps of the temperature anneal"},
     {"alpha_scale", K_FLOAT, F(alpha_scale), 1e-3, 1e6, NULL, "decision logit scale s"},
     {"alpha_offset", K_FLOAT, F(alpha_offset), -1e3, 1e3, NULL, "decision logit offset o"},
     {"cr_final", K_FLOAT, F(cr_final), 1, 1000, NULL, "final target compression ratio"},
     {"steps_per_cr", K_INT, F(steps_per_cr), 1, 1e9, NULL, "steps per unit of CR in the schedule"},
     {"compression_weight", K_FLOAT, F(compression_weight), 0, 1e6, NULL, "weight of the compression loss"},
+    {"compression_per", K_ENUM, F(compression_per), 0, 0, comp_pers,
+     "row (NVIDIA) or head (extension: every layer and KV head held to the target)"},
     {"lora_rank", K_INT, F(lora_rank), 0, 4096, NULL, "LoRA rank on q/k/v/o (0 = off)"},
     {"lora_alpha", K_FLOAT, F(lora_alpha), 0, 1e6, NULL, "LoRA scaling numerator (scale = alpha/rank)"},
     {"save_every", K_INT, F(save_every), 1, 1e9, NULL, "checkpoint every N steps"},
@@ -90,6 +95,7 @@ void dms_train_config_defaults(dms_train_config *c) {
     c->alpha_per = DMS_ALPHA_PER_HEAD;
     c->window = 256;
     c->tau = 0.1f;
+    c->tau_steps = 100;
     c->alpha_scale = 100.0f;
     c->alpha_offset = 5.0f;
     c->cr_final = 8.0f;
@@ -232,6 +238,12 @@ char *dms_train_config_to_json(const dms_train_config *c) {
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     return s;
+}
+
+float dms_tau_at(const dms_train_config *c, int step) {
+    if (c->tau_start <= 0 || step >= c->tau_steps) return c->tau;
+    const float f = (float)step / (float)c->tau_steps;
+    return c->tau_start + (c->tau - c->tau_start) * f;
 }
 
 float dms_cr_at(const dms_train_config *c, int step) {

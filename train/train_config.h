@@ -12,6 +12,10 @@
 
 typedef enum { DMS_VARIANT_ADAPTER = 0, DMS_VARIANT_NEURON } dms_variant;
 typedef enum { DMS_ALPHA_PER_HEAD = 0, DMS_ALPHA_PER_LAYER } dms_alpha_per;
+/* What the compression loss holds to the target: each row's mean decision
+ * (NVIDIA's loss), or, an optional extension, each (layer, KV head) of a row
+ * on its own (against all-or-nothing heads; docs/quality.md). */
+typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
 typedef enum { DMS_BACKEND_CPU = 0, DMS_BACKEND_CUDA } dms_backend_kind;
 
@@ -39,11 +43,14 @@ typedef struct dms_train_config {
     int window;
     int sinks;              /* optional extension: first N tokens of a document never evicted (0: off) */
     float tau;
+    float tau_start;        /* optional extension: anneal from tau_start to tau (0: off) */
+    int tau_steps;          /* over this many steps */
     float alpha_scale;
     float alpha_offset;
     float cr_final;
     int steps_per_cr;
     float compression_weight;
+    dms_comp_per compression_per;
     int lora_rank;          /* 0 = no LoRA */
     float lora_alpha;
     /* bookkeeping */
@@ -64,6 +71,9 @@ int dms_train_config_parse(dms_train_config *c, const char *json, const char *wh
 char *dms_train_config_to_json(const dms_train_config *c);
 /* Target compression ratio and the compression target 1 - 1/CR at `step`. */
 float dms_cr_at(const dms_train_config *c, int step);
+/* Temperature of the relaxed decisions at `step`: tau, or, with tau_start
+ * set, linear from tau_start at step 0 to tau at tau_steps, then tau. */
+float dms_tau_at(const dms_train_config *c, int step);
 /* Learning rate at `step` (0-based). */
 float dms_lr_at(const dms_train_config *c, int step);
 /* "cpu" or "cuda" */

@@ -24,7 +24,9 @@ static const char *const lora_names[DMS_LORA_N] = {"q_proj", "k_proj", "v_proj",
 
 /* Layout of the per-step statistics on the backend (doubles): then L
  * per-layer decision counts from ST_LAYER0, then L per-layer counts of the
- * tokens the inference rule drops (ST_LAYER0 + L). */
+ * tokens the inference rule drops (ST_LAYER0 + L), then L x KV per-head
+ * counts of the step (st_head), then, when the compression loss is per
+ * head, L x KV per-head counts of the current row (st_head_row). */
 enum { ST_KD = 0, ST_COMP, ST_ROW_COUNT, ST_LAYER0 };
 
 /* The attention strategy of training rows: DMS attention over the packed
@@ -62,7 +64,10 @@ struct dms_trainer {
     float *dx, *dxmid, *dtmp, *dff1, *dff2, *datt, *dq, *dk, *dv, *dlogkeep, *dzraw, *dcol, *lora_dr;
     float *zs, *zt, *kd_rows;  /* KD chunk */
     double *stats;      /* ST_* */
-    float *dhard;       /* dLoss/d(each straight-through decision) of the current row */
+    float tau;          /* this step's temperature (dms_tau_at) */
+    float *dhard;       /* [L, KV] dLoss/d(each straight-through decision) of the current row */
+    float *head_sel;    /* [KV][T, KV] one-hot column masks: per-head counts */
+    double *head_frac;  /* [L, KV] host: each head's flagged fraction in the last step */
     double *host_stats;
     const float *test_noise;   /* test seam: fixed [L, T, KV] noise */
     train_attn teacher, student, recompute;
@@ -72,6 +77,14 @@ int dms_trainer_n_params(const dms_trainer *tr) { return tr->n_params; }
 const dms_backend *dms_trainer_backend(const dms_trainer *tr) { return tr->be; }
 dms_param *dms_trainer_param(dms_trainer *tr, int i) { return &tr->params[i]; }
 void dms_trainer_test_fix_noise(dms_trainer *tr, const float *noise) { tr->test_noise = noise; }
+
+/* where the counts of (layer l, KV head h) live in stats: over the step,
+ * and over the current row (per-head compression loss only) */
+static size_t st_head(const dms_trainer *tr, int l, int h) {
+    return ST_LAYER0 + 2 * (size_t)tr->L + (size_t)l * tr->KV + h;
+}
+static size_t st_head_row(const dms_trainer *tr, int l, int h) { return st_head(tr, tr->L + l, h); }
+static size_t n_stats(const dms_trainer *tr) { return st_head(tr, 2 * tr->L, 0); }
 
 static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_acts *a, int n) {
     train_attn *s = (train_attn *)self;
@@ -83,11 +96,17 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
     if (self->student) {
         be->dms_decide(be->ctx, tr->u, tr->logkeep, tr->hard, a->zraw, tr->noise + (size_t)l * TK, tr->seg, a->pos,
                        dc->sink_tokens, n, tr->KV,
-                       dc->alpha_scale, dc->alpha_offset, dc->tau, dc->alpha_per_layer);
+                       dc->alpha_scale, dc->alpha_offset, tr->tau, dc->alpha_per_layer);
         if (s->count) {
             be->sum_acc(be->ctx, tr->stats + ST_LAYER0 + l, tr->hard, NULL, TK);
             be->sum_acc(be->ctx, tr->stats + ST_ROW_COUNT, tr->hard, NULL, TK);
             be->sum_acc(be->ctx, tr->stats + ST_LAYER0 + tr->L + l, tr->hard, tr->kv_w, TK);
+            for (int h = 0; h < tr->KV; h++) {
+                const float *sel = tr->head_sel + h * TK;
+                be->sum_acc(be->ctx, tr->stats + st_head(tr, l, h), tr->hard, sel, TK);
+                if (tr->cfg.compression_per == DMS_COMP_PER_HEAD)
+                    be->sum_acc(be->ctx, tr->stats + st_head_row(tr, l, h), tr->hard, sel, TK);
+            }
         }
         log_keep = tr->logkeep;
     }
@@ -148,10 +167,12 @@ static int alloc_activations(dms_trainer *tr) {
     tr->zs = dms_arena_f32(A, chunk * (size_t)tr->V);
     tr->zt = dms_arena_f32(A, chunk * (size_t)tr->V);
     tr->kd_rows = dms_arena_f32(A, chunk);
-    tr->stats = dms_arena_f64(A, ST_LAYER0 + 2 * L);
-    tr->dhard = dms_arena_f32(A, 1);
-    tr->host_stats = malloc(sizeof(double) * (ST_LAYER0 + 2 * L));
-    return tr->host_stats ? 0 : -1;
+    tr->stats = dms_arena_f64(A, n_stats(tr));
+    tr->dhard = dms_arena_f32(A, L * KV);
+    tr->head_sel = dms_arena_f32(A, KV * T * KV);
+    tr->host_stats = malloc(sizeof(double) * n_stats(tr));
+    tr->head_frac = calloc(L * KV, sizeof(double));
+    return tr->host_stats && tr->head_frac ? 0 : -1;
 }
 
 int dms_trainer_prepare_model(dms_model *m, const dms_train_config *cfg, dms_err *err) {
@@ -186,6 +207,7 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
     tr->m = m;
     tr->be = be;
     tr->cfg = *cfg;
+    tr->tau = dms_tau_at(cfg, 0);
     const dms_config *c = &m->cfg;
     tr->T = cfg->max_len;
     tr->L = c->n_layers;
@@ -241,6 +263,19 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
         dms_trainer_free(tr);
         return NULL;
     }
+    { /* column h of [T, KV] selects KV head h */
+        const size_t TK = (size_t)tr->T * tr->KV;
+        float *sel = calloc((size_t)tr->KV * TK, sizeof(float));
+        if (!sel) {
+            dms_trainer_free(tr);
+            dms_errf(err, "out of memory");
+            return NULL;
+        }
+        for (int h = 0; h < tr->KV; h++)
+            for (int t = 0; t < tr->T; t++) sel[(size_t)h * TK + (size_t)t * tr->KV + h] = 1.0f;
+        dms_upload_f32(be, tr->head_sel, sel, (size_t)tr->KV * TK);
+        free(sel);
+    }
     tr->teacher = (train_attn){{0, train_attend}, tr, 0};
     tr->student = (train_attn){{1, train_attend}, tr, 1};
     tr->recompute = (train_attn){{1, train_attend}, tr, 0};
@@ -257,6 +292,7 @@ void dms_trainer_free(dms_trainer *tr) {
     free(tr->p_lora_a);
     free(tr->p_lora_b);
     free(tr->host_stats);
+    free(tr->head_frac);
     free(tr);
 }
 
@@ -363,8 +399,8 @@ static void layer_backward(dms_trainer *tr, int l) {
     if (lora) lora_backward(tr, l, DMS_LORA_O, a->att, tr->dxmid, tr->datt);
     be->attention_dms_bwd(ctx, tr->dq, tr->dk, tr->dv, tr->dlogkeep, tr->datt, a->att, a->lse, a->q, a->k, a->v,
                           tr->logkeep, tr->seg, T, H, KV, hd, c->dms.window, 1.0f / sqrtf((float)hd));
-    be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, tr->dhard, tr->seg, a->pos, c->dms.sink_tokens, T, KV,
-                       c->dms.alpha_scale, c->dms.tau,
+    be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, tr->dhard + (size_t)l * KV, tr->seg, a->pos, c->dms.sink_tokens, T, KV,
+                       c->dms.alpha_scale, tr->tau,
                        c->dms.alpha_per_layer);
     if (neuron) be->dms_neuron_take(ctx, NULL, tr->dq, T, H, KV, hd, 1); /* zeroed after RoPE */
     be->rope_bwd(ctx, tr->dq, a->pos, m->inv_freq, T, H, hd);
@@ -469,34 +505,54 @@ static void finish_stats(dms_trainer *tr, dms_step_stats *st) {
     st->loss = st->kd + tr->cfg.compression_weight * st->comp;
     st->grad_norm = sqrt(tr->be->sumsq(tr->be->ctx, tr->grad_arena, tr->n_grad));
     st->finite = isfinite(st->loss) && isfinite(st->grad_norm);
+    st->heads_all = st->heads_none = 0;
+    for (int lh = 0; lh < tr->L * tr->KV; lh++) {
+        st->heads_all += tr->head_frac[lh] > 0.99;
+        st->heads_none += tr->head_frac[lh] < 0.01;
+    }
 }
+
+double dms_trainer_head_frac(const dms_trainer *tr, int l, int h) { return tr->head_frac[(size_t)l * tr->KV + h]; }
 
 int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step, double kd_tokens_total,
                       int rows_total, dms_step_stats *st, dms_err *err) {
     const dms_backend *be = tr->be;
     memset(st, 0, sizeof *st);
     be->zero(be->ctx, tr->grad_arena, tr->n_grad);
-    be->zero_f64(be->ctx, tr->stats, ST_LAYER0 + 2 * (size_t)tr->L);
+    be->zero_f64(be->ctx, tr->stats, n_stats(tr));
     if (kd_tokens_total < 1) kd_tokens_total = 1;
     const float cr = dms_cr_at(&tr->cfg, (int)step);
+    tr->tau = dms_tau_at(&tr->cfg, (int)step);
     st->target = 1.0 - 1.0 / cr;
     const double per_row_decisions = (double)tr->L * tr->T * tr->KV;
     /* compression = mean over rows of max(0, target - row's mean decision):
-     * every decision of a row below target gets -w / (decisions * rows) */
+     * every decision of a row below target gets -w / (decisions * rows).
+     * Per head: the mean over rows, layers and KV heads of max(0, target -
+     * that head's mean decision in the row), whose gradient per decision of a
+     * head below target is the same coefficient. */
     const float coef = (float)(-tr->cfg.compression_weight / (per_row_decisions * (double)rows_total));
+    const int LK = tr->L * tr->KV;
     for (int r = 0; r < n_rows; r++) {
         if (row_setup(tr, &rows[r], kd_tokens_total, step, r, err) != 0) return -1;
         teacher_forward(tr);
         student_forward(tr);
-        be->dms_comp_grad(be->ctx, tr->dhard, tr->stats + ST_COMP, tr->stats + ST_ROW_COUNT, per_row_decisions,
-                          (float)st->target, 1.0f / (float)rows_total, coef);
+        if (tr->cfg.compression_per == DMS_COMP_PER_HEAD) {
+            for (int lh = 0; lh < LK; lh++)
+                be->dms_comp_grad(be->ctx, tr->dhard + lh, 1, tr->stats + ST_COMP,
+                                  tr->stats + st_head_row(tr, lh / tr->KV, lh % tr->KV), (double)tr->T,
+                                  (float)st->target, 1.0f / ((float)rows_total * (float)LK), coef);
+            be->zero_f64(be->ctx, tr->stats + ST_ROW_COUNT, 1);
+        } else {
+            be->dms_comp_grad(be->ctx, tr->dhard, LK, tr->stats + ST_COMP, tr->stats + ST_ROW_COUNT,
+                              per_row_decisions, (float)st->target, 1.0f / (float)rows_total, coef);
+        }
         kd_backward(tr);
         be->rmsnorm_bwd(be->ctx, tr->dx, NULL, tr->dx, tr->xs + (size_t)tr->L * tr->T * tr->d, tr->m->final_norm,
                         tr->T, tr->d, tr->m->cfg.rms_eps);
         for (int l = tr->L - 1; l >= 0; l--) layer_backward(tr, l);
     }
     /* the one read of the step's statistics */
-    dms_download_f64(be, tr->host_stats, tr->stats, ST_LAYER0 + 2 * (size_t)tr->L);
+    dms_download_f64(be, tr->host_stats, tr->stats, n_stats(tr));
     char msg[256];
     if (be->status(be->ctx, msg, sizeof msg) != 0) return dms_errf(err, "training step %lld: %s", (long long)step, msg);
     st->kd = tr->host_stats[ST_KD];
@@ -510,6 +566,8 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     }
     st->frac /= per_row_decisions * rows_total;
     st->kv_frac /= per_row_decisions * rows_total;
+    for (int lh = 0; lh < tr->L * tr->KV; lh++)
+        tr->head_frac[lh] = tr->host_stats[st_head(tr, lh / tr->KV, lh % tr->KV)] / ((double)tr->T * rows_total);
     st->kd_tokens = kd_tokens_total;
     finish_stats(tr, st);
     return 0;
@@ -533,6 +591,7 @@ int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_
     st->kv_frac = v[3];
     memcpy(st->frac_layer, v + 4, sizeof(double) * L);
     memcpy(st->kv_frac_layer, v + 4 + L, sizeof(double) * L);
+    if (comm->allreduce_f64(comm, tr->head_frac, L * tr->KV, err) != 0) return -1;
     finish_stats(tr, st);
     return 0;
 }

@@ -48,6 +48,9 @@ typedef struct dms_step_stats {
     double grad_norm;               /* before clipping */
     double kd_tokens;               /* tokens counted in KD */
     int finite;                     /* loss and gradients finite */
+    /* (layer, KV head) pairs that flagged more than 99% / fewer than 1% of
+     * the step's decisions: heads gone all-or-nothing */
+    int heads_all, heads_none;
 } dms_step_stats;
 
 typedef struct dms_trainer dms_trainer;
@@ -66,6 +69,9 @@ void dms_trainer_free(dms_trainer *tr);
 int dms_trainer_n_params(const dms_trainer *tr);
 const dms_backend *dms_trainer_backend(const dms_trainer *tr);
 dms_param *dms_trainer_param(dms_trainer *tr, int i);
+/* The fraction of decisions (layer l, KV head h) flagged in the last step
+ * (after dms_trainer_reduce: over every rank's rows). */
+double dms_trainer_head_frac(const dms_trainer *tr, int l, int h);
 
 /* Forward + backward over n_rows rows; gradients are zeroed first, then
  * accumulated. kd_tokens_total / rows_total normalise the losses and the

@@ -93,7 +93,7 @@ void dms_cpu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const
 void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, const float *dhard,
                             const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale, float tau,
                             int per_layer);
-void dms_cpu_dms_comp_grad(void *ctx, float *dhard, double *comp_acc, double *count, double denom, float target,
+void dms_cpu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom, float target,
                            float weight, float coef);
 
 /* dms_neuron.c: the neuron variant's channel gather/scatter */

@@ -47,11 +47,10 @@ void dms_cpu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const
                                                : 0.0f;
 }
 
-void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, const float *dhard_p,
+void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dlog_keep, const float *dhard,
                             const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale, float tau,
                             int per_layer) {
     (void)ctx;
-    const float dhard = *dhard_p;
     memset(dz_raw, 0, sizeof(float) * (size_t)T * KV);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KV; h++) {
@@ -59,19 +58,19 @@ void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const floa
             const float a = sigmoid(u[(size_t)t * KV + h]);
             /* straight-through: gradient of alpha; a (1 - a) as sigmoid(u) sigmoid(-u),
              * which keeps its digits when a is close to 1 */
-            float du = dhard * a * sigmoid(-u[(size_t)t * KV + h]);
+            float du = dhard[h] * a * sigmoid(-u[(size_t)t * KV + h]);
             /* u[t] sets log_keep[t-1] = logsigmoid(-u[t]); d/du = -sigmoid(u) */
             if (t > 0 && seg[t - 1] == seg[t]) du -= a * dlog_keep[(size_t)(t - 1) * KV + h];
             dz_raw[(size_t)t * KV + (per_layer ? 0 : h)] += du * scale / tau;
         }
 }
 
-void dms_cpu_dms_comp_grad(void *ctx, float *dhard, double *comp_acc, double *count, double denom, float target,
-                           float weight, float coef) {
+void dms_cpu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
+                           float target, float weight, float coef) {
     (void)ctx;
     const double frac = *count / denom;
     const double comp = frac < target ? target - frac : 0.0;
     *comp_acc += weight * comp;
-    *dhard = comp > 0 ? coef : 0.0f;
+    for (int i = 0; i < n_dhard; i++) dhard[i] = comp > 0 ? coef : 0.0f;
     *count = 0.0;
 }

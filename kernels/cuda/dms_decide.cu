@@ -81,10 +81,9 @@ void cu_dms_decide(void *ctx, float *u, float *log_keep, float *hard, const floa
 /* One thread per token, over its KV heads in order: with per_layer every
  * head's gradient adds into column 0 in the CPU's order; the other columns
  * are zero. */
-__global__ void k_dms_decide_bwd(float *dz_raw, const float *u, const float *dlog_keep, const float *dhard_p,
+__global__ void k_dms_decide_bwd(float *dz_raw, const float *u, const float *dlog_keep, const float *dhard,
                                  const int32_t *seg, const int32_t *pos, int sinks, int T, int KV, float scale,
                                  float tau, int per_layer) {
-    const float dhard = *dhard_p;
     CU_FOR(ti, (size_t)T) {
         const int t = (int)ti;
         const int prev = t > 0 && seg[t - 1] == seg[t];
@@ -94,7 +93,7 @@ __global__ void k_dms_decide_bwd(float *dz_raw, const float *u, const float *dlo
         for (int h = 0; h < KV; h++) {
             const float a = sigmoid(u[ti * KV + h]);
             /* straight-through: gradient of alpha, a (1 - a) as sigmoid(u) sigmoid(-u) */
-            float du = void_decision ? 0.0f : dhard * a * sigmoid(-u[ti * KV + h]);
+            float du = void_decision ? 0.0f : dhard[h] * a * sigmoid(-u[ti * KV + h]);
             /* u[t] sets log_keep[t-1] = logsigmoid(-u[t]); d/du = -sigmoid(u) */
             if (prev && dlog_keep && !void_decision) du -= a * dlog_keep[(ti - 1) * KV + h];
             if (per_layer) {
@@ -118,18 +117,18 @@ void cu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dl
     cu_check(c, "dms_decide_bwd");
 }
 
-__global__ void k_dms_comp_grad(float *dhard, double *comp_acc, double *count, double denom, float target,
-                                float weight, float coef) {
+__global__ void k_dms_comp_grad(float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
+                                float target, float weight, float coef) {
     const double frac = *count / denom;
     const double comp = frac < target ? target - frac : 0.0;
     *comp_acc += weight * comp;
-    *dhard = comp > 0 ? coef : 0.0f;
+    for (int i = 0; i < n_dhard; i++) dhard[i] = comp > 0 ? coef : 0.0f;
     *count = 0.0;
 }
 
-void cu_dms_comp_grad(void *ctx, float *dhard, double *comp_acc, double *count, double denom, float target,
-                      float weight, float coef) {
+void cu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
+                      float target, float weight, float coef) {
     cu_ctx *c = (cu_ctx *)ctx;
-    k_dms_comp_grad<<<1, 1, 0, c->stream>>>(dhard, comp_acc, count, denom, target, weight, coef);
+    k_dms_comp_grad<<<1, 1, 0, c->stream>>>(dhard, n_dhard, comp_acc, count, denom, target, weight, coef);
     cu_check(c, "dms_comp_grad");
 }

@@ -173,6 +173,7 @@ typedef struct dms_eval_kl_window {
     double reads_sum;         /* KV entries read, summed over positions, layers and KV heads */
     double reads_vanilla_sum; /* the same for the vanilla cache */
     dms_kv_stats kv;          /* dms_kv_seq_stats of the policy run at the end */
+    const int *lane_end;      /* [layers * KV heads] live tokens of each lane at the end (valid in the callback) */
     double seconds;
 } dms_eval_kl_window;
 

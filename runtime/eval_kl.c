@@ -111,7 +111,8 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
     win *ws = calloc((size_t)g, sizeof(win));
     int *pseqs = malloc(sizeof(int) * (size_t)g);
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)g);
-    int rc = refbuf && polbuf && ws && pseqs && toks ? 0 : dms_errf(err, "out of memory");
+    int *lane_end = malloc(sizeof(int) * (size_t)lanes);
+    int rc = refbuf && polbuf && ws && pseqs && toks && lane_end ? 0 : dms_errf(err, "out of memory");
 
     for (int first = 0; rc == 0 && first < n; first += g) {
         const int gn = n - first < g ? n - first : g;
@@ -169,6 +170,9 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
             win *s = &ws[j];
             if (rc == 0) {
                 dms_kv_seq_stats(pkv, s->pol_seq, &s->w.kv);
+                for (int l = 0, i = 0; l < m->cfg.n_layers; l++)
+                    for (int h = 0; h < m->cfg.n_kv_heads; h++) lane_end[i++] = dms_kv_lane_len(pkv, s->pol_seq, l, h);
+                s->w.lane_end = lane_end;
                 s->w.held_sum /= lanes;
                 s->w.seconds = (dms_now_s() - s->t0) / gn;
                 if (cb && cb(&s->w, ctx, err) != 0) rc = -1;
@@ -182,6 +186,7 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
     free(ws);
     free(pseqs);
     free(toks);
+    free(lane_end);
     dms_kv_free(pkv);
     dms_kv_free(rkv);
     return rc;

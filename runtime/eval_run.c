@@ -378,6 +378,7 @@ static int kl_done(const dms_eval_kl_window *w, void *ctx, dms_err *err) {
     cJSON_AddNumberToObject(o, "kv_reads_vanilla", w->reads_vanilla_sum);
     cJSON_AddNumberToObject(o, "reads_per_token", w->reads_sum / T);
     cJSON_AddNumberToObject(o, "lanes", lanes);
+    if (w->lane_end) cJSON_AddItemToObject(o, "lane_held_end", int_list(w->lane_end, lanes));
     cJSON_AddNumberToObject(o, "seconds", w->seconds);
     dms_eval_add_kv(o, &w->kv);
     if (dms_eval_log_append(&r->log, o, err) != 0) return -1;

@@ -297,18 +297,25 @@ static void aggregates(void) {
 typedef struct {
     dms_eval_kl_window w[8];
     int n;
+    int lanes; /* > 0: check each window's per-lane live tokens against its mean */
 } kl_sink;
 
 static int kl_collect(const dms_eval_kl_window *w, void *ctx, dms_err *err) {
     (void)err;
     kl_sink *s = ctx;
+    if (s->lanes > 0) {
+        CHECK(w->lane_end != NULL);
+        double sum = 0;
+        for (int i = 0; w->lane_end && i < s->lanes; i++) sum += w->lane_end[i];
+        CHECK_CLOSE(sum / s->lanes, w->kv.held_mean, 1e-12, 1e-12);
+    }
     if (s->n < 8) s->w[s->n++] = *w;
     return 0;
 }
 
 static kl_sink run_kl(const dms_model *m, dms_policy pol, int budget, const int32_t *ids, int nw, int T, int chunk,
                       int batch) {
-    kl_sink s = {.n = 0};
+    kl_sink s = {.n = 0, .lanes = m->cfg.n_layers * m->cfg.n_kv_heads};
     dms_kv_opts o;
     dms_kv_opts_default(&o);
     o.policy = pol;

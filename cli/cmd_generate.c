@@ -70,7 +70,7 @@ int dms_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL, *backend = "cpu";
     const char *policy = NULL;
     float cr = 0;
-    int raw = 0, threads = 0, quiet = 0, no_stop = 0;
+    int raw = 0, threads = 0, quiet = 0, no_stop = 0, no_thinking = 0;
     dms_gen_params gp;
     dms_gen_params_default(&gp);
     const dms_arg args[] = {
@@ -78,6 +78,9 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--prompt", ARG_STR, &prompt, "TEXT", "the user message (required)"},
         {"--system", ARG_STR, &system, "TEXT", "system message for the chat template"},
         {"--raw", ARG_BOOL, &raw, NULL, "feed the prompt as is, without the chat template"},
+        {"--no-thinking", ARG_BOOL, &no_thinking, NULL,
+         "render the chat template with enable_thinking=false (Qwen3: an empty think block, the model answers "
+         "directly)"},
         {"--max-tokens", ARG_INT, &gp.max_new_tokens, "N", "tokens to generate at most (default 128)"},
         {"--temperature", ARG_FLOAT, &gp.temperature, "T", "sampling temperature; 0 = greedy (default 0)"},
         {"--top-k", ARG_INT, &gp.top_k, "K", "sample among the K most likely tokens (default off)"},
@@ -103,8 +106,11 @@ int dms_cmd_generate(int argc, char **argv) {
         .usage = "dms generate [--model PATH] --prompt TEXT [options]",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
-        .epilog = "examples:\n  dms generate --prompt 'What is 7*8?'\n"
-                  "  dms generate --model Qwen3-0.6B/ --prompt 'Hi' --temperature 0.7 --top-p 0.9 --seed 7",
+        .epilog = "The prompt (and --system) go through the model's own chat template, rendered as\n"
+                  "transformers' apply_chat_template renders it (docs/chat_templates.md); --raw skips it.\n\n"
+                  "examples:\n  dms generate --prompt 'What is 7*8?'\n"
+                  "  dms generate --model Qwen3-0.6B/ --prompt 'Hi' --temperature 0.7 --top-p 0.9 --seed 7\n"
+                  "  dms generate --model Qwen3-0.6B/ --prompt 'Hi' --no-thinking",
     };
     int pr = dms_args_parse(&spec, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
@@ -150,7 +156,11 @@ int dms_cmd_generate(int argc, char **argv) {
         size_t n = 0;
         if (system) msgs[n++] = (dms_chat_msg){"system", system};
         msgs[n++] = (dms_chat_msg){"user", prompt};
-        text = dms_chat_render_tpl(tpl, msgs, n, 1, &err);
+        dms_chat_opts co;
+        dms_chat_opts_default(&co);
+        co.add_generation_prompt = 1;
+        if (no_thinking) co.enable_thinking = 0;
+        text = dms_tokenizer_chat_render(m.tok, msgs, n, &co, &err);
         if (!text) {
             fprintf(stderr, "dms generate: %s: %s\n", model_path, err.msg);
             dms_model_free(&m);

@@ -71,17 +71,25 @@ static int list_tensors(const char *path, int show_all, type_tally *t, dms_err *
 }
 
 int dms_cmd_inspect(int argc, char **argv) {
-    const char *model_path = NULL;
-    int show_tensors = 0, check = 0;
+    const char *model_path = NULL, *plan_backend = NULL, *plan_config = NULL;
+    int show_tensors = 0, check = 0, plan = 0, plan_tokens = 32768, plan_threads = 0;
+    float gpu_gib = 80.0f;
     const dms_arg args[] = {
         {"--model", ARG_STR, &model_path, "PATH", "HF model folder or .gguf file (default: the embedded model)"},
         {"--tensors", ARG_BOOL, &show_tensors, NULL, "list every tensor with dtype and shape"},
         {"--check", ARG_BOOL, &check, NULL, "also load and convert every weight, checking shapes against the config"},
+        {"--plan", ARG_BOOL, &plan, NULL,
+         "print the memory plan of one training step (config.json is enough: weights are sized, not loaded)"},
+        {"--tokens", ARG_INT, &plan_tokens, "N", "--plan: tokens per row (default 32768)"},
+        {"--backend", ARG_STR, &plan_backend, "NAME", "--plan: cpu (fp32 weights, default) or cuda (bf16 weights)"},
+        {"--config", ARG_STR, &plan_config, "FILE", "--plan: a training config (variant, LoRA, kd_chunk, max_len)"},
+        {"--threads", ARG_INT, &plan_threads, "N", "--plan: CPU threads for the attention tiles (default: all cores)"},
+        {"--gpu-gib", ARG_FLOAT, &gpu_gib, "G", "--plan: device memory to compare with (default 80)"},
     };
     const dms_cmd_spec spec = {
         .name = "inspect",
         .summary = "dms inspect - show a model (architecture, tensors, dtypes, tokenizer) or plot a training run",
-        .usage = "dms inspect [PATH | --model PATH] [--tensors] [--check]\n       dms inspect RUN_DIR      (a training run: writes RUN_DIR/plots/*.png)\n       dms inspect EVAL_DIR     (dms eval results: writes EVAL_DIR/plots/<task>.png)",
+        .usage = "dms inspect [PATH | --model PATH] [--tensors] [--check]\n       dms inspect --plan MODEL [--tokens N] [--backend cuda] [--config FILE]   (memory plan of a training step)\n       dms inspect RUN_DIR      (a training run: writes RUN_DIR/plots/*.png)\n       dms inspect EVAL_DIR     (dms eval results: writes EVAL_DIR/plots/<task>.png)",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .positional = "PATH",
@@ -90,6 +98,12 @@ int dms_cmd_inspect(int argc, char **argv) {
     int pr = dms_args_parse(&spec, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
     if (!model_path) model_path = dms_default_model();
+    if (plan) {
+        int tokens_given = 0; /* --config's max_len unless --tokens is given */
+        for (int i = 1; i < argc; i++) tokens_given |= !strncmp(argv[i], "--tokens", 8);
+        return dms_inspect_plan(model_path, tokens_given || !plan_config ? plan_tokens : -1, plan_backend,
+                                plan_config, plan_threads, gpu_gib);
+    }
     char metrics[PATH_MAX];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", model_path);
     if (dms_is_file(metrics)) return dms_inspect_run(model_path);

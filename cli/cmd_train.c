@@ -78,6 +78,7 @@ int dms_cmd_train(int argc, char **argv) {
         return rc;
     }
     if (threads > 0) cfg.threads = threads;
+    comm.timeout_s = cfg.rank_timeout_s; /* a hung rank ends the job (docs/reliability.md) */
     if (cfg.threads == 0 && multi) { /* share the node's cores among its ranks */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.threads = (int)(cores / comm.local_size > 0 ? cores / comm.local_size : 1);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "data/pack.h"
 #include "data/shards.h"
 #include "kernels/backend.h"
 #include "model/model.h"
@@ -24,6 +25,12 @@ void dms_prep_opts_default(dms_prep_opts *o) {
     memset(o, 0, sizeof *o);
     o->max_len = 2048;
     o->shard_tokens = 50000000;
+    o->enable_thinking = -1;
+}
+
+void dms_prep_line_opts_default(dms_prep_line_opts *lo) {
+    memset(lo, 0, sizeof *lo);
+    lo->enable_thinking = -1;
 }
 
 void dms_prep_doc_free(dms_prep_doc *d) {
@@ -89,12 +96,15 @@ static int encode_doc(const dms_tokenizer *tok, const char *full, const char *pr
     return rc;
 }
 
-static int encode_chat(const dms_tokenizer *tok, const char *tpl, const dms_chat_msg *msgs, size_t n, int mask_prompt,
+static int encode_chat(const dms_tokenizer *tok, const dms_chat_msg *msgs, size_t n, const dms_prep_line_opts *lo,
                        dms_prep_doc *doc, dms_err *err) {
-    char *full = dms_chat_render_tpl(tpl, msgs, n, 0, err);
+    dms_chat_opts co;
+    dms_chat_opts_default(&co);
+    co.enable_thinking = lo->enable_thinking;
+    char *full = dms_tokenizer_chat_render(tok, msgs, n, &co, err);
     if (!full) return -1;
     char *prompt = NULL;
-    if (mask_prompt) {
+    if (lo->mask_prompt) {
         size_t last = n;
         for (size_t i = 0; i < n; i++)
             if (!strcmp(msgs[i].role, "assistant")) last = i;
@@ -103,7 +113,8 @@ static int encode_chat(const dms_tokenizer *tok, const char *tpl, const dms_chat
             return dms_errf(err, "--mask-prompt: the conversation has no assistant message to train on");
         }
         /* everything before the last assistant message, plus its header */
-        prompt = dms_chat_render_tpl(tpl, msgs, last, 1, err);
+        co.add_generation_prompt = 1;
+        prompt = dms_tokenizer_chat_render(tok, msgs, last, &co, err);
         if (!prompt) {
             free(full);
             return -1;
@@ -126,6 +137,15 @@ static const char *json_type(const cJSON *x) {
 
 int dms_prep_encode_line(const dms_tokenizer *tok, const char *line, size_t len, int mask_prompt, dms_prep_doc *doc,
                          int *fatal, dms_err *err) {
+    dms_prep_line_opts lo;
+    dms_prep_line_opts_default(&lo);
+    lo.mask_prompt = mask_prompt;
+    return dms_prep_encode_line_opts(tok, line, len, &lo, doc, fatal, err);
+}
+
+int dms_prep_encode_line_opts(const dms_tokenizer *tok, const char *line, size_t len, const dms_prep_line_opts *lo,
+                              dms_prep_doc *doc, int *fatal, dms_err *err) {
+    const int mask_prompt = lo->mask_prompt;
     doc->n = 0;
     *fatal = 0;
     const char *end = NULL;
@@ -163,7 +183,7 @@ int dms_prep_encode_line(const dms_tokenizer *tok, const char *line, size_t len,
                     m[i] = (dms_chat_msg){role->valuestring, content->valuestring};
             }
             if (!m) rc = dms_errf(err, "out of memory");
-            if (!rc) rc = encode_chat(tok, tpl, m, (size_t)n, mask_prompt, doc, err);
+            if (!rc) rc = encode_chat(tok, m, (size_t)n, lo, doc, err);
             free(m);
         }
     } else if (prompt || response) {
@@ -172,7 +192,7 @@ int dms_prep_encode_line(const dms_tokenizer *tok, const char *line, size_t len,
                           prompt ? json_type(prompt) : "nothing", response ? json_type(response) : "nothing");
         } else if (tpl) {
             dms_chat_msg m[2] = {{"user", prompt->valuestring}, {"assistant", response->valuestring}};
-            rc = encode_chat(tok, tpl, m, 2, mask_prompt, doc, err);
+            rc = encode_chat(tok, m, 2, lo, doc, err);
         } else {
             size_t lp = strlen(prompt->valuestring), lr = strlen(response->valuestring);
             char *full = malloc(lp + lr + 1);
@@ -181,13 +201,13 @@ int dms_prep_encode_line(const dms_tokenizer *tok, const char *line, size_t len,
             } else {
                 memcpy(full, prompt->valuestring, lp);
                 memcpy(full + lp, response->valuestring, lr + 1);
-                rc = encode_doc(tok, full, mask_prompt ? prompt->valuestring : NULL, 0, 1, doc, err);
+                rc = encode_doc(tok, full, mask_prompt ? prompt->valuestring : NULL, !lo->literal_special, 1, doc, err);
                 free(full);
             }
         }
     } else if (text) {
         if (!cJSON_IsString(text)) rc = dms_errf(err, "'text' must be a string, got %s", json_type(text));
-        else rc = encode_doc(tok, text->valuestring, NULL, 0, 1, doc, err);
+        else rc = encode_doc(tok, text->valuestring, NULL, !lo->literal_special, 1, doc, err);
     } else {
         rc = dms_errf(err, "no 'messages', 'prompt'/'response' or 'text' field");
     }
@@ -202,10 +222,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void shard_name(char *out, size_t cap, const char *dir, int64_t i) {
-    snprintf(out, cap, "%s/shard-%05" PRId64 ".h5", dir, i);
 }
 
 /* Removes shard-NNNNN.h5 files with NNNNN >= keep, and *.h5.tmp leftovers. */
@@ -239,7 +255,10 @@ static int write_prep_json(const dms_prep_opts *o, const dms_prep_stats *st, dms
     cJSON_AddStringToObject(j, "tokenizer_hash", hash);
     cJSON_AddNumberToObject(j, "vocab_size", st->vocab_size);
     cJSON_AddNumberToObject(j, "max_len", o->max_len);
+    cJSON_AddStringToObject(j, "packing", dms_packing_name(o->packing));
     cJSON_AddBoolToObject(j, "mask_prompt", o->mask_prompt != 0);
+    cJSON_AddBoolToObject(j, "literal_special", o->literal_special != 0);
+    if (o->enable_thinking >= 0) cJSON_AddBoolToObject(j, "enable_thinking", o->enable_thinking != 0);
     cJSON_AddNumberToObject(j, "shard_tokens", (double)o->shard_tokens);
     cJSON *in = cJSON_AddArrayToObject(j, "inputs");
     for (int i = 0; i < o->n_inputs; i++) cJSON_AddItemToArray(in, cJSON_CreateString(o->inputs[i]));
@@ -247,6 +266,8 @@ static int write_prep_json(const dms_prep_opts *o, const dms_prep_stats *st, dms
     cJSON_AddNumberToObject(j, "documents", (double)st->documents);
     cJSON_AddNumberToObject(j, "tokens", (double)st->tokens);
     cJSON_AddNumberToObject(j, "rows", (double)st->rows);
+    cJSON *kept = cJSON_AddObjectToObject(j, "tokens_kept"); /* per packing, of the same documents */
+    for (int k = 0; k < 2; k++) cJSON_AddNumberToObject(kept, dms_packing_name((dms_packing)k), (double)st->kept[k]);
     cJSON_AddNumberToObject(j, "skipped_lines", (double)st->skipped);
     cJSON_AddNumberToObject(j, "shards", (double)st->shards);
     cJSON *files = cJSON_AddArrayToObject(j, "files");
@@ -274,34 +295,15 @@ static int write_prep_json(const dms_prep_opts *o, const dms_prep_stats *st, dms
 typedef struct {
     const dms_prep_opts *o;
     dms_prep_stats *st;
-    dms_shard_writer *w;
+    dms_packer *pk; /* NULL until the model is loaded */
     char source[1024];
     double t0, t_report;
 } prep_ctx;
 
-static int flush_shard(prep_ctx *c, dms_err *err) {
-    if (!c->w) return 0;
-    const int64_t n = dms_shard_writer_n_tokens(c->w);
-    dms_shard_writer *w = c->w;
-    c->w = NULL;
-    if (dms_shard_writer_close(w, err) != 0) return -1;
-    c->st->rows += n / c->o->max_len;
-    c->st->shards++;
-    return 0;
-}
-
 static int add_doc(prep_ctx *c, const dms_prep_doc *d, dms_err *err) {
-    if (!c->w) {
-        char path[PATH_MAX];
-        shard_name(path, sizeof path, c->o->output, c->st->shards);
-        c->w = dms_shard_writer_create(path, c->st->tokenizer_hash, c->o->max_len, c->st->vocab_size, c->source,
-                                       c->o->mask_prompt, err);
-        if (!c->w) return -1;
-    }
-    if (dms_shard_writer_add(c->w, d->ids, d->mask, d->n, err) != 0) return -1;
+    if (dms_packer_add(c->pk, d->ids, d->mask, d->n, err) != 0) return -1;
     c->st->documents++;
     c->st->tokens += (int64_t)d->n;
-    if (dms_shard_writer_n_tokens(c->w) >= c->o->shard_tokens) return flush_shard(c, err);
     return 0;
 }
 
@@ -310,9 +312,10 @@ static void report(prep_ctx *c) {
     if (!c->o->progress || t - c->t_report < 5.0) return;
     c->t_report = t;
     double dt = t - c->t0 > 1e-9 ? t - c->t0 : 1e-9;
+    dms_pack_stats ps;
+    dms_packer_stats(c->pk, &ps);
     fprintf(stderr, "[prep] %" PRId64 " documents, %.2fM tokens, %" PRId64 " shards | %.0f docs/s, %.2fM tok/s\n",
-            c->st->documents, c->st->tokens / 1e6, c->st->shards + (c->w ? 1 : 0), c->st->documents / dt,
-            c->st->tokens / 1e6 / dt);
+            c->st->documents, c->st->tokens / 1e6, ps.shards, c->st->documents / dt, c->st->tokens / 1e6 / dt);
 }
 
 /* One input file; 1 when the document limit was reached. */
@@ -331,7 +334,8 @@ static int prep_file(prep_ctx *c, const dms_tokenizer *tok, const char *path, dm
         while (i < (size_t)len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')) i++;
         if (i == (size_t)len) continue; /* blank line */
         int fatal = 0;
-        if (dms_prep_encode_line(tok, line, (size_t)len, c->o->mask_prompt, doc, &fatal, err) != 0) {
+        const dms_prep_line_opts lo = {c->o->mask_prompt, c->o->literal_special, c->o->enable_thinking};
+        if (dms_prep_encode_line_opts(tok, line, (size_t)len, &lo, doc, &fatal, err) != 0) {
             if (c->o->skip_bad && !fatal) {
                 c->st->skipped++;
                 continue;
@@ -377,7 +381,11 @@ int dms_prep_run(const dms_prep_opts *o, dms_prep_stats *st, dms_err *err) {
     for (int i = 0; i < o->n_inputs && at < sizeof c.source; i++)
         at += (size_t)snprintf(c.source + at, sizeof c.source - at, "%s%s", i ? ", " : " ", o->inputs[i]);
     dms_prep_doc doc = {0};
+    const dms_packer_opts po = {.packing = o->packing, .max_len = o->max_len, .shard_tokens = o->shard_tokens,
+                                .dir = o->output, .tokenizer_hash = st->tokenizer_hash,
+                                .vocab_size = st->vocab_size, .source = c.source, .with_loss_mask = o->mask_prompt};
     int rc = dms_mkdir_p(o->output, err);
+    if (!rc && !(c.pk = dms_packer_create(&po, err))) rc = -1;
     if (!rc) {
         char pj[PATH_MAX];
         snprintf(pj, sizeof pj, "%s/prep.json", o->output);
@@ -385,7 +393,15 @@ int dms_prep_run(const dms_prep_opts *o, dms_prep_stats *st, dms_err *err) {
     }
     for (int i = 0; !rc && i < o->n_inputs; i++) rc = prep_file(&c, m.tok, o->inputs[i], &doc, err);
     if (rc > 0) rc = 0; /* limit reached */
-    if (!rc) rc = flush_shard(&c, err);
+    if (!rc) {
+        dms_pack_stats ps;
+        rc = dms_packer_finish(c.pk, &ps, err);
+        c.pk = NULL;
+        st->rows = ps.rows;
+        st->shards = ps.shards;
+        st->kept[0] = ps.kept[0];
+        st->kept[1] = ps.kept[1];
+    }
     if (!rc && st->documents == 0)
         rc = dms_errf(err, "%s: no documents in the input%s", o->inputs[0], st->skipped ? " (every line was skipped)" : "");
     if (!rc) {
@@ -393,7 +409,7 @@ int dms_prep_run(const dms_prep_opts *o, dms_prep_stats *st, dms_err *err) {
         st->seconds = now_s() - t0;
         rc = write_prep_json(o, st, err);
     }
-    if (rc && c.w) dms_shard_writer_abort(c.w);
+    dms_packer_abort(c.pk);
     dms_prep_doc_free(&doc);
     dms_model_free(&m);
     return rc;

@@ -19,6 +19,21 @@
 
 #include "core/h5util.h"
 
+/* ---------------------------------------------------------------- packing */
+
+static const char *const packing_names[] = {"documents", "reference"};
+
+const char *dms_packing_name(dms_packing p) { return packing_names[p == DMS_PACK_REFERENCE]; }
+
+int dms_packing_from_name(const char *name, dms_packing *out) {
+    for (int i = 0; name && i < 2; i++)
+        if (!strcmp(name, packing_names[i])) {
+            *out = (dms_packing)i;
+            return 0;
+        }
+    return -1;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 static int fsync_parent_dir(const char *path) {
@@ -141,6 +156,7 @@ struct dms_shard_writer {
     char *path, *source;
     uint64_t hash;
     int max_len, vocab_size, with_mask;
+    dms_packing packing;
     uint32_t *tokens;
     uint8_t *mask;
     size_t n, cap;
@@ -208,6 +224,8 @@ int dms_shard_writer_add(dms_shard_writer *w, const uint32_t *tokens, const uint
     return 0;
 }
 
+void dms_shard_writer_set_packing(dms_shard_writer *w, dms_packing p) { w->packing = p; }
+
 int64_t dms_shard_writer_n_tokens(const dms_shard_writer *w) { return (int64_t)w->n; }
 int64_t dms_shard_writer_n_docs(const dms_shard_writer *w) { return (int64_t)w->n_docs; }
 
@@ -234,6 +252,7 @@ static int write_shard_file(const dms_shard_writer *w, const char *tmp) {
     if (!rc) rc = write_attr_num(f, "max_len", H5T_STD_I32LE, H5T_NATIVE_INT, &w->max_len);
     if (!rc) rc = write_attr_num(f, "vocab_size", H5T_STD_I32LE, H5T_NATIVE_INT, &w->vocab_size);
     if (!rc) rc = write_attr_str(f, "source", w->source);
+    if (!rc) rc = write_attr_str(f, "packing", dms_packing_name(w->packing));
     if (!rc && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
     return rc;
@@ -245,6 +264,19 @@ int dms_shard_writer_close(dms_shard_writer *w, dms_err *err) {
         dms_errf(err, "%s: no tokens to write", w->path);
         dms_shard_writer_abort(w);
         return -1;
+    }
+    if (w->packing == DMS_PACK_REFERENCE) { /* every row starts at a document start */
+        int ok = w->n % (size_t)w->max_len == 0;
+        for (size_t d = 0, r = 0; ok && r < w->n; r += (size_t)w->max_len) {
+            while (d < w->n_docs && w->offsets[d] < r) d++;
+            ok = d < w->n_docs && w->offsets[d] == r;
+        }
+        if (!ok) {
+            dms_errf(err, "%s: reference packing needs whole rows of %d tokens, each starting a document", w->path,
+                     w->max_len);
+            dms_shard_writer_abort(w);
+            return -1;
+        }
     }
     char tmp[PATH_MAX], why[256];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", w->path) >= (int)sizeof tmp) {
@@ -275,6 +307,7 @@ struct dms_shard {
     int64_t n_tokens, n_docs;
     uint64_t *offsets;
     int max_len, vocab_size;
+    dms_packing packing;
     uint64_t hash;
     char source[1024];
     uint32_t *scratch; /* validation chunk */
@@ -291,6 +324,10 @@ void dms_shard_close(dms_shard *s) {
     free(s);
 }
 
+/* How many times its file size a shard's datasets may declare: HDF5 filters
+ * compress token streams far less than this (gzip's ceiling is ~1032:1). */
+#define DMS_SHARD_MAX_EXPANSION 1024
+
 /* Opens a 1-D integer dataset; returns its length in *n, or -1 with err. */
 static hid_t open_1d(dms_shard *s, const char *name, int max_size, int need_unsigned, int64_t *n, dms_err *err) {
     if (H5Lexists(s->file, name, H5P_DEFAULT) <= 0) {
@@ -306,8 +343,9 @@ static hid_t open_1d(dms_shard *s, const char *name, int max_size, int need_unsi
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
     int ok = t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_INTEGER && (int)H5Tget_size(t) <= max_size &&
              (!need_unsigned || H5Tget_sign(t) == H5T_SGN_NONE) && H5Sget_simple_extent_ndims(sp) == 1;
+    hsize_t dims = 0, fsize = 0;
+    const size_t esize = ok ? H5Tget_size(t) : 0;
     if (ok) {
-        hsize_t dims;
         H5Sget_simple_extent_dims(sp, &dims, NULL);
         *n = (int64_t)dims;
     }
@@ -317,6 +355,18 @@ static hid_t open_1d(dms_shard *s, const char *name, int max_size, int need_unsi
         H5Dclose(d);
         dms_errf(err, "%s: /%s must be a 1-D %sinteger dataset of at most %d bytes per element", s->path, name,
                  need_unsigned ? "unsigned " : "", max_size);
+        return -1;
+    }
+    /* The declared length is read (scanned, or held for doc_offsets) before
+     * any row: it must be data the file can really hold, not the fill values
+     * of a chunked dataset never written (a few-KB file declaring 2^40
+     * tokens). DMS_SHARD_MAX_EXPANSION allows for HDF5 compression. */
+    if (H5Fget_filesize(s->file, &fsize) < 0 || esize == 0 ||
+        (uint64_t)dims > (uint64_t)fsize * DMS_SHARD_MAX_EXPANSION / esize) {
+        H5Dclose(d);
+        dms_errf(err, "%s: /%s declares %llu entries of %zu bytes, more than a file of %llu bytes can hold "
+                 "(at most %d times its size; corrupt?)", s->path, name, (unsigned long long)dims, esize,
+                 (unsigned long long)fsize, DMS_SHARD_MAX_EXPANSION);
         return -1;
     }
     return d;
@@ -332,9 +382,17 @@ static int validate_attrs(dms_shard *s, uint64_t expected, dms_err *err) {
     int64_t version = 0, max_len = 0, vocab = 0;
     if (read_attr_int(s->file, "format_version", H5T_NATIVE_INT64, &version) != 0)
         return dms_errf(err, "%s: missing or non-integer 'format_version' attribute", s->path);
-    if (version != DMS_SHARD_FORMAT_VERSION)
-        return dms_errf(err, "%s: format_version %" PRId64 " is not supported (this dms reads version %d)", s->path,
-                        version, DMS_SHARD_FORMAT_VERSION);
+    if (version != 1 && version != DMS_SHARD_FORMAT_VERSION)
+        return dms_errf(err, "%s: format_version %" PRId64 " is not supported (this dms reads versions 1 to %d)",
+                        s->path, version, DMS_SHARD_FORMAT_VERSION);
+    s->packing = DMS_PACK_DOCUMENTS; /* version 1: documents back to back */
+    if (version >= 2) {
+        char packing[32];
+        int pr = read_attr_str(s->file, "packing", packing, sizeof packing);
+        if (pr != 0 || dms_packing_from_name(packing, &s->packing) != 0)
+            return dms_errf(err, "%s: %s 'packing' attribute (expected \"documents\" or \"reference\")", s->path,
+                            pr == -1 ? "missing" : "invalid");
+    }
     if (read_attr_int(s->file, "tokenizer_hash", H5T_NATIVE_UINT64, &s->hash) != 0)
         return dms_errf(err, "%s: missing or non-integer 'tokenizer_hash' attribute", s->path);
     if (read_attr_int(s->file, "max_len", H5T_NATIVE_INT64, &max_len) != 0 || max_len <= 0 || max_len > INT32_MAX)
@@ -365,6 +423,15 @@ static int validate_data(dms_shard *s, dms_err *err) {
     if (s->offsets[s->n_docs] != (uint64_t)s->n_tokens)
         return dms_errf(err, "%s: doc_offsets end at %" PRIu64 " but /tokens holds %" PRId64 " tokens", s->path,
                         s->offsets[s->n_docs], s->n_tokens);
+    for (int64_t d = 0; d < s->n_docs; d++) /* positions inside a document are int32 */
+        if (s->offsets[d + 1] - s->offsets[d] > (uint64_t)INT32_MAX)
+            return dms_errf(err, "%s: document %" PRId64 " has %" PRIu64 " tokens (at most %d)", s->path, d,
+                            s->offsets[d + 1] - s->offsets[d], INT32_MAX);
+    if (s->packing == DMS_PACK_REFERENCE)
+        for (int64_t r = 0; r < dms_shard_n_rows(s); r++)
+            if (dms_shard_row_pos0(s, r) != 0)
+                return dms_errf(err, "%s: reference packing, but row %" PRId64 " does not start at a document start",
+                                s->path, r);
     /* token ids and mask values, chunk by chunk */
     s->scratch = malloc(sizeof(uint32_t) * SCAN_CHUNK);
     if (!s->scratch) return dms_errf(err, "%s: out of memory", s->path);
@@ -463,6 +530,26 @@ int dms_shard_vocab_size(const dms_shard *s) { return s->vocab_size; }
 uint64_t dms_shard_tokenizer_hash(const dms_shard *s) { return s->hash; }
 int dms_shard_has_loss_mask(const dms_shard *s) { return s->d_mask >= 0; }
 const char *dms_shard_source(const dms_shard *s) { return s->source; }
+dms_packing dms_shard_packing(const dms_shard *s) { return s->packing; }
+
+/* The document holding stream position p (offsets[d] <= p < offsets[d+1];
+ * empty documents are skipped: the last one starting at or before p). */
+static int64_t doc_at(const dms_shard *s, uint64_t p) {
+    int64_t lo = 0, hi = s->n_docs; /* offsets[lo] <= p < offsets[hi] */
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (s->offsets[mid] <= p)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int32_t dms_shard_row_pos0(const dms_shard *s, int64_t r) {
+    const uint64_t start = (uint64_t)r * (uint64_t)s->max_len;
+    return (int32_t)(start - s->offsets[doc_at(s, start)]); /* documents are < 2^31 tokens (validated) */
+}
 
 int dms_shard_row(dms_shard *s, int64_t r, uint32_t *tokens, int32_t *seg, uint8_t *mask, dms_err *err) {
     dms_h5_quiet();
@@ -485,17 +572,11 @@ int dms_shard_row(dms_shard *s, int64_t r, uint32_t *tokens, int32_t *seg, uint8
             memset(mask, 1, (size_t)L);
         }
     }
-    if (seg) {
+    if (seg && s->packing == DMS_PACK_REFERENCE) {
+        memset(seg, 0, sizeof(int32_t) * (size_t)L); /* one segment: no document mask */
+    } else if (seg) {
         /* d: the last document whose offset is <= start (the one holding it) */
-        const uint64_t p0 = (uint64_t)start;
-        int64_t lo = 0, hi = s->n_docs; /* offsets[lo] <= p0 < offsets[hi] */
-        while (hi - lo > 1) {
-            int64_t mid = lo + (hi - lo) / 2;
-            if (s->offsets[mid] <= p0)
-                lo = mid;
-            else
-                hi = mid;
-        }
+        const int64_t lo = doc_at(s, (uint64_t)start);
         int64_t d = lo, prev = lo;
         int32_t sid = 0;
         for (int64_t t = 0; t < L; t++) {
@@ -590,6 +671,11 @@ dms_dataset *dms_dataset_open(const char *dir, uint64_t expected_tokenizer_hash,
                      s->path, s->max_len, max_len, max_len);
             goto fail;
         }
+        if (s->packing != ds->shards[0]->packing) {
+            dms_errf(err, "%s: packed as %s but %s was packed as %s (one packing per dataset)", s->path,
+                     dms_packing_name(s->packing), ds->shards[0]->path, dms_packing_name(ds->shards[0]->packing));
+            goto fail;
+        }
         ds->row_start[i + 1] = ds->row_start[i] + dms_shard_n_rows(s);
     }
     if (ds->row_start[n] == 0) {
@@ -611,20 +697,32 @@ int64_t dms_dataset_n_tokens(const dms_dataset *ds) {
     return ds->row_start[ds->n] * (int64_t)ds->shards[0]->max_len;
 }
 int dms_dataset_n_shards(const dms_dataset *ds) { return ds->n; }
+dms_packing dms_dataset_packing(const dms_dataset *ds) { return ds->shards[0]->packing; }
 dms_shard *dms_dataset_shard(dms_dataset *ds, int i) { return i >= 0 && i < ds->n ? ds->shards[i] : NULL; }
+
+/* The shard holding global row `row` (0 <= row < n_rows). */
+static int shard_of_row(const dms_dataset *ds, int64_t row) {
+    int lo = 0, hi = ds->n; /* row_start[lo] <= row < row_start[hi] */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (ds->row_start[mid] <= row)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
 
 int dms_dataset_row(dms_dataset *ds, int64_t global_row, uint32_t *tokens, int32_t *seg, uint8_t *mask,
                     dms_err *err) {
     if (global_row < 0 || global_row >= dms_dataset_n_rows(ds))
         return dms_errf(err, "%s: row %" PRId64 " out of range (dataset has %" PRId64 " rows)", ds->shards[0]->path,
                         global_row, dms_dataset_n_rows(ds));
-    int lo = 0, hi = ds->n; /* row_start[lo] <= row < row_start[hi] */
-    while (hi - lo > 1) {
-        int mid = lo + (hi - lo) / 2;
-        if (ds->row_start[mid] <= global_row)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return dms_shard_row(ds->shards[lo], global_row - ds->row_start[lo], tokens, seg, mask, err);
+    const int i = shard_of_row(ds, global_row);
+    return dms_shard_row(ds->shards[i], global_row - ds->row_start[i], tokens, seg, mask, err);
+}
+
+int32_t dms_dataset_row_pos0(const dms_dataset *ds, int64_t global_row) {
+    const int i = shard_of_row(ds, global_row);
+    return dms_shard_row_pos0(ds->shards[i], global_row - ds->row_start[i]);
 }

@@ -8,7 +8,9 @@
  * - Activations are fp32 row-major buffers in backend memory, allocated
  *   through a dms_arena (kernels/arena.h); weights are dms_mat descriptors
  *   in the backend's weight dtype (be->weight_dtype: fp32 on the CPU, bf16
- *   on CUDA); trainable tensors are always fp32.
+ *   on CUDA) or, for inference, in a dtype the backend reads directly
+ *   (be->supports_dtype: the CPU keeps GGUF blocks and 16-bit weights as
+ *   they are); trainable tensors are always fp32.
  * - Every op takes the backend's ctx first: be->op(be->ctx, ...).
  * - Ops do not return errors. A failure inside an op (out of memory, a
  *   launch error) is recorded in the backend's sticky status, which the
@@ -25,7 +27,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { DMS_F32 = 0, DMS_BF16 = 1 } dms_dtype;
+/* Weight dtypes. F32, BF16, F16: one element each. The others are ggml's
+ * block formats, byte for byte as a GGUF file stores them (layouts in
+ * kernels/dtype.c): a row of a matrix is cols / dms_dtype_block(t) whole
+ * blocks of dms_dtype_block_bytes(t) bytes. */
+typedef enum {
+    DMS_F32 = 0,
+    DMS_BF16 = 1,
+    DMS_F16 = 2,
+    DMS_Q4_0 = 3, /* 32 elements: f16 scale, 16 bytes of nibbles */
+    DMS_Q4_1 = 4, /* 32 elements: f16 scale, f16 min, 16 bytes of nibbles */
+    DMS_Q8_0 = 5, /* 32 elements: f16 scale, 32 int8 */
+    DMS_Q4_K = 6, /* 256 elements: 8 sub-blocks with 6-bit scales and mins */
+    DMS_Q6_K = 7, /* 256 elements: 16 sub-blocks with int8 scales */
+    DMS_DTYPE_COUNT
+} dms_dtype;
 
 /* A weight matrix [rows, cols] (PyTorch Linear layout: rows = out features). */
 typedef struct dms_mat {
@@ -69,6 +85,11 @@ typedef struct dms_backend {
     const char *name;
     void *ctx;               /* backend state (CPU: sticky status; CUDA: handles, stream) */
     dms_dtype weight_dtype;  /* the dtype the loader converts frozen weights to */
+    /* Whether matmul and embedding read weights of dtype t as they are (the
+     * loader keeps such weights unconverted when asked to,
+     * DMS_LOAD_KEEP_DTYPE). NULL: weight_dtype and fp32 only. Optional: not
+     * in the op lists below. */
+    int (*supports_dtype)(void *ctx, dms_dtype t);
 
     /* ---- memory (device memory for accelerators); sizes in bytes ---- */
     void *(*alloc)(void *ctx, size_t bytes);            /* zero-filled; NULL on failure */
@@ -203,13 +224,15 @@ typedef struct dms_backend {
     void (*dms_comp_grad)(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
                           float target, float weight, float coef);
     /* Neuron variant: out[t, h] = q[t, (h*H/KV)*hd + hd-1], the last channel
-     * of the first query head of each KV group; if zero, that channel of q
-     * is then set to 0. q[T, H*hd]. out may be NULL (zero only). */
+     * of the first query head of each KV group; that channel of q is then
+     * multiplied by keep (0: zeroed, DMS; 1: left; in between: the neuron
+     * warm-up's fade). q[T, H*hd]. out may be NULL (scaling only). */
     void (*dms_neuron_take)(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads,
-                            int head_dim, int zero);
-    /* Inverse of take: q[t, that channel] = in[t, h]. */
+                            int head_dim, float keep);
+    /* Inverse of take: q[t, that channel] = keep * q[t, that channel] +
+     * in[t, h] (keep 0: replaced). */
     void (*dms_neuron_put)(void *ctx, float *q, const float *in, int T, int n_heads, int n_kv_heads,
-                           int head_dim);
+                           int head_dim, float keep);
 } dms_backend;
 
 /* ---- typed memory helpers: the only place element sizes meet byte sizes ---- */
@@ -228,8 +251,26 @@ static inline void dms_download_f64(const dms_backend *be, double *dst, const do
 static inline void dms_copy_f32(const dms_backend *be, float *dst, const float *src, size_t n) {
     be->copy(be->ctx, dst, src, n * sizeof(float));
 }
-/* Bytes of n elements of a weight dtype. */
-static inline size_t dms_dtype_bytes(dms_dtype t, size_t n) { return n * (t == DMS_BF16 ? 2 : 4); }
+/* Elements per block of a weight dtype (1 for F32, BF16, F16) and the bytes
+ * of one block. */
+static inline int dms_dtype_block(dms_dtype t) {
+    return t == DMS_Q4_K || t == DMS_Q6_K ? 256 : t == DMS_Q4_0 || t == DMS_Q4_1 || t == DMS_Q8_0 ? 32 : 1;
+}
+static inline size_t dms_dtype_block_bytes(dms_dtype t) {
+    switch (t) {
+    case DMS_BF16: case DMS_F16: return 2;
+    case DMS_Q4_0: return 18;
+    case DMS_Q4_1: return 20;
+    case DMS_Q8_0: return 34;
+    case DMS_Q4_K: return 144;
+    case DMS_Q6_K: return 210;
+    default: return 4;
+    }
+}
+/* Bytes of n elements of a weight dtype (n a multiple of its block). */
+static inline size_t dms_dtype_bytes(dms_dtype t, size_t n) {
+    return n / (size_t)dms_dtype_block(t) * dms_dtype_block_bytes(t);
+}
 
 /* The CPU reference op table (kernels/cpu/backend_cpu.c); open a backend
  * with dms_backend_open (kernels/registry.h) to get one with its context. */

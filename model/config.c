@@ -4,6 +4,8 @@
 #include "model/config.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -80,7 +82,12 @@ int dms_dms_config_from_json(dms_dms_config *d, const cJSON *root, const char *p
                     return dms_errf(err, "%s: '%s' must be an integer (got %g)", path, f->name, v->valuedouble);
                 *(int *)dst = (int)v->valuedouble;
             } else {
-                *(float *)dst = (float)v->valuedouble;
+                /* as stored (a float): still in range, not rounded to 0 or inf */
+                const float fv = fabs(v->valuedouble) <= FLT_MAX ? (float)v->valuedouble : INFINITY;
+                if (!isfinite(fv) || !(fv > f->min))
+                    return dms_errf(err, "%s: '%s' is out of range for a float32 (got %g)", path, f->name,
+                                    v->valuedouble);
+                *(float *)dst = fv;
             }
             break;
         case F_BOOL:
@@ -140,6 +147,13 @@ static double num(const cJSON *o, const char *key, double dflt) {
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
+/* An optional integer field; cJSON's valueint is already clamped to the int
+ * range, where a cast of valuedouble (1e300) would be undefined. */
+static int opt_int(const cJSON *o, const char *key, int dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valueint : dflt;
+}
+
 static int req_int(const cJSON *o, const char *key, int *out, const char *path, dms_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!cJSON_IsNumber(v)) return dms_errf(err, "%s: missing or non-numeric '%s'", path, key);
@@ -178,13 +192,16 @@ int dms_config_from_hf(dms_config *c, const char *path, char **raw_json, dms_err
         rc = -1;
         goto done;
     }
-    c->n_kv_heads = (int)num(root, "num_key_value_heads", c->n_heads);
+    c->n_kv_heads = opt_int(root, "num_key_value_heads", c->n_heads);
     const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
     c->head_dim = cJSON_IsNumber(hd) ? hd->valueint : (c->n_heads ? c->hidden / c->n_heads : 0);
-    c->max_pos = (int)num(root, "max_position_embeddings", 4096);
+    c->max_pos = opt_int(root, "max_position_embeddings", 4096);
     c->rms_eps = (float)num(root, "rms_norm_eps", 1e-6);
-    c->bos_id = (int)num(root, "bos_token_id", -1);
-    c->eos_id = (int)num(root, "eos_token_id", -1);
+    c->bos_id = opt_int(root, "bos_token_id", -1);
+    c->eos_id = opt_int(root, "eos_token_id", -1);
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    if (cJSON_IsArray(eos) && cJSON_IsNumber(eos->child)) /* Llama 3.x instruct: several; the first ends text */
+        c->eos_id = eos->child->valueint;
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     c->tie_embeddings = cJSON_IsBool(tie) ? cJSON_IsTrue(tie) : 0;
     const cJSON *bias = cJSON_GetObjectItemCaseSensitive(root, "attention_bias");
@@ -204,7 +221,7 @@ int dms_config_from_hf(dms_config *c, const char *path, char **raw_json, dms_err
             c->rope_kind = DMS_ROPE_LLAMA3;
             c->rope_low_freq = (float)num(rs, "low_freq_factor", 1.0);
             c->rope_high_freq = (float)num(rs, "high_freq_factor", 4.0);
-            c->rope_orig_max_pos = (int)num(rs, "original_max_position_embeddings", 8192);
+            c->rope_orig_max_pos = opt_int(rs, "original_max_position_embeddings", 8192);
         } else if (!strcmp(t, "linear")) {
             c->rope_kind = DMS_ROPE_LINEAR;
         } else if (strcmp(t, "default") != 0) {
@@ -248,7 +265,7 @@ int dms_config_from_gguf(dms_config *c, const dms_gguf *g, dms_err *err) {
             free(arch);                                                                      \
             return dms_errf(err, "%s: missing metadata '%s'", path, key);                    \
         }                                                                                    \
-        c->field = (int)u;                                                                   \
+        c->field = u > DMS_CONFIG_MAX_DIM ? INT_MAX : (int)u; /* refused by validate */     \
     } while (0)
     GG_REQ(n_layers, "block_count");
     GG_REQ(hidden, "embedding_length");
@@ -256,12 +273,12 @@ int dms_config_from_gguf(dms_config *c, const dms_gguf *g, dms_err *err) {
     GG_REQ(n_heads, "attention.head_count");
     c->n_kv_heads = c->n_heads;
     snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
-    if (dms_gguf_get_u64(g, key, &u) == 0) c->n_kv_heads = (int)u;
+    if (dms_gguf_get_u64(g, key, &u) == 0) c->n_kv_heads = u > DMS_CONFIG_MAX_DIM ? INT_MAX : (int)u;
     c->head_dim = c->n_heads ? c->hidden / c->n_heads : 0;
     snprintf(key, sizeof key, "%s.attention.key_length", arch);
-    if (dms_gguf_get_u64(g, key, &u) == 0) c->head_dim = (int)u;
+    if (dms_gguf_get_u64(g, key, &u) == 0) c->head_dim = u > DMS_CONFIG_MAX_DIM ? INT_MAX : (int)u;
     snprintf(key, sizeof key, "%s.context_length", arch);
-    c->max_pos = dms_gguf_get_u64(g, key, &u) == 0 ? (int)u : 4096;
+    c->max_pos = dms_gguf_get_u64(g, key, &u) == 0 ? (u > INT_MAX ? INT_MAX : (int)u) : 4096;
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
     c->rms_eps = dms_gguf_get_f64(g, key, &f) == 0 ? (float)f : 1e-6f;
     snprintf(key, sizeof key, "%s.rope.freq_base", arch);
@@ -278,12 +295,12 @@ int dms_config_from_gguf(dms_config *c, const dms_gguf *g, dms_err *err) {
      * the loader applies those directly (see model.c). */
     const dms_gguf_kv *toks = dms_gguf_find_kv(g, "tokenizer.ggml.tokens");
     snprintf(key, sizeof key, "%s.vocab_size", arch);
-    if (dms_gguf_get_u64(g, key, &u) == 0) c->vocab = (int)u;
-    else if (toks) c->vocab = (int)toks->arr_len;
+    if (dms_gguf_get_u64(g, key, &u) == 0) c->vocab = u > DMS_CONFIG_MAX_VOCAB ? INT_MAX : (int)u;
+    else if (toks) c->vocab = toks->arr_len > DMS_CONFIG_MAX_VOCAB ? INT_MAX : (int)toks->arr_len;
     const dms_gguf_tensor *out = dms_gguf_find_tensor(g, "output.weight");
     c->tie_embeddings = out == NULL;
-    c->bos_id = dms_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &u) == 0 ? (int)u : -1;
-    c->eos_id = dms_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &u) == 0 ? (int)u : -1;
+    c->bos_id = dms_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &u) == 0 && u <= INT_MAX ? (int)u : -1;
+    c->eos_id = dms_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &u) == 0 && u <= INT_MAX ? (int)u : -1;
     free(arch);
 #undef GG_REQ
     return dms_config_validate(c, path, err);
@@ -294,6 +311,12 @@ int dms_config_validate(const dms_config *c, const char *what, dms_err *err) {
         c->n_kv_heads <= 0 || c->head_dim <= 0 || c->vocab <= 0)
         return dms_errf(err, "%s: non-positive model dimension (layers %d, hidden %d, heads %d/%d, head_dim %d, vocab %d)",
                         what, c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab);
+    if (c->n_layers > DMS_CONFIG_MAX_DIM || c->hidden > DMS_CONFIG_MAX_DIM || c->intermediate > DMS_CONFIG_MAX_DIM ||
+        c->n_heads > DMS_CONFIG_MAX_DIM || c->head_dim > DMS_CONFIG_MAX_DIM || c->vocab > DMS_CONFIG_MAX_VOCAB ||
+        (long long)c->n_heads * c->head_dim > DMS_CONFIG_MAX_DIM)
+        return dms_errf(err, "%s: model dimension beyond the limits (layers %d, hidden %d, MLP %d, heads %d x head_dim %d, "
+                        "vocab %d; each at most %d, vocab %d)", what, c->n_layers, c->hidden, c->intermediate, c->n_heads,
+                        c->head_dim, c->vocab, DMS_CONFIG_MAX_DIM, DMS_CONFIG_MAX_VOCAB);
     if (c->n_heads % c->n_kv_heads != 0)
         return dms_errf(err, "%s: %d attention heads are not a multiple of %d KV heads", what, c->n_heads,
                         c->n_kv_heads);

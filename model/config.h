@@ -9,6 +9,13 @@
 
 typedef enum { DMS_ARCH_LLAMA = 0, DMS_ARCH_QWEN2, DMS_ARCH_QWEN3 } dms_arch;
 
+/* Limits on the sizes a config may declare (dms_config_validate): every
+ * dimension, and heads x head_dim, at most DMS_CONFIG_MAX_DIM (the largest
+ * real models use ~10^5), the vocabulary at most DMS_CONFIG_MAX_VOCAB, so
+ * that the int sizes derived from them cannot overflow. */
+#define DMS_CONFIG_MAX_DIM (1 << 20)
+#define DMS_CONFIG_MAX_VOCAB (1 << 24)
+
 typedef enum { DMS_ROPE_DEFAULT = 0, DMS_ROPE_LLAMA3, DMS_ROPE_LINEAR } dms_rope_kind;
 
 /* The DMS fields of a model's config.json, under NVIDIA's names

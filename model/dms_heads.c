@@ -8,6 +8,7 @@
 
 #include "core/half.h"
 #include "kernels/dms_rng.h"
+#include "kernels/dtype.h"
 #include "model/model.h"
 
 int dms_neuron_row(const dms_config *c, int h) { return h * (c->n_heads / c->n_kv_heads) * c->head_dim + c->head_dim - 1; }
@@ -19,7 +20,8 @@ static float *upload_new(const dms_backend *be, const float *host, size_t n) {
     return p;
 }
 
-/* Row `row` of a weight in backend memory, widened to fp32 on the host. */
+/* Row `row` of a weight in backend memory (any weight dtype), widened to
+ * fp32 on the host. */
 static int read_row(const dms_backend *be, const dms_mat *w, int row, float *out) {
     const size_t cols = (size_t)w->cols, bytes = dms_dtype_bytes(w->dtype, cols);
     const char *src = (const char *)w->data + (size_t)row * bytes;
@@ -27,10 +29,10 @@ static int read_row(const dms_backend *be, const dms_mat *w, int row, float *out
         be->download(be->ctx, out, src, bytes);
         return 0;
     }
-    uint16_t *tmp = malloc(bytes);
+    void *tmp = malloc(bytes);
     if (!tmp) return -1;
     be->download(be->ctx, tmp, src, bytes);
-    for (size_t i = 0; i < cols; i++) out[i] = dms_bf16_to_f32(tmp[i]);
+    dms_dtype_to_f32(w->dtype, tmp, out, cols);
     free(tmp);
     return 0;
 }

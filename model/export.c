@@ -15,15 +15,18 @@
 #include <ftw.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fault_point.h"
 #include "core/fs.h"
 #include "core/half.h"
 #include "core/mapped_file.h"
+#include "kernels/dtype.h"
 #include "model/gguf.h"
 #include "model/safetensors_write.h"
 #include "model/tokenizer_export.h"
@@ -530,17 +533,17 @@ static int build_plan(plan *p, dms_err *err) {
     return 0;
 }
 
-/* A weight in backend memory, widened to fp32 on the host. */
+/* A weight in backend memory (any weight dtype), widened to fp32 on the host. */
 static int read_mat(const dms_backend *be, const dms_mat *w, float *out) {
     const size_t n = (size_t)w->rows * (size_t)w->cols;
     if (w->dtype == DMS_F32) {
         dms_download_f32(be, out, w->data, n);
         return 0;
     }
-    uint16_t *tmp = malloc(dms_dtype_bytes(w->dtype, n));
+    void *tmp = malloc(dms_dtype_bytes(w->dtype, n));
     if (!tmp) return -1;
     be->download(be->ctx, tmp, w->data, dms_dtype_bytes(w->dtype, n));
-    for (size_t i = 0; i < n; i++) out[i] = dms_bf16_to_f32(tmp[i]);
+    dms_dtype_to_f32(w->dtype, tmp, out, n);
     free(tmp);
     return 0;
 }
@@ -763,6 +766,7 @@ static int write_folder(const dms_model *m, const dms_export_opts *o, const char
         if (rc == 0 && o->log)
             fprintf(o->log, "[dms export] %s (%d/%d): %d tensors, %.1f MB\n", file, s + 1, n_shards, last - first,
                     (double)bytes / 1e6);
+        if (rc == 0) dms_fault_point("export_shard", s + 1); /* fault drills only (core/fault_point.h) */
         first = last;
     }
     if (rc == 0 && n_shards > 1) rc = write_index(&p, shard_of, n_shards, total, dir, err);
@@ -788,6 +792,32 @@ static void strip_slashes(const char *in, char *out, size_t cap) {
     snprintf(out, cap, "%s", in);
     size_t n = strlen(out);
     while (n > 1 && out[n - 1] == '/') out[--n] = '\0';
+}
+
+/* Names the DIR.tmp-<pid> folders that interrupted exports (killed: their
+ * own cleanup never ran) left beside DIR. They are left alone: the pid may
+ * be an export still running on another host of a shared filesystem. */
+static void note_stale_tmp(const char *out, FILE *log) {
+    if (!log) return;
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", out);
+    char *slash = strrchr(parent, '/');
+    const char *base = slash ? slash + 1 : out;
+    if (slash) *slash = '\0';
+    DIR *d = opendir(slash ? (parent[0] ? parent : "/") : ".");
+    if (!d) return;
+    const size_t bl = strlen(base);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bl) != 0 || strncmp(n + bl, ".tmp-", 5) != 0) continue;
+        char *end;
+        const long pid = strtol(n + bl + 5, &end, 10);
+        if (end == n + bl + 5 || *end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* still running here */
+        fprintf(log, "[dms export] note: %s%s%s was left by an interrupted export (pid %ld); remove it\n",
+                slash ? parent : "", slash ? "/" : "", n, pid);
+    }
+    closedir(d);
 }
 
 static int export_to(const dms_model *m, const dms_export_opts *o, const char *model_path, dms_export_result *res,
@@ -830,6 +860,7 @@ static int export_to(const dms_model *m, const dms_export_opts *o, const char *m
     }
     if (rc != 0) remove_tree(tmp);
     else dms_fsync_dir(parent, NULL);
+    if (rc == 0) note_stale_tmp(out, o->log);
     return rc;
 }
 

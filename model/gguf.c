@@ -120,6 +120,9 @@ static int skip_array(rd_t *r, const dms_gguf_str *key, int depth, uint32_t *ety
 static int read_kv(rd_t *r, dms_gguf_kv *kv, uint64_t idx) {
     char nbuf[DMS_GGUF_NAME_BUF];
     if (rd_str(r, &kv->key, "key") != 0) return -1;
+    if (kv->key.len > DMS_GGUF_MAX_KEY)
+        return dms_errf(r->err, "%s: key %llu '%s' is %llu bytes long (GGUF keys are at most %d)", r->path,
+                        (unsigned long long)idx, NM(kv->key), (unsigned long long)kv->key.len, DMS_GGUF_MAX_KEY);
     uint32_t t = 0;
     if (rd_u32(r, &t, "value type") != 0) return -1;
     int sz = scalar_size(t);
@@ -222,9 +225,10 @@ const char *dms_gguf_str_printable(dms_gguf_str s, char *buf, size_t cap) {
 
 static int parse(dms_gguf *g, dms_err *err) {
     const char *path = g->file.path;
-    rd_t r = {g->file.data, g->file.data, g->file.data + g->file.size, path, err};
+    /* (an empty file is not mapped: no pointer arithmetic on it) */
     if (g->file.size < 4 || memcmp(g->file.data, "GGUF", 4) != 0)
         return dms_errf(err, "%s: not a GGUF file (bad magic)", path);
+    rd_t r = {g->file.data, g->file.data, g->file.data + g->file.size, path, err};
     r.p += 4;
     if (rd_u32(&r, &g->version, "version") != 0) return -1;
     if (g->version != 2 && g->version != 3) {

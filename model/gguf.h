@@ -30,6 +30,11 @@ typedef enum {
 
 typedef struct { const char *ptr; uint64_t len; } dms_gguf_str; /* not NUL-terminated */
 
+/* Limits checked at open, besides every count, length and offset against
+ * the file's size: metadata keys at most 65535 bytes (the GGUF spec's
+ * limit), arrays nested at most 8 deep. */
+#define DMS_GGUF_MAX_KEY 65535
+
 typedef struct dms_gguf_kv {
     dms_gguf_str key;
     dms_gguf_vtype type;

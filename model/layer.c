@@ -62,7 +62,7 @@ void dms_layer_forward(const dms_model *m, int l, const float *x_in, float *x_ou
     be->matmul(ctx, a->v, a->n1, &L->wv, L->bv, n);
     if (neuron) { /* the decision rows replace their channel of q (q_proj is never written) */
         be->matmul(ctx, a->zraw, a->n1, &L->heads.q_rows, L->heads.q_rows_bias, n);
-        be->dms_neuron_put(ctx, a->qpre, a->zraw, n, H, KV, hd);
+        be->dms_neuron_put(ctx, a->qpre, a->zraw, n, H, KV, hd, 0.0f);
     }
     if (lora) {
         lora_forward(m, L, DMS_LORA_Q, a, a->n1, a->qpre, n);
@@ -77,11 +77,14 @@ void dms_layer_forward(const dms_model *m, int l, const float *x_in, float *x_ou
         if (a->k != a->kpre) dms_copy_f32(be, a->k, a->kpre, (size_t)n * KV * hd);
     }
     /* neuron: the logit is channel D-1 after q-norm, before RoPE; the channel
-     * is zeroed before and after RoPE (docs/dms_reference_notes.md section 2) */
-    if (neuron) be->dms_neuron_take(ctx, a->zraw, a->q, n, H, KV, hd, 1);
+     * is zeroed before and after RoPE (docs/dms_reference_notes.md section 2),
+     * or, in the training warm-up, scaled by g with the logit scaled by 1 - g */
+    const float g = neuron ? attn->neuron_keep : 0.0f;
+    if (neuron) be->dms_neuron_take(ctx, a->zraw, a->q, n, H, KV, hd, g);
+    if (neuron && g > 0.0f) be->scale(ctx, a->zraw, 1.0f - g, (size_t)n * KV);
     be->rope(ctx, a->q, a->pos, m->inv_freq, n, H, hd);
     be->rope(ctx, a->k, a->pos, m->inv_freq, n, KV, hd);
-    if (neuron) be->dms_neuron_take(ctx, NULL, a->q, n, H, KV, hd, 1);
+    if (neuron) be->dms_neuron_take(ctx, NULL, a->q, n, H, KV, hd, g);
     attn->attend(attn, m, l, a, n);
     be->matmul(ctx, a->xmid, a->att, &L->wo, NULL, n);
     if (lora) lora_forward(m, L, DMS_LORA_O, a, a->att, a->xmid, n);

@@ -102,6 +102,11 @@ struct dms_model;
 typedef struct dms_attn {
     int student;
     void (*attend)(struct dms_attn *self, const struct dms_model *m, int layer, struct dms_layer_acts *a, int n);
+    /* Neuron variant only, the training warm-up (train config
+     * neuron_warmup): the fraction g of the borrowed channel that attention
+     * still sees, the decision logit scaled by 1 - g. 0 (DMS, inference):
+     * the channel is zeroed and the logit whole. */
+    float neuron_keep;
 } dms_attn;
 
 /* A KV cache (implementations in runtime/) is an attention strategy whose

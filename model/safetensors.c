@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,14 +48,22 @@ static int st_add_file(dms_safetensors *st, const char *path, dms_err *err) {
     dms_mapped_file f;
     if (dms_map_file(&f, path, err) != 0) return -1;
     const char *why = NULL;
+    char whybuf[160];
     if (f.size < 8) {
         why = "file too short for a safetensors header";
     }
     uint64_t hlen = 0;
     if (!why) {
         for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f.data[i];
-        if (hlen > f.size - 8) why = "header length runs past end of file (truncated or not safetensors)";
-        else if (hlen < 2 || f.data[8] != '{') why = "header is not a JSON object";
+        if (hlen > f.size - 8) {
+            why = "header length runs past end of file (truncated or not safetensors)";
+        } else if (hlen > DMS_ST_MAX_HEADER) {
+            snprintf(whybuf, sizeof whybuf, "header of %llu bytes is over the format's limit of %d bytes (corrupt?)",
+                     (unsigned long long)hlen, DMS_ST_MAX_HEADER);
+            why = whybuf;
+        } else if (hlen < 2 || f.data[8] != '{') {
+            why = "header is not a JSON object";
+        }
     }
     if (why) {
         dms_errf(err, "%s: %s", path, why);
@@ -111,10 +120,13 @@ static int st_add_file(dms_safetensors *st, const char *path, dms_err *err) {
             rc = dms_errf(err, "%s: tensor '%s' has %d dims (max %d)", path, e->string, t.n_dims, DMS_ST_MAX_DIMS);
             break;
         }
-        double nelem = 1;
+        /* dimensions: integers; the product of the non-zero ones at most
+         * 2^62 (an empty tensor may not hide an overflowing product) */
+        double nelem = 1, nonzero = 1;
         int d = 0;
         for (cJSON *s = sh->child; s; s = s->next, d++) {
-            if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > (double)INT64_MAX) {
+            if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble != floor(s->valuedouble) ||
+                (s->valuedouble > 0 && (nonzero *= s->valuedouble) > 4611686018427387904.0)) {
                 rc = dms_errf(err, "%s: tensor '%s' has an invalid shape", path, e->string);
                 break;
             }
@@ -124,7 +136,7 @@ static int st_add_file(dms_safetensors *st, const char *path, dms_err *err) {
         if (rc) break;
         double b0 = cJSON_GetArrayItem(off, 0)->valuedouble, b1 = cJSON_GetArrayItem(off, 1)->valuedouble;
         if (!cJSON_IsNumber(cJSON_GetArrayItem(off, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(off, 1)) ||
-            b0 < 0 || b1 < b0 || b1 > (double)data_size) {
+            b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1)) {
             rc = dms_errf(err, "%s: tensor '%s' data [%.0f, %.0f) runs past end of file (%zu data bytes)",
                           path, e->string, b0, b1, data_size);
             break;
@@ -144,7 +156,7 @@ static int st_add_file(dms_safetensors *st, const char *path, dms_err *err) {
 }
 
 static int st_finish(dms_safetensors *st, const char *what, dms_err *err) {
-    qsort(st->tensors, (size_t)st->n_tensors, sizeof(dms_st_tensor), cmp_tensor);
+    if (st->n_tensors > 1) qsort(st->tensors, (size_t)st->n_tensors, sizeof(dms_st_tensor), cmp_tensor);
     for (int i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0)
             return dms_errf(err, "%s: tensor '%s' appears twice", what, st->tensors[i].name);
@@ -225,6 +237,7 @@ void dms_st_close(dms_safetensors *st) {
 
 const dms_st_tensor *dms_st_find(const dms_safetensors *st, const char *name) {
     dms_st_tensor key = {.name = (char *)name};
+    if (st->n_tensors == 0) return NULL; /* (tensors may be NULL) */
     return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof(dms_st_tensor), cmp_tensor);
 }
 

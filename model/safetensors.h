@@ -18,6 +18,10 @@ typedef enum {
 } dms_st_dtype;
 
 #define DMS_ST_MAX_DIMS 8
+/* The largest JSON header read (bytes): the format's own limit (the
+ * reference `safetensors` library refuses bigger ones), checked before the
+ * header is parsed. */
+#define DMS_ST_MAX_HEADER 100000000
 
 typedef struct dms_st_tensor {
     char *name;

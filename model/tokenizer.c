@@ -3,6 +3,7 @@
  * hash maps, added/special token matching, byte-level mapping, BPE by merge
  * rank, decoding. Output matches `tokenizers` (see tests/test_tokenizer.c). */
 #include "model/tokenizer.h"
+#include "model/config.h" /* DMS_CONFIG_MAX_VOCAB */
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -50,6 +51,9 @@ struct dms_tokenizer {
     int32_t stop[8];
     int n_stop;
     char *chat_template;
+    char *bos_str, *eos_str;    /* bos_token / eos_token for the chat template, NULL if none */
+    dms_jinja *chat_jinja;      /* chat_template parsed once at load, or NULL */
+    char *chat_err;             /* why chat_template did not parse (reported when rendering) */
     char desc[160];
     uint64_t hash;
 };
@@ -184,6 +188,10 @@ void dms_tokenizer_free(dms_tokenizer *t) {
     free(t->added);
     dms_pretok_free(t->pre);
     free(t->chat_template);
+    free(t->bos_str);
+    free(t->eos_str);
+    dms_jinja_free(t->chat_jinja);
+    free(t->chat_err);
     free(t);
 }
 
@@ -249,6 +257,17 @@ static int is_stop_name(const char *s) {
 
 /* After vocab, merges, added flags and ids are set: byte tables, raw bytes
  * of every token, added-token index, stop list, hash, description. */
+/* The chat template is parsed once, here; every render reuses it. One the
+ * engine cannot parse keeps its message for the first render, so that the
+ * model still loads (and runs --raw). */
+static int parse_chat(dms_tokenizer *t, const char *path, dms_err *err) {
+    if (!t->chat_template) return 0;
+    dms_err e = {{0}};
+    t->chat_jinja = dms_jinja_parse(t->chat_template, &e);
+    if (!t->chat_jinja && !(t->chat_err = strdup(e.msg))) return dms_errf(err, "%s: out of memory", path);
+    return 0;
+}
+
 static int finish(dms_tokenizer *t, const char *path, const char *pre_name, dms_err *err) {
     /* raw bytes per token, as tokenizers' ByteLevel decoder: if every char
      * of the token is in the byte map, the mapped bytes; else the string. */
@@ -499,15 +518,16 @@ static int load_json(dms_tokenizer **out, const char *path, const char *cfg_path
     long max_id = -1;
     const cJSON *c;
     cJSON_ArrayForEach(c, vocab) {
-        if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 1e8) {
-            dms_errf(err, "%s: vocab entry '%s' has a bad id", path, c->string);
+        if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble >= DMS_CONFIG_MAX_VOCAB) {
+            dms_errf(err, "%s: vocab entry '%s' has a bad id (ids are integers 0 to %d)", path, c->string,
+                     DMS_CONFIG_MAX_VOCAB - 1);
             goto done;
         }
         if (c->valueint > max_id) max_id = c->valueint;
     }
     cJSON_ArrayForEach(c, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 || !jstr(c, "content")) {
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= DMS_CONFIG_MAX_VOCAB || !jstr(c, "content")) {
             dms_errf(err, "%s: added_tokens entry without id/content", path);
             goto done;
         }
@@ -597,6 +617,11 @@ static int load_json(dms_tokenizer **out, const char *path, const char *cfg_path
         t->add_bos = id >= 0;
         if (id >= 0) t->bos = id;
     }
+    /* the chat template sees tokenizer_config.json's strings (transformers' special_tokens_map) */
+    if ((bos && cfg && !(t->bos_str = strdup(bos))) || (eos && cfg && !(t->eos_str = strdup(eos)))) {
+        dms_errf(err, "%s: out of memory", path);
+        goto done;
+    }
     if (cfg) {
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
         const char *tpl = cJSON_IsString(ct) ? ct->valuestring : NULL;
@@ -611,7 +636,7 @@ static int load_json(dms_tokenizer **out, const char *path, const char *cfg_path
             goto done;
         }
     }
-    if (finish(t, path, dms_pretok_short_name(t->pre), err)) goto done;
+    if (finish(t, path, dms_pretok_short_name(t->pre), err) || parse_chat(t, path, err)) goto done;
     *out = t;
     t = NULL;
     rc = 0;
@@ -683,7 +708,7 @@ dms_tokenizer *dms_tokenizer_from_gguf(const dms_gguf *g, dms_err *err) {
         dms_errf(err, "%s: missing tokenizer.ggml.tokens or tokenizer.ggml.merges", path);
         goto fail;
     }
-    if (tk->arr_len == 0 || tk->arr_len > 100000000) {
+    if (tk->arr_len == 0 || tk->arr_len > DMS_CONFIG_MAX_VOCAB) {
         dms_errf(err, "%s: tokenizer.ggml.tokens has %llu entries", path,
                  (unsigned long long)tk->arr_len);
         goto fail;
@@ -744,7 +769,18 @@ dms_tokenizer *dms_tokenizer_from_gguf(const dms_gguf *g, dms_err *err) {
     t->add_bos = dms_gguf_get_u64(g, "tokenizer.ggml.add_bos_token", &ab) == 0 ? ab != 0 : llama3;
     if (t->bos < 0) t->add_bos = 0;
     t->chat_template = dms_gguf_get_str(g, "tokenizer.chat_template");
-    if (finish(t, path, pre_name, err)) goto fail;
+    if (finish(t, path, pre_name, err) || parse_chat(t, path, err)) goto fail;
+    /* the chat template's bos_token / eos_token: the tokens' text */
+    for (int k = 0; k < 2; k++) {
+        int32_t id = k ? t->eos : t->bos;
+        size_t bl;
+        const char *b = id >= 0 ? dms_tokenizer_token_bytes(t, id, &bl) : NULL;
+        char **dst = k ? &t->eos_str : &t->bos_str;
+        if (b && !(*dst = strndup(b, bl))) {
+            dms_errf(err, "%s: out of memory", path);
+            goto fail;
+        }
+    }
     free(strs);
     free(model);
     free(pre);
@@ -954,7 +990,8 @@ static int bpe_cached(const dms_tokenizer *t, enc_scratch *s, const unsigned cha
         grow((void **)&s->cids, &s->cidcap, s->cidn + ni, sizeof(int32_t)))
         return -1;
     memcpy(s->keys + s->klen, w, n);
-    memcpy(s->cids + s->cidn, out->v + before, ni * sizeof(int32_t));
+    if (ni) /* a word of bytes the vocabulary lacks gives no ids (and cids may not exist yet) */
+        memcpy(s->cids + s->cidn, out->v + before, ni * sizeof(int32_t));
     s->ce[j] = (struct centry){h, (uint32_t)s->klen, (uint32_t)n, (uint32_t)s->cidn, (uint32_t)ni};
     s->klen += n;
     s->cidn += ni;
@@ -1168,6 +1205,12 @@ int dms_tokenizer_is_special(const dms_tokenizer *t, int32_t id) {
 
 int dms_tokenizer_add_bos(const dms_tokenizer *t) { return t->add_bos; }
 const char *dms_tokenizer_chat_template(const dms_tokenizer *t) { return t->chat_template; }
+const char *dms_tokenizer_bos_token(const dms_tokenizer *t) { return t->bos_str; }
+const dms_jinja *dms_tokenizer_chat_jinja(const dms_tokenizer *t, const char **parse_err) {
+    if (parse_err) *parse_err = t->chat_err;
+    return t->chat_jinja;
+}
+const char *dms_tokenizer_eos_token(const dms_tokenizer *t) { return t->eos_str; }
 const char *dms_tokenizer_describe(const dms_tokenizer *t) { return t->desc; }
 uint64_t dms_tokenizer_hash(const dms_tokenizer *t) { return t->hash; }
 

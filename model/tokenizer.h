@@ -10,7 +10,9 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "model/chat_template.h" /* chat rendering (model/jinja.h: the engine) */
 #include "model/gguf.h"
+#include "model/jinja.h"
 
 typedef struct dms_tokenizer dms_tokenizer;
 
@@ -72,34 +74,15 @@ const char *dms_tokenizer_describe(const dms_tokenizer *t);
  * tokenizer.json (checked for SmolLM2). */
 uint64_t dms_tokenizer_hash(const dms_tokenizer *t);
 
-/* ---- chat templates ---- */
-typedef enum { DMS_CHAT_NONE = 0, DMS_CHAT_CHATML, DMS_CHAT_LLAMA3 } dms_chat_kind;
-typedef struct { const char *role; const char *content; } dms_chat_msg;
-
-/* Chooses the chat format from the template text (NULL -> NONE). */
-dms_chat_kind dms_chat_detect(const char *template_src);
-const char *dms_chat_kind_name(dms_chat_kind k);
-/* Renders messages as the model's template does, ending with the assistant
- * header if add_generation_prompt. Returns malloc'd text (special tokens
- * written literally; encode it with parse_special=1).
- * BOS: Llama 3's template starts with bos_token ("<|begin_of_text|>"); the
- * rendering here leaves it out, and callers prepend dms_tokenizer_bos() when
- * dms_tokenizer_add_bos() says so, as for any text. That gives exactly the ids
- * of HF's apply_chat_template(tokenize=True) (HF tokenizes the rendered text
- * with add_special_tokens=False, so BOS appears once) and never doubles BOS.
- * Llama 3 contents are trimmed (the template's `| trim`); ChatML contents are
- * written as they are. dms_chat_render adds no default system message. */
-char *dms_chat_render(dms_chat_kind k, const dms_chat_msg *msgs, size_t n, int add_generation_prompt,
-                      dms_err *err);
-/* Detects the kind from the template source and renders as that template
- * does, including a ChatML default system message taken from the template
- * text (SmolLM2, Qwen2.5) when the first message is not "system".
- * template_src NULL or unrecognised -> error. */
-char *dms_chat_render_tpl(const char *template_src, const dms_chat_msg *msgs, size_t n,
-                          int add_generation_prompt, dms_err *err);
-/* The ChatML default system prompt written in the template (malloc'd, with
- * Jinja string escapes undone), or NULL if it has none. */
-char *dms_chat_default_system(const char *template_src);
+/* The bos_token / eos_token strings a chat template sees (transformers'
+ * special_tokens_map: tokenizer_config.json's values; from a GGUF the
+ * tokens' text), NULL when the model has none. */
+const char *dms_tokenizer_bos_token(const dms_tokenizer *t);
+const char *dms_tokenizer_eos_token(const dms_tokenizer *t);
+/* The chat template parsed at load (model/jinja.h), NULL when the model has
+ * none or it did not parse; then *parse_err (if asked) is the parser's
+ * message, or NULL for no template. */
+const dms_jinja *dms_tokenizer_chat_jinja(const dms_tokenizer *t, const char **parse_err);
 
 /* ---- pre-tokenizer (model/tokenizer_pretok.c; used by tokenizer.c) ----
  * A normaliser (NFC/NFD/NFKC/NFKD, applied in order) followed by split

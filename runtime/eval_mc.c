@@ -32,11 +32,13 @@ char *dms_eval_mc_prompt(const char *question, const char *const *choices, int n
     for (int k = 0; k < n; k++) len += strlen(choices[k]) + 5;
     char *s = malloc(len + 1);
     if (!s) return NULL;
+    /* (appended piece by piece: len above counts every byte) */
     size_t at = 0;
-    at += (size_t)sprintf(s + at, "%s", head);
+    memcpy(s, head, sizeof head - 1);
+    at += sizeof head - 1;
     for (int k = 0; k < n; k++) s[at++] = (char)('A' + k);
-    at += (size_t)sprintf(s + at, "%s%s\n", tail, question);
-    for (int k = 0; k < n; k++) at += (size_t)sprintf(s + at, "\n%c) %s", 'A' + k, choices[k]);
+    at += (size_t)snprintf(s + at, len + 1 - at, "%s%s\n", tail, question);
+    for (int k = 0; k < n; k++) at += (size_t)snprintf(s + at, len + 1 - at, "\n%c) %s", 'A' + k, choices[k]);
     s[at] = '\0';
     return s;
 }

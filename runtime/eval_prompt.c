@@ -16,7 +16,10 @@ int dms_eval_encode_user(const dms_tokenizer *tok, const char *user, int32_t **i
     char *text = NULL;
     if (tpl) {
         const dms_chat_msg msg = {"user", user};
-        text = dms_chat_render_tpl(tpl, &msg, 1, 1, err);
+        dms_chat_opts co;
+        dms_chat_opts_default(&co);
+        co.add_generation_prompt = 1;
+        text = dms_tokenizer_chat_render(tok, &msg, 1, &co, err);
         if (!text) return -1;
     }
     size_t got = 0;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/fault_point.h"
 #include "core/fs.h"
 #include "core/mapped_file.h"
 #include "kernels/dms_rng.h"
@@ -383,6 +384,7 @@ static int kl_done(const dms_eval_kl_window *w, void *ctx, dms_err *err) {
     dms_eval_add_kv(o, &w->kv);
     if (dms_eval_log_append(&r->log, o, err) != 0) return -1;
     r->items_new++;
+    dms_fault_point("eval_item", r->items_new); /* fault drills only (core/fault_point.h) */
     dms_eval_progress_item(&r->prog);
     return 0;
 }
@@ -445,6 +447,7 @@ static int gen_done(int q, const dms_eval_output *out, void *p, dms_err *err) {
     r->generated += out->n;
     if (dms_eval_log_append(&r->log, o, err) != 0) return -1;
     r->items_new++;
+    dms_fault_point("eval_item", r->items_new); /* fault drills only (core/fault_point.h) */
     dms_eval_progress_item(&r->prog);
     return 0;
 }

@@ -7,6 +7,7 @@
  * the KV statistics every task reports. */
 #include "runtime/eval.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +103,10 @@ int dms_eval_data_read(const dms_eval_config *c, dms_eval_data *d, dms_err *err)
     if (c->task == DMS_EVAL_KL && !ends_with(c->data, ".jsonl")) { /* plain text */
         d->text = dms_read_text_file(c->data, &d->text_len, err);
         if (!d->text) return -1;
-        if (d->text_len == 0) return dms_errf(err, "%s: empty file", c->data);
+        if (d->text_len == 0) {
+            dms_eval_data_free(d);
+            return dms_errf(err, "%s: empty file", c->data);
+        }
         return 0;
     }
     if (dms_eval_read_jsonl(c->data, &d->rows, err) != 0) return -1;
@@ -189,34 +193,53 @@ static void set_metric(cJSON *result, const char *name, double value, double se,
     cJSON_AddNumberToObject(m, "n", n);
 }
 
+/* An integer field of a record (an index, a length): -1 when it is
+ * missing, not an integer or beyond an int, so that a damaged item log
+ * never becomes an out-of-range conversion or a huge allocation. */
+static int fint(const cJSON *o, const char *k) {
+    const double v = fnum(o, k);
+    return v >= 0 && v <= INT_MAX && v == floor(v) ? (int)v : -1;
+}
+
+typedef struct {
+    int g;
+    double v;
+} group_val;
+
+static int cmp_group(const void *a, const void *b) {
+    const int x = ((const group_val *)a)->g, y = ((const group_val *)b)->g;
+    return (x > y) - (x < y);
+}
+
 /* The per-unit means of 0/1 (or any) values grouped by an integer field:
- * mean over units, its standard error, and the number of units. */
+ * mean over units (in increasing unit order), its standard error, and the
+ * number of units. Rows without a valid unit are left out. */
 static int grouped(cJSON *const *rows, int n, const char *group, const char *value, double *mean, double *se,
                    int *units) {
-    int max = -1;
-    for (int i = 0; i < n; i++)
-        if (fnum(rows[i], group) > max) max = (int)fnum(rows[i], group);
-    double *sum = calloc((size_t)max + 2, sizeof(double)), *cnt = calloc((size_t)max + 2, sizeof(double));
-    double *per = calloc((size_t)max + 2, sizeof(double));
-    if (!sum || !cnt || !per) {
-        free(sum);
-        free(cnt);
+    group_val *x = malloc(sizeof(group_val) * (size_t)(n ? n : 1));
+    double *per = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!x || !per) {
+        free(x);
         free(per);
         return -1;
     }
+    int m = 0;
     for (int i = 0; i < n; i++) {
-        const int g = (int)fnum(rows[i], group);
-        if (g < 0) continue;
-        sum[g] += fbool(rows[i], value) ? 1.0 : 0.0;
-        cnt[g] += 1;
+        const int g = fint(rows[i], group);
+        if (g >= 0) x[m++] = (group_val){g, fbool(rows[i], value) ? 1.0 : 0.0};
     }
+    qsort(x, (size_t)m, sizeof *x, cmp_group);
     int u = 0;
-    for (int g = 0; g <= max; g++)
-        if (cnt[g] > 0) per[u++] = sum[g] / cnt[g];
+    for (int i = 0; i < m;) {
+        int j = i;
+        double sum = 0;
+        while (j < m && x[j].g == x[i].g) sum += x[j++].v;
+        per[u++] = sum / (j - i);
+        i = j;
+    }
     dms_eval_mean_se(per, u, mean, se);
     *units = u;
-    free(sum);
-    free(cnt);
+    free(x);
     free(per);
     return 0;
 }
@@ -298,7 +321,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
     int nl = 0, nd = 0;
     for (int i = 0; i < n; i++) {
         ok[i] = fbool(rows[i], "correct");
-        const int l = (int)fnum(rows[i], "length"), d = (int)fnum(rows[i], "depth");
+        const int l = fint(rows[i], "length"), d = fint(rows[i], "depth");
         int seen = 0;
         for (int k = 0; k < nl; k++) seen |= lens[k] == l;
         if (!seen) lens[nl++] = l;
@@ -321,7 +344,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
         for (int b = 0; b < nd; b++) {
             int cn = 0, cc = 0;
             for (int i = 0; i < n; i++)
-                if ((int)fnum(rows[i], "length") == lens[a] && (int)fnum(rows[i], "depth") == deps[b]) {
+                if (fint(rows[i], "length") == lens[a] && fint(rows[i], "depth") == deps[b]) {
                     cn++;
                     cc += ok[i] > 0;
                 }

@@ -318,7 +318,7 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
     }
     /* a DMS model runs its heads under every policy (the neuron variant zeroes its
      * channel even with eviction off, as NVIDIA's model does); only dms evicts by them */
-    kv->attn = (dms_attn){m->has_heads, paged_attend};
+    kv->attn = (dms_attn){m->has_heads, paged_attend, 0.0f};
     kv->m = m;
     kv->be = m->be;
     kv->o = o;

@@ -4,7 +4,10 @@
  * errors, and failure safety: a save that hits a full disk (RLIMIT_FSIZE in
  * a forked child, so writes fail with EFBIG) returns an error, leaves no
  * file behind and the previous checkpoint loads bit-exactly. A truncated
- * checkpoint gives a one-line error naming it. */
+ * checkpoint gives a one-line error naming it. Checksums: one flipped bit
+ * in a tensor, an integer or a string is refused naming the dataset; a file
+ * written before checksums (attributes removed here) still loads,
+ * unverified; dms_ckpt_latest_before finds the fallback of a resume. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +17,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <hdf5.h>
 
 #include "tests/check.h"
 #include "train/checkpoint.h"
@@ -121,6 +126,96 @@ static void check_file(const char *path, int64_t step, int big) {
 
 static void ckpt_path(char *out, size_t cap, int64_t step) { dms_ckpt_path(out, cap, dir, step); }
 
+static int copy_file(const char *src, const char *dst) {
+    FILE *a = fopen(src, "rb"), *b = fopen(dst, "wb");
+    int rc = a && b ? 0 : -1;
+    for (int c; rc == 0 && (c = fgetc(a)) != EOF;) rc = fputc(c, b) == EOF ? -1 : 0;
+    if (a) fclose(a);
+    if (b && fclose(b) != 0) rc = -1;
+    return rc;
+}
+
+/* The file offset of a dataset's stored bytes (contiguous layout). */
+static long data_offset(const char *path, const char *name) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, name, H5P_DEFAULT) : -1;
+    haddr_t off = d >= 0 ? H5Dget_offset(d) : HADDR_UNDEF;
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    return off == HADDR_UNDEF ? -1 : (long)off;
+}
+
+/* A copy of src with one bit flipped `byte` bytes into dataset `name`. */
+static int flip_copy(const char *src, const char *dst, const char *name, long byte) {
+    long off = data_offset(src, name);
+    if (off < 0 || copy_file(src, dst) != 0) return -1;
+    FILE *f = fopen(dst, "r+b");
+    if (!f || fseek(f, off + byte, SEEK_SET) != 0) return -1;
+    int c = fgetc(f);
+    int rc = c != EOF && fseek(f, off + byte, SEEK_SET) == 0 && fputc(c ^ 0x10, f) != EOF ? 0 : -1;
+    return fclose(f) == 0 ? rc : -1;
+}
+
+static herr_t drop_crc(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    (void)info, (void)op;
+    hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+    if (o >= 0 && H5Iget_type(o) == H5I_DATASET && H5Aexists(o, DMS_CKPT_CRC_ATTR) > 0) H5Adelete(o, DMS_CKPT_CRC_ATTR);
+    if (o >= 0) H5Oclose(o);
+    return 0;
+}
+
+/* The checksum of every dataset: flips are refused, old files still load. */
+static void test_checksums(const char *good, int64_t step) {
+    dms_err err = {0};
+    dms_ckpt *ck = dms_ckpt_load(good, &err);
+    CHECK_MSG(ck && dms_ckpt_verified(ck), "%s", err.msg);
+    dms_ckpt_free(ck);
+    char bad[160];
+    snprintf(bad, sizeof bad, "%s/flipped.h5", dir);
+    const struct {
+        const char *name;
+        long byte;
+    } flips[] = {{"params/model.layers.0.self_attn.dms_proj_alpha.weight", 37},
+                 {"rng/counter", 3},
+                 {"config", 5},
+                 {"git_revision", 0}};
+    for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+        CHECK_MSG(flip_copy(good, bad, flips[i].name, flips[i].byte) == 0, "cannot flip a bit of '%s'", flips[i].name);
+        ck = dms_ckpt_load(bad, &err);
+        char want[200];
+        snprintf(want, sizeof want, "checksum mismatch in '%s'", flips[i].name);
+        CHECK_MSG(ck == NULL && strstr(err.msg, bad) && strstr(err.msg, want) && one_line(err.msg), "%s: %s",
+                  flips[i].name, ck ? "loaded" : err.msg);
+        if (i == 0) printf("bit flip: %s\n", err.msg);
+        dms_ckpt_free(ck);
+    }
+    /* a file written before checksums existed: no root "checksum", no
+     * "crc32" on the datasets; it loads (unverified) and reads back */
+    char old[160];
+    snprintf(old, sizeof old, "%s/old.h5", dir);
+    CHECK(copy_file(good, old) == 0);
+    hid_t f = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+    CHECK(f >= 0 && H5Adelete(f, "checksum") >= 0);
+    CHECK(H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, drop_crc, NULL) >= 0);
+    H5Fclose(f);
+    ck = dms_ckpt_load(old, &err);
+    CHECK_MSG(ck && !dms_ckpt_verified(ck), "old checkpoint: %s", ck ? "reported as verified" : err.msg);
+    dms_ckpt_free(ck);
+    check_file(old, step, 0);
+    /* a file with checksums that lost one of them is corrupt */
+    CHECK(copy_file(good, old) == 0);
+    f = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, "data/cursor", H5P_DEFAULT) : -1;
+    CHECK(d >= 0 && H5Adelete(d, DMS_CKPT_CRC_ATTR) >= 0);
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    ck = dms_ckpt_load(old, &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, "'data/cursor' has no checksum"), "%s", ck ? "loaded" : err.msg);
+    dms_ckpt_free(ck);
+    unlink(old);
+    unlink(bad);
+}
+
 static int count_files(void) {
     char cmd[160];
     snprintf(cmd, sizeof cmd, "ls '%s' | wc -l", dir);
@@ -131,6 +226,75 @@ static int count_files(void) {
         pclose(p);
     }
     return n;
+}
+
+/* Checkpoints that are well-formed HDF5 but not what dms_ckpt_save writes
+ * (found by fuzz/checkpoint.c): root attributes that are arrays, read into
+ * one value, were written past it (the stack); a tensor declaring more data
+ * than the file holds (chunked, never written) is refused before anything
+ * sizes a buffer or a read by it (docs/fuzzing.md, "Limits"). */
+static void hostile_file(const char *path, hsize_t n_format, hsize_t n_step, hsize_t tensor_elems) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(DMS_CKPT_FORMAT) + 1);
+    char fmt[100][16];
+    for (int i = 0; i < 100; i++) snprintf(fmt[i], sizeof fmt[i], "%s", DMS_CKPT_FORMAT);
+    hid_t sp = H5Screate_simple(1, &n_format, NULL);
+    hid_t a = H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, fmt);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    int64_t v[64];
+    for (int i = 0; i < 64; i++) v[i] = 1;
+    hid_t one = H5Screate(H5S_SCALAR);
+    a = H5Acreate2(f, "format_version", H5T_STD_I64LE, one, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, v);
+    H5Aclose(a);
+    sp = H5Screate_simple(1, &n_step, NULL);
+    a = H5Acreate2(f, "step", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, v);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Sclose(one);
+    sp = H5Screate_simple(1, &tensor_elems, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk = tensor_elems < 1024 ? tensor_elems : 1024;
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t d = H5Dcreate2(f, "t", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Fclose(f);
+}
+
+static void test_hostile(void) {
+    char p[140];
+    snprintf(p, sizeof p, "%s/hostile.h5", dir);
+    dms_err err = {0};
+    hostile_file(p, 1, 1, 16); /* the baseline loads */
+    dms_ckpt *ck = dms_ckpt_load(p, &err);
+    CHECK_MSG(ck != NULL, "%s", err.msg);
+    float buf[16];
+    CHECK_MSG(ck && dms_ckpt_read_tensor(ck, "t", buf, 16, &err) == 0, "%s", err.msg);
+    dms_ckpt_free(ck);
+    hostile_file(p, 100, 1, 16);
+    ck = dms_ckpt_load(p, &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, "not a dms checkpoint") && one_line(err.msg), "format array: %s", err.msg);
+    dms_ckpt_free(ck);
+    hostile_file(p, 1, 64, 16);
+    ck = dms_ckpt_load(p, &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, "has no step attribute"), "step array: %s", err.msg);
+    dms_ckpt_free(ck);
+    hostile_file(p, 1, 1, (hsize_t)1 << 40);
+    ck = dms_ckpt_load(p, &err);
+    CHECK_MSG(ck != NULL, "%s", err.msg);
+    int nd = 0;
+    int64_t shape[DMS_CKPT_MAX_DIMS];
+    CHECK_MSG(ck && dms_ckpt_tensor_shape(ck, "t", &nd, shape, &err) == -1 && strstr(err.msg, p) &&
+                  strstr(err.msg, "tensor 't' declares more data than the whole file holds"),
+              "2^40 floats: %s", err.msg);
+    dms_ckpt_free(ck);
 }
 
 int main(void) {
@@ -238,6 +402,18 @@ int main(void) {
     CHECK(file_exists(p40) && !file_exists(p30) && !file_exists(p20) && count_files() == 1);
     check_file(p40, 40, 0);
 
+    /* checksums; the fallback a resume takes */
+    test_checksums(p40, 40);
+    int64_t at = -1;
+    CHECK(dms_ckpt_latest_before(dir, INT64_MAX, latest, sizeof latest, &at, &err) == 1 && at == 40);
+    CHECK_STR(latest, p40);
+    CHECK(dms_ckpt_latest_before(dir, 40, latest, sizeof latest, &at, &err) == 0);
+    ck = make_state(50, 0);
+    CHECK(dms_ckpt_save(dir, 50, ck, 0, &err) == 0);
+    dms_ckpt_free(ck);
+    CHECK(dms_ckpt_latest_before(dir, 50, latest, sizeof latest, &at, &err) == 1 && at == 40);
+    CHECK_STR(latest, p40);
+
     /* truncated and foreign checkpoints */
     char pt[140];
     snprintf(pt, sizeof pt, "%s/trunc.h5", dir);
@@ -255,6 +431,7 @@ int main(void) {
     CHECK_MSG(ck == NULL && strstr(err.msg, pt) && strstr(err.msg, "not an HDF5 checkpoint"), "%s", err.msg);
     ck = dms_ckpt_load("/tmp/dms-no-such-ckpt.h5", &err);
     CHECK_MSG(ck == NULL && strstr(err.msg, "No such file"), "%s", err.msg);
+    test_hostile();
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

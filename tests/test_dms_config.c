@@ -105,6 +105,9 @@ static void bad_fields(void) {
         {"\"dms_alpha_per\": \"token\"", "'dms_alpha_per' must be \"head\" or \"layer\""},
         {"\"dms_tau\": 0", "'dms_tau' must be greater than 0"},
         {"\"dms_alpha_scale\": [1]", "'dms_alpha_scale' must be a number"},
+        /* the value is kept as a float32: one that becomes 0 or inf there is refused */
+        {"\"dms_tau\": 1e-50", "'dms_tau' is out of range for a float32"},
+        {"\"dms_alpha_scale\": 1e39", "'dms_alpha_scale' is out of range for a float32"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char name[32];
@@ -116,6 +119,64 @@ static void bad_fields(void) {
         CHECK_MSG(strstr(err.msg, cases[i].want) && strstr(err.msg, "config.json"), "%s -> '%s'", cases[i].json,
                   err.msg);
     }
+}
+
+/* Sizes beyond DMS_CONFIG_MAX_DIM / _VOCAB are refused (the int sizes the
+ * loader derives from them would overflow); optional integers far out of
+ * range are clamped, never converted with undefined behaviour
+ * (docs/fuzzing.md, "Limits"). */
+static void size_limits(void) {
+    static const struct {
+        const char *sizes, *want; /* want NULL: loads */
+    } cases[] = {
+        {"\"num_hidden_layers\": 2, \"hidden_size\": 64, \"num_attention_heads\": 4, \"vocab_size\": 512", NULL},
+        {"\"num_hidden_layers\": 1048577, \"hidden_size\": 64, \"num_attention_heads\": 4, \"vocab_size\": 512",
+         "beyond the limits (layers 1048577"},
+        {"\"num_hidden_layers\": 2, \"hidden_size\": 64, \"num_attention_heads\": 4096, \"head_dim\": 512, "
+         "\"vocab_size\": 512", "heads 4096 x head_dim 512"},
+        {"\"num_hidden_layers\": 2, \"hidden_size\": 64, \"num_attention_heads\": 4, \"vocab_size\": 16777217",
+         "vocab 16777217"},
+        {"\"num_hidden_layers\": 2, \"hidden_size\": 64, \"num_attention_heads\": 4, \"vocab_size\": 512, "
+         "\"max_position_embeddings\": 1e300, \"bos_token_id\": -1e300", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[256], path[300];
+        snprintf(dir, sizeof dir, "%s/limits%zu", tmpdir, i);
+        mkdir(dir, 0755);
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        FILE *f = fopen(path, "w");
+        CHECK(f != NULL);
+        if (!f) continue;
+        fprintf(f, "{\"model_type\": \"llama\", \"intermediate_size\": 128, %s}\n", cases[i].sizes);
+        fclose(f);
+        dms_err err = {0};
+        dms_model m;
+        const int rc = dms_model_load(&m, dir, &dms_cpu_ops, 0, &err);
+        if (!cases[i].want) {
+            CHECK_MSG(rc == 0, "%s: %s", cases[i].sizes, err.msg);
+            if (rc == 0) {
+                if (strstr(cases[i].sizes, "1e300")) CHECK(m.cfg.max_pos == 2147483647 && m.cfg.bos_id < 0);
+                dms_model_free(&m);
+            }
+        } else {
+            CHECK_MSG(rc != 0 && strstr(err.msg, cases[i].want) && strstr(err.msg, path), "%s -> '%s'", cases[i].sizes,
+                      err.msg);
+        }
+    }
+    /* token ids must fit the model: a tokenizer with more tokens (602) than
+     * the config's vocabulary (512) is refused at load */
+    char dir[256], cmd[800];
+    snprintf(dir, sizeof dir, "%s/bigtok", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/fixtures/models/tiny_qwen2/config.json "
+             "tests/fixtures/tokenizer/tiny_qwen2/tokenizer.json tests/fixtures/tokenizer/tiny_qwen2/tokenizer_config.json "
+             "'%s'/", dir, dir);
+    CHECK(system(cmd) == 0);
+    dms_err err = {0};
+    dms_model m;
+    const int rc = dms_model_load(&m, dir, &dms_cpu_ops, DMS_LOAD_TOKENIZER, &err);
+    CHECK_MSG(rc != 0 && strstr(err.msg, dir) && strstr(err.msg, "tokenizer has 602 tokens but the model's vocabulary is 512"),
+              "tokenizer larger than the vocabulary: %s", err.msg);
+    if (rc == 0) dms_model_free(&m);
 }
 
 /* A DMS checkpoint without dms_separate_alpha is a neuron model: its heads
@@ -184,7 +245,7 @@ static void base_weights_frozen(void) {
         cfg.variant = variant ? DMS_VARIANT_NEURON : DMS_VARIANT_ADAPTER;
         dms_trainer *tr = dms_trainer_create(&m, &cfg, &err);
         CHECK_MSG(tr != NULL, "%s", err.msg);
-        const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)seg_t->data, NULL, 0};
+        const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)seg_t->data, NULL, 0, 0};
         for (int step = 0; tr && step < 3; step++) {
             dms_step_stats st;
             CHECK_MSG(dms_trainer_grads(tr, &row, 1, step, T, 1, &st, &err) == 0, "%s", err.msg);
@@ -247,7 +308,7 @@ static void bf16_weights(void) {
     cfg.max_len = n;
     cfg.window = 2;
     int32_t seg[12] = {0};
-    const dms_row row = {ids, seg, NULL, 0};
+    const dms_row row = {ids, seg, NULL, 0, 0};
     dms_trainer *tr = dms_trainer_create(&m16, &cfg, &err);
     CHECK_MSG(tr != NULL, "%s", err.msg);
     dms_step_stats st;
@@ -263,6 +324,7 @@ int main(void) {
     defaults_and_source();
     round_trip();
     bad_fields();
+    size_limits();
     neuron_checkpoint();
     adapter_checkpoint_needs_tensors();
     base_weights_frozen();

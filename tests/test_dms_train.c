@@ -97,7 +97,7 @@ static void run_variant(const char *variant, int kd_only, dms_model *m, const dm
     }
     const int32_t *ids = (const int32_t *)ids_t->data;
     const int32_t *seg = (const int32_t *)dms_st_find(fx, "segment_ids")->data;
-    dms_row row = {ids, seg, NULL, 0};
+    dms_row row = {ids, seg, NULL, 0, 0};
     dms_step_stats st;
     dms_trainer_test_fix_noise(tr, tensor(fx, "noise"));
     int rc = dms_trainer_grads(tr, &row, 1, 5, (double)T, 1, &st, &err);
@@ -162,7 +162,7 @@ static void fresh_adapter_step(dms_model *m, const dms_safetensors *fx) {
     dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
     CHECK_MSG(tr != NULL, "%s", err.msg);
     if (!tr) return;
-    dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data, NULL, 1000};
+    dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data, NULL, 1000, 0};
     dms_step_stats st;
     CHECK(dms_trainer_grads(tr, &row, 1, 200, (double)T, 1, &st, &err) == 0);
     CHECK_MSG(st.frac < 0.02, "fresh adapter evicts %.3f", st.frac);
@@ -200,7 +200,7 @@ static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
     CHECK_MSG(tr != NULL, "%s", err.msg);
     if (!tr) return;
     const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
-                         NULL, 0};
+                         NULL, 0, 0};
     const float *noise = tensor(fx, "noise");
     uint64_t s = 99;
     int checked = 0;
@@ -256,7 +256,7 @@ static void per_layer_decisions(dms_model *m, const dms_safetensors *fx) {
     const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
     const int T = (int)ids_t->shape[0], KV = m->cfg.n_kv_heads, d = m->cfg.hidden;
     const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
-                         NULL, 0};
+                         NULL, 0, 0};
     double kd[2] = {0};
     for (int per = 0; per < 2; per++) {
         dms_train_config cfg;
@@ -296,7 +296,7 @@ static dms_step_stats comp_step(dms_model *m, const dms_safetensors *fx, const f
     const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
     const int T = (int)ids_t->shape[0], L = m->cfg.n_layers, KV = m->cfg.n_kv_heads, d = m->cfg.hidden;
     const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
-                         NULL, 0};
+                         NULL, 0, 0};
     dms_step_stats st = {0};
     dms_train_config cfg;
     small_config(&cfg, T);
@@ -370,6 +370,91 @@ static void per_head_compression(dms_model *m, const dms_safetensors *fx) {
     free(g_kd), free(g_row), free(g_head), free(noise), free(frac), free(frac2);
 }
 
+/* Neuron warm-up (neuron_warmup): at step 0 attention still sees the whole
+ * borrowed channel and the decision logit is -offset, so with noise that
+ * flags nothing the student is the teacher (KD 0) where the plain neuron
+ * start is not. Half-way (g = 0.5) the KD gradient of the decision rows
+ * agrees with central differences of the trainer's own KD, once through
+ * both paths of the channel and once with the decision path shut (offset
+ * 1000: every logit far below 0), where only the faded attention path
+ * carries gradient. */
+static dms_trainer *warmup_trainer(dms_model *m, int T, int warmup, float offset) {
+    dms_err err = {0};
+    dms_train_config cfg;
+    small_config(&cfg, T);
+    cfg.variant = DMS_VARIANT_NEURON;
+    cfg.compression_weight = 0;
+    cfg.neuron_warmup = warmup;
+    if (offset > 0) cfg.alpha_offset = offset;
+    dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    return tr;
+}
+
+static void warmup_fd(dms_trainer *tr, const dms_row *row, int T, int L, const float *noise, const char *what) {
+    dms_err err = {0};
+    dms_step_stats st, sp, sm;
+    dms_trainer_test_fix_noise(tr, noise);
+    CHECK(dms_trainer_grads(tr, row, 1, 5, T, 1, &st, &err) == 0); /* step 5 of 10: g = 0.5 */
+    dms_param *p = dms_trainer_param(tr, L - 1);
+    float *g = malloc(sizeof(float) * p->n);
+    CHECK(g != NULL);
+    if (!g) return;
+    memcpy(g, p->g, sizeof(float) * p->n);
+    int checked = 0;
+    for (int k = 0; k < 3; k++) { /* the three largest gradients */
+        size_t best = 0;
+        for (size_t i = 1; i < p->n; i++)
+            if (fabsf(g[i]) > fabsf(g[best])) best = i;
+        const float h = 1e-4f, keep = p->p[best];
+        p->p[best] = keep + h;
+        CHECK(dms_trainer_grads(tr, row, 1, 5, T, 1, &sp, &err) == 0);
+        p->p[best] = keep - h;
+        CHECK(dms_trainer_grads(tr, row, 1, 5, T, 1, &sm, &err) == 0);
+        p->p[best] = keep;
+        const double fd = (sp.kd - sm.kd) / (2.0 * h);
+        CHECK_MSG(fabs(fd - g[best]) <= 2e-2 * fabs(g[best]) + 1e-8,
+                  "warm-up g = 0.5 (%s): rows[%zu] analytic %.6g vs finite difference %.6g", what, best, g[best], fd);
+        checked += g[best] != 0;
+        g[best] = 0;
+    }
+    CHECK_MSG(checked == 3, "%s: only %d nonzero row gradients", what, checked);
+    free(g);
+}
+
+static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], L = m->cfg.n_layers, KV = m->cfg.n_kv_heads;
+    const dms_row row = {.ids = (const int32_t *)ids_t->data,
+                         .seg = (const int32_t *)dms_st_find(fx, "segment_ids")->data};
+    const size_t nn = (size_t)L * T * KV;
+    float *calm = malloc(sizeof(float) * nn);
+    CHECK(calm != NULL);
+    if (!calm) return;
+    for (size_t i = 0; i < nn; i++) calm[i] = -50.0f; /* with z = -5: nothing flagged */
+    double kd0[2] = {0};
+    for (int warm = 0; warm < 2; warm++) {
+        dms_trainer *tr = warmup_trainer(m, T, warm ? 10 : 0, 0);
+        if (!tr) break;
+        dms_step_stats st;
+        dms_trainer_test_fix_noise(tr, calm);
+        CHECK(dms_trainer_grads(tr, &row, 1, 0, T, 1, &st, &err) == 0);
+        kd0[warm] = st.kd;
+        if (warm) CHECK_MSG(st.frac == 0 && fabs(st.kd) < 1e-7, "warm-up step 0: frac %g kd %g (want 0, 0)", st.frac, st.kd);
+        dms_trainer_free(tr);
+    }
+    printf("neuron start: KD %.6f without warm-up, %.3g with\n", kd0[0], kd0[1]);
+    CHECK_MSG(kd0[0] > 1e-4, "the plain neuron start changes nothing (KD %g): the test cannot tell", kd0[0]);
+    free(calm);
+    dms_trainer *tr = warmup_trainer(m, T, 10, 0);
+    if (tr) warmup_fd(tr, &row, T, L, tensor(fx, "noise"), "both paths");
+    dms_trainer_free(tr);
+    tr = warmup_trainer(m, T, 10, 1000);
+    if (tr) warmup_fd(tr, &row, T, L, tensor(fx, "noise"), "attention path only");
+    dms_trainer_free(tr);
+}
+
 int main(void) {
     dms_err err = {0};
     dms_model m;
@@ -387,6 +472,7 @@ int main(void) {
     lora_finite_differences(&m, &fx);
     per_layer_decisions(&m, &fx);
     per_head_compression(&m, &fx);
+    neuron_warmup(&m, &fx);
     dms_st_close(&fx);
     dms_model_free(&m);
     return dms_check_finish();

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "model/config.h"
 #include "model/gguf.h"
 #include "tests/check.h"
 
@@ -590,6 +591,62 @@ static void test_hand_built(void) {
     }
 }
 
+/* The limits of docs/fuzzing.md ("Limits"): a key longer than the GGUF
+ * spec's 65535 bytes, model sizes beyond dms_config's limits (a u64 that
+ * would have wrapped to a small int), an empty file (nothing mapped). */
+static void test_limits(void) {
+    for (size_t len = DMS_GGUF_MAX_KEY; len <= DMS_GGUF_MAX_KEY + 1; len++) {
+        char *key = malloc(len + 1);
+        memset(key, 'k', len);
+        key[len] = '\0';
+        wbuf b = {0};
+        wb_header(&b, 3, 0, 1);
+        wb_str(&b, key);
+        wb_u32(&b, GGUF_T_UINT8);
+        uint8_t one = 1;
+        wb_put(&b, &one, 1);
+        if (len == DMS_GGUF_MAX_KEY) CHECK(open_buf_ok(b.p, b.n, "key of 65535 bytes"));
+        else expect_open_fail(b.p, b.n, "key of 65536 bytes", "is 65536 bytes long (GGUF keys are at most 65535)");
+        free(b.p);
+        free(key);
+    }
+    /* block_count 2^32 + 1 must not become 1; a vocabulary over the limit */
+    static const struct { const char *key; uint64_t v; const char *needle; } big[] = {
+        {"llama.block_count", (1ull << 32) + 1, "beyond the limits (layers 2147483647"},
+        {"llama.vocab_size", (1ull << 24) + 1, "beyond the limits"},
+    };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        wbuf b = {0};
+        wb_header(&b, 3, 0, 6);
+        wb_str(&b, "general.architecture");
+        wb_u32(&b, GGUF_T_STRING);
+        wb_str(&b, "llama");
+        const char *keys[] = {"llama.block_count", "llama.embedding_length", "llama.feed_forward_length",
+                              "llama.attention.head_count", "llama.vocab_size"};
+        const uint64_t vals[] = {1, 8, 16, 2, 32};
+        for (int k = 0; k < 5; k++) {
+            wb_str(&b, keys[k]);
+            wb_u32(&b, GGUF_T_UINT64);
+            wb_u64(&b, strcmp(keys[k], big[i].key) ? vals[k] : big[i].v);
+        }
+        char path[64];
+        int fd = write_tmp(b.p, b.n, path);
+        close(fd);
+        dms_gguf g;
+        dms_err err = {{0}};
+        CHECK_MSG(dms_gguf_open(&g, path, &err) == 0, "%s", err.msg);
+        if (g.file.data) {
+            dms_config c;
+            CHECK(dms_config_from_gguf(&c, &g, &err) == -1);
+            check_err_msg(big[i].key, path, err.msg, big[i].needle);
+            dms_gguf_close(&g);
+        }
+        unlink(path);
+        free(b.p);
+    }
+    expect_open_fail((const uint8_t *)"", 0, "empty file", "not a GGUF file");
+}
+
 /* ---- 4. the real default model ---- */
 
 static void test_default_model(void) {
@@ -694,6 +751,7 @@ int main(void) {
         }
     }
     test_hand_built();
+    test_limits();
     test_default_model();
     return dms_check_finish();
 }

@@ -1070,41 +1070,49 @@ static void test_embedding(void) {
 
 /* ---------------- DMS neuron channel ---------------- */
 
-/* in == NULL: take (out may be NULL) with `zero`; else put */
+/* in == NULL: take (out may be NULL) scaling the channel by keep; else put */
 static void run_neuron(const dms_backend *b, float *out, float *q, const float *in, int T, int H, int KV, int hd,
-                       int zero) {
+                       float keep) {
     const size_t nq = (size_t)T * H * hd, no = (size_t)T * KV;
     float *dq = put_f(b, q, nq), *dout = out ? put_nan(b, no) : NULL;
-    if (in) b->dms_neuron_put(b->ctx, dq, put_f(b, in, no), T, H, KV, hd);
-    else b->dms_neuron_take(b->ctx, dout, dq, T, H, KV, hd, zero);
+    if (in) b->dms_neuron_put(b->ctx, dq, put_f(b, in, no), T, H, KV, hd, keep);
+    else b->dms_neuron_take(b->ctx, dout, dq, T, H, KV, hd, keep);
     get_f(b, q, dq, nq);
     if (out) get_f(b, out, dout, no);
     run_end(b, in ? "dms_neuron_put" : "dms_neuron_take");
 }
-static void naive_neuron(float *out, float *q, const float *in, int T, int H, int KV, int hd, int zero) {
+static void naive_neuron(float *out, float *q, const float *in, int T, int H, int KV, int hd, float keep) {
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KV; h++) {
             float *ch = q + (size_t)t * H * hd + (size_t)h * (H / KV) * hd + hd - 1;
-            if (in) *ch = in[(size_t)t * KV + h];
+            if (in) *ch = keep * *ch + in[(size_t)t * KV + h];
             if (!in && out) out[(size_t)t * KV + h] = *ch;
-            if (!in && zero) *ch = 0.0f;
+            if (!in) *ch *= keep;
         }
 }
 
 static void test_neuron(void) {
     static const int shapes[][4] = {{1, 1, 1, 1}, {5, 6, 2, 6}, {3, 4, 4, 8}}; /* T, H, KV, hd */
+    static const struct {
+        const char *name;
+        int take_out, put;
+        float keep;
+    } modes[] = {{"take", 1, 0, 1.0f},          {"take+zero", 1, 0, 0.0f}, {"take+fade", 1, 0, 0.3f},
+                 {"zero only", 0, 0, 0.0f},     {"fade only", 0, 0, 0.7f}, {"put", 0, 1, 0.0f},
+                 {"put onto faded", 0, 1, 0.6f}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-        for (int mode = 0; mode < 4; mode++) { /* take; take+zero; zero only (out NULL); put */
+        for (size_t mode = 0; mode < sizeof modes / sizeof *modes; mode++) {
             const int T = shapes[s][0], H = shapes[s][1], KV = shapes[s][2], hd = shapes[s][3];
             const size_t nq = (size_t)T * H * hd, no = (size_t)T * KV;
-            static const char *const modes[] = {"take", "take+zero", "zero only", "put"};
-            setcase("T=%d H=%d KV=%d hd=%d %s", T, H, KV, hd, modes[mode]);
-            float *q = rnd(nq, -1, 1), *in = mode == 3 ? rnd(no, -1, 1) : NULL;
-            float *gq = dupf(q, nq), *rq = dupf(q, nq), *go = mode < 2 ? hf(no) : NULL, *ro = mode < 2 ? hf(no) : NULL;
-            run_neuron(&be, go, gq, in, T, H, KV, hd, mode == 1 || mode == 2);
-            if (vs_cpu) run_neuron(&oracle, ro, rq, in, T, H, KV, hd, mode == 1 || mode == 2);
-            else naive_neuron(ro, rq, in, T, H, KV, hd, mode == 1 || mode == 2);
-            const char *op = mode == 3 ? "dms_neuron_put" : "dms_neuron_take";
+            const float keep = modes[mode].keep;
+            setcase("T=%d H=%d KV=%d hd=%d %s (keep %g)", T, H, KV, hd, modes[mode].name, keep);
+            float *q = rnd(nq, -1, 1), *in = modes[mode].put ? rnd(no, -1, 1) : NULL;
+            float *gq = dupf(q, nq), *rq = dupf(q, nq), *go = modes[mode].take_out ? hf(no) : NULL,
+                  *ro = modes[mode].take_out ? hf(no) : NULL;
+            run_neuron(&be, go, gq, in, T, H, KV, hd, keep);
+            if (vs_cpu) run_neuron(&oracle, ro, rq, in, T, H, KV, hd, keep);
+            else naive_neuron(ro, rq, in, T, H, KV, hd, keep);
+            const char *op = in ? "dms_neuron_put" : "dms_neuron_take";
             cmp(op, "q", gq, rq, nq);
             if (go) cmp(op, "out", go, ro, no);
             hfree_all();

@@ -71,7 +71,7 @@ static void dense_logits(const dms_model *m, const int32_t *ids, int T, mask_kin
     dms_err err = {0};
     dms_forward_state fs;
     CHECK_MSG(dms_forward_state_init(&fs, m, T, &err) == 0, "%s", err.msg);
-    dense_ref r = {{kind == MASK_DMS, dense_attend}, kind, window, sinks, T, calloc((size_t)T, sizeof(int32_t)),
+    dense_ref r = {{kind == MASK_DMS, dense_attend, 0.0f}, kind, window, sinks, T, calloc((size_t)T, sizeof(int32_t)),
                    malloc(sizeof(float) * (size_t)T * m->cfg.n_kv_heads),
                    malloc(sizeof(float) * (size_t)T * m->cfg.n_kv_heads)};
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
@@ -364,7 +364,7 @@ static void training_kv_cr(dms_model *m) {
     for (int l = 0; l < L; l++) memcpy(m->layers[l].heads.w_a.data, keep + (size_t)l * KV * d, sizeof(float) * KV * d);
     float *zeros = calloc((size_t)L * T * KV, sizeof(float));
     dms_trainer_test_fix_noise(tr, zeros);
-    const dms_row row = {ids, seg, NULL, 0};
+    const dms_row row = {ids, seg, NULL, 0, 0};
     dms_step_stats st;
     CHECK_MSG(dms_trainer_grads(tr, &row, 1, 0, T, 1, &st, &err) == 0, "%s", err.msg);
     dms_kv_paged *kv = runtime(m, DMS_POLICY_DMS, 0, 1, 16);

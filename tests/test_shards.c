@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/mapped_file.h"
 #include "data/prep.h"
 #include "data/shards.h"
 #include "kernels/backend.h"
@@ -276,6 +277,116 @@ static void test_broken(void) {
     dms_shard_close(s);
 }
 
+/* A shard whose /tokens (n_tok) and /doc_offsets (n_off) are declared with
+ * those lengths; a dataset longer than 4096 is chunked and never written
+ * (what a read then sees are fill values: nothing of it is in the file). */
+static void declared_shard(const char *path, hsize_t n_tok, hsize_t n_off) {
+    static const uint32_t tok[6] = {1, 2, 3, 4, 5, 6};
+    static const uint64_t off[2] = {0, 6};
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const char *names[2] = {"tokens", "doc_offsets"};
+    const hsize_t n[2] = {n_tok, n_off};
+    const hid_t ft[2] = {H5T_STD_U32LE, H5T_STD_U64LE}, mt[2] = {H5T_NATIVE_UINT32, H5T_NATIVE_UINT64};
+    const void *data[2] = {tok, off};
+    for (int i = 0; i < 2; i++) {
+        hid_t sp = H5Screate_simple(1, &n[i], NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        hsize_t chunk = 1024;
+        if (n[i] > 4096) H5Pset_chunk(dcpl, 1, &chunk);
+        hid_t d = H5Dcreate2(f, names[i], ft[i], sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        if (n[i] <= 4096) H5Dwrite(d, mt[i], H5S_ALL, H5S_ALL, H5P_DEFAULT, data[i]);
+        H5Dclose(d);
+        H5Pclose(dcpl);
+        H5Sclose(sp);
+    }
+    hid_t s = H5Screate(H5S_SCALAR), t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(DMS_SHARD_FORMAT) + 1);
+    hid_t a = H5Acreate2(f, "format", t, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, DMS_SHARD_FORMAT);
+    H5Aclose(a);
+    H5Tclose(t);
+    const int one = 1, ml = 4, vocab = 100;
+    const uint64_t h = HASH;
+    const char *ints[3] = {"format_version", "max_len", "vocab_size"};
+    const int *iv[3] = {&one, &ml, &vocab};
+    for (int i = 0; i < 3; i++) {
+        a = H5Acreate2(f, ints[i], H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+        H5Awrite(a, H5T_NATIVE_INT, iv[i]);
+        H5Aclose(a);
+    }
+    a = H5Acreate2(f, "tokenizer_hash", H5T_STD_U64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_UINT64, &h);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Fclose(f);
+}
+
+/* The limits of docs/fuzzing.md: a dataset may declare at most 1024 times
+ * the file's size (a few-KB file declaring 2^32 tokens was scanned for
+ * minutes; one declaring 2^24 document offsets was read whole into memory),
+ * and token ids must be below the model's vocabulary when a run reads them
+ * (a shard whose own vocab_size is larger, under the model's tokenizer hash,
+ * is stopped by the trainer). */
+static void test_limits(void) {
+    dms_err err = {0};
+    char p[200];
+    snprintf(p, sizeof p, "%s/declared.h5", dir);
+    declared_shard(p, 6, 2);
+    dms_shard *s = dms_shard_open(p, HASH, &err);
+    CHECK_MSG(s != NULL, "baseline: %s", err.msg);
+    dms_shard_close(s);
+    declared_shard(p, (hsize_t)1 << 32, 2);
+    s = dms_shard_open(p, HASH, &err);
+    CHECK_MSG(s == NULL && strstr(err.msg, p) && strstr(err.msg, "/tokens declares 4294967296 entries of 4 bytes") &&
+                  one_line(err.msg), "2^32 tokens: %s", err.msg);
+    dms_shard_close(s);
+    declared_shard(p, 6, (hsize_t)1 << 24);
+    s = dms_shard_open(p, HASH, &err);
+    CHECK_MSG(s == NULL && strstr(err.msg, "/doc_offsets declares 16777216 entries of 8 bytes"), "2^24 offsets: %s",
+              err.msg);
+    dms_shard_close(s);
+
+    /* ids from a shard beyond the model's vocabulary stop `dms train` */
+    const char *model = "tests/fixtures/export/tiny_llama.gguf";
+    dms_model m;
+    if (dms_model_load(&m, model, &dms_cpu_ops, DMS_LOAD_TOKENIZER, &err) != 0) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    char data[128], cfg[160], out[160], log[160];
+    snprintf(data, sizeof data, "%s/bigvocab", dir);
+    snprintf(cfg, sizeof cfg, "%s/bigvocab.json", dir);
+    snprintf(out, sizeof out, "%s/bigvocab-run", dir);
+    snprintf(log, sizeof log, "%s/bigvocab.log", dir);
+    mkdir(data, 0755);
+    snprintf(p, sizeof p, "%s/shard-00000.h5", data);
+    const int V = m.cfg.vocab;
+    dms_shard_writer *w = dms_shard_writer_create(p, dms_tokenizer_hash(m.tok), 32, V + 100, "big vocab", 0, &err);
+    CHECK_MSG(w != NULL, "%s", err.msg);
+    uint32_t ids[64];
+    for (int i = 0; i < 64; i++) ids[i] = (uint32_t)(i * 7 % V);
+    ids[40] = (uint32_t)V + 5; /* in row 1 */
+    CHECK_MSG(w && dms_shard_writer_add(w, ids, NULL, 64, &err) == 0 && dms_shard_writer_close(w, &err) == 0, "%s",
+              err.msg);
+    dms_model_free(&m);
+    FILE *f = fopen(cfg, "w");
+    if (f) {
+        fprintf(f, "{\"model\": \"%s\", \"data\": \"%s\", \"output\": \"%s\", \"steps\": 2, \"batch_size\": 2, "
+                   "\"max_len\": 32, \"window\": 4, \"threads\": 1}\n", model, data, out);
+        fclose(f);
+    }
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "'%s' train --config '%s' >/dev/null 2>'%s'", DMS_BINARY, cfg, log);
+    const int rc = system(cmd);
+    size_t n = 0;
+    char *text = dms_read_text_file(log, &n, &err);
+    char want[64], want2[64];
+    snprintf(want, sizeof want, "token id %d at position", V + 5);
+    snprintf(want2, sizeof want2, "is outside the vocabulary (%d)", V);
+    CHECK_MSG(rc != 0 && text && strstr(text, want) && strstr(text, want2),
+              "train on ids beyond the vocabulary: rc %d: %s", rc, text ? text : err.msg);
+    free(text);
+}
+
 /* dms prep's library entry on the embedded model: the three line kinds,
  * BOS/EOS, and --mask-prompt stopping right after the assistant header. */
 static void test_prep(void) {
@@ -405,6 +516,7 @@ int main(void) {
     }
     test_write_read();
     test_broken();
+    test_limits();
     test_prep();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

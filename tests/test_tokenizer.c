@@ -147,26 +147,25 @@ static void check_chat(const dms_tokenizer *t, const cJSON *exp, const char *tpl
         const cJSON *mm;
         cJSON_ArrayForEach(mm, msgs) m[i++] = (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content")};
         int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "add_generation_prompt"));
-        char *r = dms_chat_render_tpl(src, m, n, gen, &err);
+        /* the tokenizer's own bos_token / eos_token, as apply_chat_template passes them */
+        dms_chat_opts o;
+        dms_chat_opts_default(&o);
+        o.add_generation_prompt = gen;
+        o.bos_token = dms_tokenizer_bos_token(t);
+        o.eos_token = dms_tokenizer_eos_token(t);
+        char *r = dms_chat_render_str(src, m, n, &o, &err);
         CHECK_MSG(r != NULL, "%s: %s", name, err.msg);
         if (!r) continue;
-        /* transformers' text starts with bos_token for Llama 3; ours leaves it to BOS handling */
-        const char *want = jstr(c, "rendered");
-        const char *bos = jstr(exp, "bos");
-        if (dms_chat_detect(src) == DMS_CHAT_LLAMA3 && bos && !strncmp(want, bos, strlen(bos)))
-            want += strlen(bos);
+        const char *want = jstr(c, "rendered"); /* transformers' text: Llama 3's starts with bos_token */
         CHECK_MSG(!strcmp(r, want), "%s: chat render\n got: \"%s\"\nwant: \"%s\"", name, r, want);
-        /* ids: BOS (if add_bos) + encode(render, parse_special) == apply_chat_template(tokenize=True) */
+        /* ids: encode(render, parse_special), BOS prepended only when missing ==
+         * apply_chat_template(tokenize=True) (which encodes without adding BOS) */
         int32_t *ids;
         size_t nid;
-        if (dms_tokenizer_encode(t, r, strlen(r), 1, &ids, &nid, &err) == 0) {
-            int32_t *full = malloc((nid + 1) * sizeof *full);
-            size_t k = 0;
-            if (dms_tokenizer_add_bos(t)) full[k++] = dms_tokenizer_bos(t);
-            memcpy(full + k, ids, nid * sizeof *ids);
-            CHECK_MSG(ids_equal(full, k + nid, cJSON_GetObjectItemCaseSensitive(c, "ids")),
+        if (dms_tokenizer_encode(t, r, strlen(r), 1, &ids, &nid, &err) == 0 &&
+            dms_tokenizer_prepend_bos(t, &ids, &nid, &err) == 0) {
+            CHECK_MSG(ids_equal(ids, nid, cJSON_GetObjectItemCaseSensitive(c, "ids")),
                       "%s: chat ids differ from apply_chat_template(tokenize=True)", name);
-            free(full);
             free(ids);
         } else {
             CHECK_MSG(0, "%s: %s", name, err.msg);
@@ -251,8 +250,11 @@ static void test_smollm2(void) {
         CHECK(dms_tokenizer_add_bos(t) == 0);
         CHECK(dms_tokenizer_chat_template(t) && !strcmp(dms_tokenizer_chat_template(t), jstr(exp, "chat_template")));
         CHECK(dms_chat_detect(dms_tokenizer_chat_template(t)) == DMS_CHAT_CHATML);
-        char *sys = dms_chat_default_system(dms_tokenizer_chat_template(t));
-        CHECK(sys && !strcmp(sys, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
+        /* the default system prompt comes from running the template */
+        dms_chat_msg um = {"user", "hi"};
+        char *sys = dms_tokenizer_chat_render(t, &um, 1, NULL, &err);
+        CHECK(sys && strstr(sys, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                                 "<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"));
         free(sys);
         check_cases(t, exp, "smollm2");
         check_chat(t, exp, dms_tokenizer_chat_template(t), "smollm2");
@@ -368,6 +370,11 @@ static void test_errors(void) {
                       " \"behavior\": \"Isolated\"}, \"decoder\": {\"type\": \"ByteLevel\"},"
                       " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
                       "regex");
+    /* ids are below DMS_CONFIG_MAX_VOCAB (the table is sized by the largest id) */
+    expect_json_error(p,
+                      "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"},"
+                      " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 16777216}, \"merges\": []}}",
+                      "vocab entry 'a' has a bad id");
     rmdir(dir);
 
     /* GGUF metadata errors, through an in-memory dms_gguf */
@@ -392,31 +399,20 @@ static void test_errors(void) {
     CHECK(dms_tokenizer_from_gguf(&g, &err) == NULL);
     CHECK_MSG(strstr(err.msg, fake) && strstr(err.msg, "'llama' not supported"), "%s", err.msg);
 
-    /* chat: no template / unknown template */
+    /* chat: no template / a construct the engine does not run (more in test_chat_template) */
     dms_chat_msg m = {"user", "hi"};
     CHECK(dms_chat_render_tpl(NULL, &m, 1, 1, &err) == NULL);
-    CHECK(dms_chat_render_tpl("{{ messages }}", &m, 1, 1, &err) == NULL);
-    CHECK(strstr(err.msg, "not recognised") != NULL);
+    CHECK(dms_chat_render_tpl("{% extends 'base.jinja' %}", &m, 1, 1, &err) == NULL);
+    CHECK_MSG(strstr(err.msg, "unsupported statement 'extends'") != NULL, "%s", err.msg);
 }
 
+/* Jinja's trim is Python's str.strip(): Unicode whitespace too. */
 static void test_chat_units(void) {
     dms_err err;
     dms_chat_msg m[2] = {{"user", " \t hi there \n"}, {"assistant", "\xe3\x80\x80ok\xc2\xa0"}};
-    char *r = dms_chat_render(DMS_CHAT_LLAMA3, m, 2, 1, &err);
-    CHECK_STR(r, "<|start_header_id|>user<|end_header_id|>\n\nhi there<|eot_id|>"
-                 "<|start_header_id|>assistant<|end_header_id|>\n\nok<|eot_id|>"
-                 "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    char *r = dms_chat_render_tpl("{% for m in messages %}[{{ m.content | trim }}]{% endfor %}", m, 2, 1, &err);
+    CHECK_STR(r ? r : err.msg, "[hi there][ok]");
     free(r);
-    r = dms_chat_render(DMS_CHAT_CHATML, m, 1, 0, &err);
-    CHECK_STR(r, "<|im_start|>user\n \t hi there \n<|im_end|>\n");
-    free(r);
-    CHECK(dms_chat_render(DMS_CHAT_NONE, m, 1, 0, &err) == NULL);
-    CHECK_STR(dms_chat_kind_name(DMS_CHAT_LLAMA3), "llama3");
-    /* Qwen3-like: no default system prompt */
-    CHECK(dms_chat_default_system("{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}") == NULL);
-    char *s = dms_chat_default_system("{{ \"<|im_start|>system\\nSay \\\"hi\\\"\\tnow<|im_end|>\\n\" }}");
-    CHECK(s && !strcmp(s, "Say \"hi\"\tnow"));
-    free(s);
 }
 
 int main(void) {

@@ -1,5 +1,6 @@
 /* checkpoint.c - atomic HDF5 training checkpoints (checkpoint.h): the
- * in-memory state, the temp-file/fsync/rename save with pruning, discovery
+ * in-memory state, the temp-file/fsync/rename save with pruning, a CRC32
+ * (zlib) of every dataset's bytes checked when a file is opened, discovery
  * of the newest complete checkpoint, and on-demand reads with type and size
  * checks. HDF5's own error printing is off; failures become one line that
  * names the file and the innermost HDF5 (or OS) reason. */
@@ -17,9 +18,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include "core/fault_point.h"
 #include "core/fs.h"
 #include "core/h5util.h"
+
+/* The checksums are taken over the bytes as stored (little-endian). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "checkpoint checksums assume a little-endian host"
+#endif
 
 typedef enum { ENT_TENSOR, ENT_I64, ENT_STR } ent_kind;
 
@@ -43,6 +51,7 @@ struct dms_ckpt {
     hid_t file;
     char *path;
     int64_t step;
+    int verified; /* every dataset matched its stored CRC32 */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -60,6 +69,29 @@ static int h5_exists(hid_t loc, const char *name) {
             *p = c;
         }
     }
+}
+
+/* zlib's CRC-32 over n bytes (zlib takes at most 4 GiB at a time). */
+static uint32_t crc_bytes(uint32_t crc, const void *buf, size_t n) {
+    const unsigned char *p = buf;
+    while (n > 0) {
+        const uInt piece = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        crc = (uint32_t)crc32(crc, p, piece);
+        p += piece;
+        n -= piece;
+    }
+    return crc;
+}
+
+/* Stores the CRC-32 of a dataset's bytes as its "crc32" attribute. */
+static int write_crc(hid_t d, uint32_t crc) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    if (sp < 0) return -1;
+    hid_t a = H5Acreate2(d, DMS_CKPT_CRC_ATTR, H5T_STD_U32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a >= 0 && H5Awrite(a, H5T_NATIVE_UINT32, &crc) >= 0 ? 0 : -1;
+    if (a >= 0 && H5Aclose(a) < 0) rc = -1;
+    H5Sclose(sp);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ state */
@@ -218,7 +250,9 @@ static int write_str(hid_t loc, const char *name, const char *text, hid_t lcpl, 
                 if (a >= 0 && H5Aclose(a) < 0) rc = -1;
             } else {
                 hid_t d = H5Dcreate2(loc, name, t, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-                if (d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) >= 0) rc = 0;
+                if (d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, text) >= 0 &&
+                    write_crc(d, crc_bytes(0, text, strlen(text) + 1)) == 0)
+                    rc = 0;
                 if (d >= 0 && H5Dclose(d) < 0) rc = -1;
             }
             H5Sclose(sp);
@@ -238,7 +272,9 @@ static int write_i64(hid_t loc, const char *name, int64_t v, hid_t lcpl, int att
         if (a >= 0 && H5Aclose(a) < 0) rc = -1;
     } else {
         hid_t d = H5Dcreate2(loc, name, H5T_STD_I64LE, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        if (d >= 0 && H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) >= 0) rc = 0;
+        if (d >= 0 && H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) >= 0 &&
+            write_crc(d, crc_bytes(0, &v, sizeof v)) == 0)
+            rc = 0;
         if (d >= 0 && H5Dclose(d) < 0) rc = -1;
     }
     H5Sclose(sp);
@@ -253,7 +289,8 @@ static int write_tensor(hid_t f, const ckpt_entry *e, hid_t lcpl) {
     /* native float32 in memory, IEEE float32 little-endian on disk: on
      * x86/ARM little-endian hosts HDF5 copies the bits unchanged. */
     hid_t d = H5Dcreate2(f, e->name, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = d >= 0 && (e->n == 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, e->data) >= 0)
+    int rc = d >= 0 && (e->n == 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, e->data) >= 0) &&
+                     write_crc(d, e->n ? crc_bytes(0, e->data, sizeof(float) * e->n) : 0) == 0
                  ? 0
                  : -1;
     if (d >= 0 && H5Dclose(d) < 0) rc = -1;
@@ -265,23 +302,26 @@ static int write_tensor(hid_t f, const ckpt_entry *e, hid_t lcpl) {
  * backing store) and written to disk with plain write(2): an I/O error such
  * as a full disk then surfaces as an errno here, and HDF5 is never left
  * holding a half-written file (whose flush at exit would crash). */
-static int write_image(const char *tmp, const void *buf, size_t n, const char **what) {
+static int write_image(const char *tmp, const void *buf, size_t n, int64_t step, const char **what) {
     *what = "create";
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return -1;
     *what = "write";
     const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
+    const size_t half = n / 2;
+    size_t done = 0;
+    while (done < n) {
+        /* the fault drills' point: half of the bytes are in the .tmp file */
+        int fault = done == half ? dms_fault_point("ckpt_write", (long)step) : 0;
+        ssize_t w = fault ? -1 : write(fd, p + done, (done < half ? half : n) - done);
+        if (w < 0 && !fault && errno == EINTR) continue;
         if (w <= 0) {
-            int e = w < 0 ? errno : EIO;
+            int e = fault ? fault : w < 0 ? errno : EIO;
             close(fd);
             errno = e;
             return -1;
         }
-        p += w;
-        n -= (size_t)w;
+        done += (size_t)w;
     }
     return close(fd);
 }
@@ -303,6 +343,7 @@ static int write_file(const char *tmp, const dms_ckpt *ck, int64_t step, const c
     int version = DMS_CKPT_FORMAT_VERSION;
     *what = "write";
     if (!rc) rc = write_str(f, "format", DMS_CKPT_FORMAT, H5P_DEFAULT, 1);
+    if (!rc) rc = write_str(f, "checksum", DMS_CKPT_CHECKSUM, H5P_DEFAULT, 1);
     if (!rc) {
         hid_t sp = H5Screate(H5S_SCALAR);
         hid_t a = sp >= 0 ? H5Acreate2(f, "format_version", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
@@ -335,7 +376,7 @@ static int write_file(const char *tmp, const dms_ckpt *ck, int64_t step, const c
         rc = -1;
     }
     errno = 0;
-    if (!rc) rc = write_image(tmp, image, (size_t)size, what);
+    if (!rc) rc = write_image(tmp, image, (size_t)size, step, what);
     free(image);
     return rc;
 }
@@ -452,18 +493,19 @@ int dms_ckpt_save(const char *dir, int64_t step, const dms_ckpt *ck, int keep_la
     return 0;
 }
 
-int dms_ckpt_latest(const char *dir, char *path_out, size_t cap, dms_err *err) {
+/* The newest complete checkpoint of a step below `below` (tmp leftovers
+ * removed when remove_tmp). */
+static int latest_below(const char *dir, int64_t below, int remove_tmp, char *path_out, size_t cap, int64_t *step_out,
+                        dms_err *err) {
     if (cap) path_out[0] = '\0';
     step_list l;
-    if (list_ckpts(dir, &l, 1, err) != 0) return -1;
-    if (l.n == 0) {
-        free(l.steps);
-        return 0;
-    }
-    int64_t best = l.steps[0];
-    for (size_t i = 1; i < l.n; i++)
-        if (l.steps[i] > best) best = l.steps[i];
+    if (list_ckpts(dir, &l, remove_tmp, err) != 0) return -1;
+    int64_t best = -1;
+    for (size_t i = 0; i < l.n; i++)
+        if (l.steps[i] < below && l.steps[i] > best) best = l.steps[i];
     free(l.steps);
+    if (best < 0) return 0;
+    if (step_out) *step_out = best;
     char p[PATH_MAX];
     dms_ckpt_path(p, sizeof p, dir, best);
     if (strlen(p) >= cap) return dms_errf(err, "%s: path too long", p);
@@ -471,7 +513,120 @@ int dms_ckpt_latest(const char *dir, char *path_out, size_t cap, dms_err *err) {
     return 1;
 }
 
+int dms_ckpt_latest(const char *dir, char *path_out, size_t cap, dms_err *err) {
+    return latest_below(dir, INT64_MAX, 1, path_out, cap, NULL, err);
+}
+
+int dms_ckpt_latest_before(const char *dir, int64_t below, char *path_out, size_t cap, int64_t *step_out,
+                           dms_err *err) {
+    return latest_below(dir, below, 0, path_out, cap, step_out, err);
+}
+
 /* ------------------------------------------------------------------- load */
+
+/* Whether an attribute holds exactly one element (reading a bigger one into
+ * a scalar would write past it). */
+static int attr_is_scalar(hid_t a) {
+    hid_t sp = H5Aget_space(a);
+    const hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0) H5Sclose(sp);
+    return n == 1;
+}
+
+/* Whether a dataset's declared size (its dimensions x element bytes,
+ * overflow-checked) fits in the file: dms_ckpt_save stores every entry
+ * uncompressed, so anything bigger is a corrupt or foreign file whose read
+ * would be huge (the fill values of a chunked dataset never written). */
+static int entry_fits(hid_t d) {
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d), file = H5Iget_file_id(d);
+    hsize_t fsize = 0, dims[H5S_MAX_RANK];
+    const int nd = sp >= 0 ? H5Sget_simple_extent_dims(sp, dims, NULL) : -1;
+    uint64_t bytes = t >= 0 ? (uint64_t)H5Tget_size(t) : 0;
+    int ok = nd >= 0 && bytes > 0 && file >= 0 && H5Fget_filesize(file, &fsize) >= 0;
+    for (int i = 0; ok && i < nd; i++) {
+        if (dims[i] && bytes > (uint64_t)fsize / dims[i]) ok = 0;
+        else bytes *= dims[i];
+    }
+    if (file >= 0) H5Fclose(file);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    return ok && bytes <= (uint64_t)fsize;
+}
+
+typedef struct {
+    const char *path;
+    dms_err *err;
+    int failed;
+} verify_ctx;
+
+/* Reads a dataset's stored bytes (its own file type as the memory type: no
+ * conversion) and compares their CRC-32 with its "crc32" attribute. */
+static int verify_dataset(hid_t d, const char *name, verify_ctx *v) {
+    char why[256];
+    if (H5Aexists(d, DMS_CKPT_CRC_ATTR) <= 0)
+        return dms_errf(v->err, "%s: dataset '%s' has no checksum although the file has them (corrupt)", v->path, name);
+    uint32_t stored = 0;
+    hid_t a = H5Aopen(d, DMS_CKPT_CRC_ATTR, H5P_DEFAULT);
+    int ok = a >= 0 && attr_is_scalar(a) && H5Aread(a, H5T_NATIVE_UINT32, &stored) >= 0;
+    if (a >= 0) H5Aclose(a);
+    if (!ok) return dms_errf(v->err, "%s: cannot read the checksum of '%s': %s", v->path, name, dms_h5_reason(why));
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    const hssize_t npts = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    const size_t tsize = t >= 0 ? H5Tget_size(t) : 0;
+    int rc = 0;
+    uint32_t crc = 0;
+    if (npts < 0 || tsize == 0) {
+        rc = dms_errf(v->err, "%s: cannot inspect dataset '%s': %s", v->path, name, dms_h5_reason(why));
+    } else if (!entry_fits(d)) {
+        rc = dms_errf(v->err, "%s: dataset '%s' declares more data than the whole file holds (corrupt)", v->path, name);
+    } else if (npts > 0) {
+        const size_t bytes = (size_t)npts * tsize;
+        void *buf = malloc(bytes);
+        if (!buf) rc = dms_errf(v->err, "%s: out of memory checking '%s'", v->path, name);
+        else if (H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+            rc = dms_errf(v->err, "%s: cannot read '%s' (truncated or corrupt?): %s", v->path, name, dms_h5_reason(why));
+        else crc = crc_bytes(0, buf, bytes);
+        free(buf);
+    }
+    if (rc == 0 && crc != stored)
+        rc = dms_errf(v->err, "%s: checksum mismatch in '%s' (crc32 %08x, stored %08x): the checkpoint is corrupt",
+                      v->path, name, (unsigned)crc, (unsigned)stored);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    return rc;
+}
+
+static herr_t verify_link(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    verify_ctx *v = op;
+    if (info->type != H5L_TYPE_HARD) return 0;
+    hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+    if (o < 0) {
+        char why[256];
+        dms_errf(v->err, "%s: cannot open '%s' (truncated or corrupt?): %s", v->path, name, dms_h5_reason(why));
+        v->failed = 1;
+        return -1;
+    }
+    int rc = H5Iget_type(o) == H5I_DATASET ? verify_dataset(o, name, v) : 0;
+    H5Oclose(o);
+    if (rc != 0) {
+        v->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+/* Every dataset of an opened file against its stored CRC-32; 0 when all
+ * match, -1 with err on the first that does not (or cannot be read). */
+static int verify_all(const dms_ckpt *ck, dms_err *err) {
+    verify_ctx v = {ck->path, err, 0};
+    herr_t r = H5Lvisit(ck->file, H5_INDEX_NAME, H5_ITER_INC, verify_link, &v);
+    if (r < 0 && !v.failed) {
+        char why[256];
+        return dms_errf(err, "%s: cannot list the checkpoint's datasets (truncated or corrupt?): %s", ck->path,
+                        dms_h5_reason(why));
+    }
+    return v.failed ? -1 : 0;
+}
 
 dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
     dms_h5_quiet();
@@ -505,7 +660,7 @@ dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
         hid_t a = H5Aopen(ck->file, "format", H5P_DEFAULT);
         hid_t t = a >= 0 ? H5Aget_type(a) : -1;
         if (t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0 && H5Tget_size(t) < sizeof fmt &&
-            H5Aread(a, t, fmt) >= 0)
+            attr_is_scalar(a) && H5Aread(a, t, fmt) >= 0)
             ok = !strcmp(fmt, DMS_CKPT_FORMAT);
         if (t >= 0) H5Tclose(t);
         if (a >= 0) H5Aclose(a);
@@ -516,7 +671,7 @@ dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
     }
     int64_t version = 0;
     hid_t a = H5Aexists(ck->file, "format_version") > 0 ? H5Aopen(ck->file, "format_version", H5P_DEFAULT) : -1;
-    ok = a >= 0 && H5Aread(a, H5T_NATIVE_INT64, &version) >= 0;
+    ok = a >= 0 && attr_is_scalar(a) && H5Aread(a, H5T_NATIVE_INT64, &version) >= 0;
     if (a >= 0) H5Aclose(a);
     if (!ok || version != DMS_CKPT_FORMAT_VERSION) {
         dms_errf(err, "%s: checkpoint format_version %" PRId64 " is not supported (this dms reads version %d)", path,
@@ -524,11 +679,28 @@ dms_ckpt *dms_ckpt_load(const char *path, dms_err *err) {
         goto fail;
     }
     a = H5Aexists(ck->file, "step") > 0 ? H5Aopen(ck->file, "step", H5P_DEFAULT) : -1;
-    ok = a >= 0 && H5Aread(a, H5T_NATIVE_INT64, &ck->step) >= 0;
+    ok = a >= 0 && attr_is_scalar(a) && H5Aread(a, H5T_NATIVE_INT64, &ck->step) >= 0;
     if (a >= 0) H5Aclose(a);
     if (!ok) {
         dms_errf(err, "%s: checkpoint has no step attribute", path);
         goto fail;
+    }
+    /* files written before checksums existed have no "checksum" attribute:
+     * they load unverified (dms_ckpt_verified says so) */
+    if (H5Aexists(ck->file, "checksum") > 0) {
+        char algo[32] = "";
+        a = H5Aopen(ck->file, "checksum", H5P_DEFAULT);
+        hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+        ok = t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0 && H5Tget_size(t) < sizeof algo &&
+             attr_is_scalar(a) && H5Aread(a, t, algo) >= 0;
+        if (t >= 0) H5Tclose(t);
+        if (a >= 0) H5Aclose(a);
+        if (!ok || strcmp(algo, DMS_CKPT_CHECKSUM) != 0) {
+            dms_errf(err, "%s: unknown checkpoint checksum '%s' (this dms checks %s)", path, algo, DMS_CKPT_CHECKSUM);
+            goto fail;
+        }
+        if (verify_all(ck, err) != 0) goto fail;
+        ck->verified = 1;
     }
     return ck;
 fail:
@@ -538,6 +710,8 @@ fail:
 }
 
 int64_t dms_ckpt_step(const dms_ckpt *ck) { return ck->step; }
+
+int dms_ckpt_verified(const dms_ckpt *ck) { return ck->verified; }
 
 int dms_ckpt_has(const dms_ckpt *ck, const char *name) {
     dms_h5_quiet();
@@ -567,6 +741,11 @@ static hid_t open_entry(const dms_ckpt *ck, const char *name, const char *kind, 
     if (d < 0) {
         char why[256];
         dms_errf(err, "%s: cannot open %s '%s': %s", ck->path, kind, name, dms_h5_reason(why));
+    } else if (!entry_fits(d)) {
+        H5Dclose(d);
+        H5Eclear2(H5E_DEFAULT);
+        dms_errf(err, "%s: %s '%s' declares more data than the whole file holds (corrupt)", ck->path, kind, name);
+        return -1;
     }
     return d;
 }

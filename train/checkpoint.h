@@ -8,8 +8,11 @@
  * "adam_m/...", "rng/counter"). Floats are stored as native float32 and read
  * back without conversion, so resume is bit-exact.
  * File layout: one dataset per entry (float32 tensors with their shape,
- * int64 scalars, fixed-length strings), root attributes format =
- * "dms-checkpoint", format_version = 1, step. */
+ * int64 scalars, fixed-length strings), each with a "crc32" attribute (the
+ * zlib CRC-32 of its stored bytes); root attributes format =
+ * "dms-checkpoint", format_version = 1, step, checksum = "crc32". Files
+ * written before checksums existed (no "checksum" attribute) still load,
+ * unverified. */
 #ifndef DMS_CHECKPOINT_H
 #define DMS_CHECKPOINT_H
 
@@ -21,6 +24,8 @@
 #define DMS_CKPT_FORMAT "dms-checkpoint"
 #define DMS_CKPT_FORMAT_VERSION 1
 #define DMS_CKPT_MAX_DIMS 8
+#define DMS_CKPT_CHECKSUM "crc32" /* the root "checksum" attribute */
+#define DMS_CKPT_CRC_ATTR "crc32" /* each dataset's checksum attribute */
 
 /* A checkpoint: either a state being built for dms_ckpt_save (dms_ckpt_new)
  * or an opened file (dms_ckpt_load). dms_ckpt_free releases both. */
@@ -55,11 +60,21 @@ void dms_ckpt_path(char *out, size_t cap, const char *dir, int64_t step);
  * removed). Returns 1 and writes its path, 0 if there is none (or dir does
  * not exist), -1 on error. */
 int dms_ckpt_latest(const char *dir, char *path_out, size_t cap, dms_err *err);
+/* The newest complete checkpoint of a step below `below` (what a resume
+ * falls back to when the newest one is corrupt): 1 with its path and step
+ * (step_out may be NULL), 0 if there is none, -1 on error. */
+int dms_ckpt_latest_before(const char *dir, int64_t below, char *path_out, size_t cap, int64_t *step_out,
+                           dms_err *err);
 
 /* ---- loading ---- */
-/* Opens a checkpoint file and checks its format tag; entries are read on
- * demand. A truncated or foreign file gives a one-line error naming it. */
+/* Opens a checkpoint file, checks its format tag and, when it carries
+ * checksums, reads every dataset once and checks its CRC-32; entries are
+ * then read on demand. A truncated, bit-flipped or foreign file gives a
+ * one-line error naming it (and the corrupt dataset). */
 dms_ckpt *dms_ckpt_load(const char *path, dms_err *err);
+/* 1 when every dataset of a loaded checkpoint matched its checksum; 0 for a
+ * file written before checksums existed (loaded unverified). */
+int dms_ckpt_verified(const dms_ckpt *ck);
 /* The step attribute of a loaded checkpoint (-1 for a state being built). */
 int64_t dms_ckpt_step(const dms_ckpt *ck);
 /* Whether a loaded checkpoint holds an entry of that name. */

@@ -1,10 +1,13 @@
 /* comm.c - single-process and MPI implementations of dms_comm (comm.h).
  * MPI_Init happens only when the process was started by an MPI launcher,
- * so a plain `dms train` never needs an MPI runtime. */
+ * so a plain `dms train` never needs an MPI runtime. Every MPI collective
+ * is started nonblocking and waited on with the comm's deadline, so that a
+ * hung rank ends the job with a message instead of a silent wait. */
 #include "train/comm.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef DMS_HAVE_MPI
 #include <mpi.h>
@@ -59,23 +62,53 @@ static int mpi_fail(dms_comm *c, int code, const char *what, dms_err *err) {
     return dms_errf(err, "rank %d: %s failed: %s", c->rank, what, msg);
 }
 
+/* Completes a started collective, polling it (MPI_Test) until it is done
+ * or c->timeout_s seconds have passed: the first millisecond spins, then
+ * the rank sleeps 200 us between polls (a waiting rank leaves its core to
+ * the others). A timeout is an error: the request stays pending, and the
+ * caller must abort the job. */
+static int mpi_wait(dms_comm *c, MPI_Request *req, int started, const char *what, dms_err *err) {
+    if (started != MPI_SUCCESS) return mpi_fail(c, started, what, err);
+    if (!(c->timeout_s > 0)) {
+        int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+        return rc == MPI_SUCCESS ? 0 : mpi_fail(c, rc, what, err);
+    }
+    const double t0 = MPI_Wtime();
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, what, err);
+        if (done) return 0;
+        const double waited = MPI_Wtime() - t0;
+        if (waited > c->timeout_s)
+            return dms_errf(err,
+                            "rank %d: %s waited %.0f s for the other ranks (rank_timeout_s = %g): a rank is hung, "
+                            "stopped or far behind; aborting the job",
+                            c->rank, what, waited, c->timeout_s);
+        if (waited > 1e-3) nanosleep(&(struct timespec){0, 200 * 1000}, NULL);
+    }
+}
+
 static int mpi_allreduce_f32(dms_comm *c, float *buf, size_t n, dms_err *err) {
     for (size_t off = 0; off < n; off += MPI_PIECE) {
         int cnt = (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Allreduce", err);
+        MPI_Request req;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+        if (mpi_wait(c, &req, rc, "MPI_Allreduce", err) != 0) return -1;
     }
     return 0;
 }
 
 static int mpi_allreduce_f64(dms_comm *c, double *buf, size_t n, dms_err *err) {
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(c, rc, "MPI_Allreduce", err);
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req);
+    return mpi_wait(c, &req, rc, "MPI_Allreduce", err);
 }
 
 static int mpi_bcast(dms_comm *c, void *buf, size_t n, int root, dms_err *err) {
-    int rc = MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(c, rc, "MPI_Bcast", err);
+    MPI_Request req;
+    int rc = MPI_Ibcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD, &req);
+    return mpi_wait(c, &req, rc, "MPI_Bcast", err);
 }
 
 static void mpi_barrier(dms_comm *c) {
@@ -110,6 +143,7 @@ int dms_comm_mpi(dms_comm *c, int *argc, char ***argv, dms_err *err) {
     MPI_Comm_size(local, &c->local_size);
     MPI_Comm_free(&local);
     c->kind = "mpi";
+    c->timeout_s = DMS_COMM_DEFAULT_TIMEOUT_S;
     c->allreduce_f32 = mpi_allreduce_f32;
     c->allreduce_f64 = mpi_allreduce_f64;
     c->bcast = mpi_bcast;

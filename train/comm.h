@@ -6,7 +6,11 @@
  *   nccl    - ncclAllReduce on device buffers (comm_nccl.c, built with
  *             CUDA + NCCL; ids travel by MPI_Bcast, local rank -> GPU).
  * Only trainable tensors are reduced: base weights are frozen and
- * replicated on every rank, so there is no FSDP. */
+ * replicated on every rank, so there is no FSDP.
+ * A rank that hangs (SIGSTOP, a stuck filesystem) must not make the others
+ * wait forever: the MPI collectives are nonblocking ones waited on with a
+ * deadline of timeout_s seconds (config key rank_timeout_s); past it they
+ * fail with a message and the caller aborts the job (docs/reliability.md). */
 #ifndef DMS_COMM_H
 #define DMS_COMM_H
 
@@ -15,9 +19,17 @@
 
 #include "core/err.h"
 
+/* Seconds a collective waits for the other ranks before it fails (the
+ * default of the config key rank_timeout_s). */
+#define DMS_COMM_DEFAULT_TIMEOUT_S 600
+
 typedef struct dms_comm {
     const char *kind; /* "single", "mpi", "nccl" */
     int rank, size, local_rank, local_size;
+    /* seconds a collective may wait for the other ranks (0: forever); past
+     * it the call fails with a message naming it, and the job must be
+     * aborted (the collective is still pending: the comm is unusable) */
+    double timeout_s;
     /* in-place sum over ranks of n floats in the buffers the backend uses */
     int (*allreduce_f32)(struct dms_comm *c, float *buf, size_t n, dms_err *err);
     /* in-place sum of n doubles in host memory (losses, token counts) */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fault_point.h"
 #include "core/fs.h"
 #include "data/shards.h"
 #include "kernels/dms_rng.h"
@@ -89,6 +90,16 @@ static int save_checkpoint(dms_trainer *tr, const dms_train_config *cfg, const c
     return rc;
 }
 
+/* After a failed save (disk full, I/O error): adds the checkpoint that is
+ * kept, untouched, to the message. Returns -1. */
+static int name_kept_checkpoint(const char *dir, dms_err *err) {
+    char path[PATH_MAX], msg[sizeof err->msg];
+    dms_err e2;
+    if (dms_ckpt_latest_before(dir, INT64_MAX, path, sizeof path, NULL, &e2) <= 0) snprintf(path, sizeof path, "none");
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return dms_errf(err, "%.700s; previous checkpoint kept: %.300s", msg, path);
+}
+
 /* Whether two resolved configs agree on every key that shapes the run. */
 static int configs_compatible(const char *a_json, const dms_train_config *b, char *why, size_t why_len) {
     dms_train_config a;
@@ -107,12 +118,14 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
     x.threads = y.threads;
     x.backend = y.backend; /* a run may continue on another backend */
     x.max_bad_steps = y.max_bad_steps;
+    x.rank_timeout_s = y.rank_timeout_s;
     x.batch_size = y.batch_size; /* rows per rank: may change with the rank count */
     char *ja = dms_train_config_to_json(&x), *jb = dms_train_config_to_json(&y);
     int same = strcmp(ja, jb) == 0;
     if (!same)
         snprintf(why, why_len, "the config differs from the checkpoint's in a key other than "
-                               "steps, save_every, keep_last, log_every, threads, backend, max_bad_steps, batch_size");
+                               "steps, save_every, keep_last, log_every, threads, backend, max_bad_steps, "
+                               "rank_timeout_s, batch_size");
     free(ja);
     free(jb);
     return same;
@@ -125,8 +138,22 @@ static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_
     int found = dms_ckpt_latest(cfg->output, path, sizeof path, err);
     if (found < 0) return -1;
     if (found == 0) return dms_errf(err, "%s: --resume given but no checkpoint in this folder", cfg->output);
-    dms_ckpt *ck = dms_ckpt_load(path, err);
-    if (!ck) return -1;
+    /* a corrupt or truncated newest checkpoint (checksum, HDF5 open) is
+     * skipped with a warning for the one before it; none loadable: error */
+    dms_ckpt *ck = NULL;
+    char newest[PATH_MAX + 600] = "";
+    int64_t at = INT64_MAX;
+    found = dms_ckpt_latest_before(cfg->output, at, path, sizeof path, &at, err);
+    while (found > 0) {
+        if ((ck = dms_ckpt_load(path, err))) break;
+        if (!newest[0]) snprintf(newest, sizeof newest, "%s", err->msg);
+        if (verbose) fprintf(stderr, "[dms] warning: %s; trying the checkpoint before it\n", err->msg);
+        found = dms_ckpt_latest_before(cfg->output, at, path, sizeof path, &at, err);
+    }
+    if (found < 0) return -1;
+    if (!ck) return dms_errf(err, "%s: no loadable checkpoint (newest: %.900s)", cfg->output, newest);
+    if (verbose && !dms_ckpt_verified(ck))
+        fprintf(stderr, "[dms] note: %s has no checksums (written by an older dms): loaded unverified\n", path);
     int rc = 0;
     char *stored = dms_ckpt_read_str(ck, "config", err);
     char why[512];
@@ -173,11 +200,19 @@ static int agree(dms_comm *comm, int rc, dms_err *err) {
 
 int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume, dms_comm *comm, dms_err *err) {
     int rc = 0, start_step = 0;
+    const int steps = dms_train_steps(cfg); /* cr_schedule nvidia stops where the target reaches cr_final */
     const int lead = comm->rank == 0, B = cfg->batch_size, W = comm->size;
     int64_t samples_seen = 0;
     dms_model m;
     if (dms_model_load(&m, cfg->model, be, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, err) != 0) return -1;
     dms_dataset *ds = dms_dataset_open(cfg->data, dms_tokenizer_hash(m.tok), cfg->max_len, err);
+    if (ds && dms_dataset_packing(ds) != cfg->packing) { /* rows are read as they were packed */
+        dms_errf(err, "%s: packed with packing %s but the run uses packing %s (re-run dms prep --packing %s)",
+                 cfg->data, dms_packing_name(dms_dataset_packing(ds)), dms_packing_name(cfg->packing),
+                 dms_packing_name(cfg->packing));
+        dms_dataset_close(ds);
+        ds = NULL;
+    }
     if (!ds) {
         dms_model_free(&m);
         return -1;
@@ -219,7 +254,7 @@ int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume
         snprintf(path, sizeof path, "%s/config.json", cfg->output);
         FILE *f = fopen(path, "w");
         if (!f || fputs(config_json, f) < 0 || fclose(f) != 0) rc = dms_errf(err, "%s: cannot write", path);
-        if (rc == 0 && dms_progress_open(&prog, cfg->output, cfg->steps, start_step, cfg->log_every, m.cfg.n_layers,
+        if (rc == 0 && dms_progress_open(&prog, cfg->output, steps, start_step, cfg->log_every, m.cfg.n_layers,
                                          err) != 0)
             rc = -1;
     }
@@ -229,9 +264,10 @@ int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume
                 "[dms] %s: %s %d layers, %d trainable tensors; %lld rows of %d tokens in %s; %d steps x %d rows x %d "
                 "rank(s)\n",
                 cfg->model, cfg->variant == DMS_VARIANT_ADAPTER ? "adapter" : "neuron", m.cfg.n_layers,
-                dms_trainer_n_params(tr), (long long)n_rows, cfg->max_len, cfg->data, cfg->steps, B, W);
+                dms_trainer_n_params(tr), (long long)n_rows, cfg->max_len, cfg->data, steps, B, W);
     int bad = 0, last_saved = resume ? start_step : -1;
-    for (int step = start_step; step < cfg->steps; step++) {
+    for (int step = start_step; step < steps; step++) {
+        dms_fault_point("train_step", step); /* fault drills only (core/fault_point.h) */
         /* this rank's rows of the global batch, in the run's global sample order */
         double kd_tokens = 0;
         for (int b = 0; b < B; b++) {
@@ -245,7 +281,7 @@ int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume
             }
             for (int t = 0; t < cfg->max_len; t++) ib[t] = (int32_t)tu[t];
             rows[b] = (dms_row){ib, seg + (size_t)b * cfg->max_len, mask + (size_t)b * cfg->max_len,
-                                sample * cfg->max_len};
+                                sample * cfg->max_len, dms_dataset_row_pos0(ds, row)};
             kd_tokens += dms_trainer_row_kd_tokens(tr, &rows[b]);
         }
         samples_seen += (int64_t)B * W;
@@ -278,13 +314,14 @@ int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume
                           cfg->output, bad, step + 1, path);
             goto done;
         }
-        if (!skipped && ((step + 1) % cfg->save_every == 0 || step + 1 == cfg->steps)) {
-            if (lead && save_checkpoint(tr, cfg, config_json, step + 1, samples_seen, err) != 0) rc = -1;
+        if (!skipped && ((step + 1) % cfg->save_every == 0 || step + 1 == steps)) {
+            if (lead && save_checkpoint(tr, cfg, config_json, step + 1, samples_seen, err) != 0)
+                rc = name_kept_checkpoint(cfg->output, err);
             if ((rc = agree(comm, rc, err)) != 0) goto done;
             last_saved = step + 1;
         }
     }
-    if (lead) fprintf(stderr, "[dms] done: %d steps; checkpoint at step %d in %s\n", cfg->steps, last_saved, cfg->output);
+    if (lead) fprintf(stderr, "[dms] done: %d steps; checkpoint at step %d in %s\n", steps, last_saved, cfg->output);
 done:
     dms_progress_close(&prog);
     free(order.perm);

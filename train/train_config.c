@@ -28,6 +28,8 @@ static const char *const alpha_pers[] = {"head", "layer", NULL};
 static const char *const schedules[] = {"constant", "cosine", "linear", NULL};
 static const char *const backends[] = {"cpu", "cuda", NULL};
 static const char *const comp_pers[] = {"row", "head", NULL};
+static const char *const packings[] = {"documents", "reference", NULL}; /* dms_packing order */
+static const char *const cr_schedules[] = {"linear", "nvidia", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
 static const key_spec keys[] = {
@@ -37,6 +39,7 @@ static const key_spec keys[] = {
     {"steps", K_INT, F(steps), 1, 1e9, NULL, "optimiser steps"},
     {"batch_size", K_INT, F(batch_size), 1, 1e6, NULL, "packed rows per rank per step"},
     {"max_len", K_INT, F(max_len), 8, 1 << 20, NULL, "tokens per row (must match the shards)"},
+    {"packing", K_ENUM, F(packing), 0, 0, packings, "documents or reference (must match the shards)"},
     {"seed", K_U64, F(seed), 0, 0, NULL, "seed of the eviction noise and data order"},
     {"threads", K_INT, F(threads), 0, 4096, NULL, "CPU threads, 0 = all cores"},
     {"backend", K_ENUM, F(backend), 0, 0, backends, "cpu or cuda (--backend overrides)"},
@@ -56,10 +59,14 @@ static const key_spec keys[] = {
     {"tau", K_FLOAT, F(tau), 1e-4, 100, NULL, "temperature of the relaxed decisions"},
     {"tau_start", K_FLOAT, F(tau_start), 0, 100, NULL, "extension: anneal the temperature from this (0 = off)"},
     {"tau_steps", K_INT, F(tau_steps), 1, 1e9, NULL, "steps of the temperature anneal"},
+    {"neuron_warmup", K_INT, F(neuron_warmup), 0, 1e9, NULL,
+     "neuron variant: steps over which the borrowed channel fades out of attention (0 = off)"},
     {"alpha_scale", K_FLOAT, F(alpha_scale), 1e-3, 1e6, NULL, "decision logit scale s"},
     {"alpha_offset", K_FLOAT, F(alpha_offset), -1e3, 1e3, NULL, "decision logit offset o"},
     {"cr_final", K_FLOAT, F(cr_final), 1, 1000, NULL, "final target compression ratio"},
     {"steps_per_cr", K_INT, F(steps_per_cr), 1, 1e9, NULL, "steps per unit of CR in the schedule"},
+    {"cr_schedule", K_ENUM, F(cr_schedule), 0, 0, cr_schedules,
+     "linear (1 CR unit per steps_per_cr) or nvidia (1 to 16 over 510 steps, stop at cr_final)"},
     {"compression_weight", K_FLOAT, F(compression_weight), 0, 1e6, NULL, "weight of the compression loss"},
     {"compression_per", K_ENUM, F(compression_per), 0, 0, comp_pers,
      "row (NVIDIA) or head (extension: every layer and KV head held to the target)"},
@@ -69,6 +76,8 @@ static const key_spec keys[] = {
     {"keep_last", K_INT, F(keep_last), 1, 1e6, NULL, "checkpoints kept"},
     {"log_every", K_INT, F(log_every), 1, 1e9, NULL, "progress line every N steps"},
     {"max_bad_steps", K_INT, F(max_bad_steps), 1, 1e6, NULL, "consecutive NaN/Inf steps before stopping"},
+    {"rank_timeout_s", K_INT, F(rank_timeout_s), 0, 1e6, NULL,
+     "seconds a multi-rank collective may wait before the job aborts (0 = never)"},
     {"kd_chunk", K_INT, F(kd_chunk), 1, 1 << 20, NULL, "tokens per KD chunk through the LM head"},
 };
 #undef F
@@ -107,6 +116,7 @@ void dms_train_config_defaults(dms_train_config *c) {
     c->keep_last = 3;
     c->log_every = 1;
     c->max_bad_steps = 5;
+    c->rank_timeout_s = 600;
     c->kd_chunk = 128;
 }
 
@@ -211,6 +221,9 @@ int dms_train_config_parse(dms_train_config *c, const char *json, const char *wh
     if (!c->model[0]) return dms_errf(err, "%s: 'model' is required", what);
     if (!c->data[0]) return dms_errf(err, "%s: 'data' is required", what);
     if (c->warmup_steps > c->steps) return dms_errf(err, "%s: warmup_steps exceeds steps", what);
+    if (c->cr_schedule == DMS_CR_NVIDIA && c->cr_final > DMS_NVIDIA_CR_FINAL)
+        return dms_errf(err, "%s: cr_final %g is beyond the nvidia schedule's final CR %g", what, c->cr_final,
+                        DMS_NVIDIA_CR_FINAL);
     return 0;
 }
 
@@ -246,10 +259,29 @@ float dms_tau_at(const dms_train_config *c, int step) {
     return c->tau_start + (c->tau - c->tau_start) * f;
 }
 
+float dms_neuron_keep_at(const dms_train_config *c, int step) {
+    if (c->variant != DMS_VARIANT_NEURON || c->neuron_warmup <= 0 || step >= c->neuron_warmup) return 0.0f;
+    return 1.0f - (float)step / (float)c->neuron_warmup;
+}
+
 float dms_cr_at(const dms_train_config *c, int step) {
+    if (c->cr_schedule == DMS_CR_NVIDIA) { /* Model-Optimizer's dms_schedule: 1 + (16 - 1) min(step / 510, 1) */
+        const float progress = step < DMS_NVIDIA_CR_STEPS ? (float)step / (float)DMS_NVIDIA_CR_STEPS : 1.0f;
+        return 1.0f + (float)(DMS_NVIDIA_CR_FINAL - 1.0) * progress;
+    }
     float ramp = (float)step / (float)c->steps_per_cr; /* CR grows by 1 every steps_per_cr steps */
     float cr = 1.0f + ramp;
     return cr < c->cr_final ? cr : c->cr_final;
+}
+
+int dms_train_steps(const dms_train_config *c) {
+    if (c->cr_schedule != DMS_CR_NVIDIA) return c->steps;
+    /* the first step s with 1 + 15 s / 510 >= cr_final (exact for the
+     * rational steps of NVIDIA's ramp; at least one step) */
+    const double x = DMS_NVIDIA_CR_STEPS * ((double)c->cr_final - 1.0) / (DMS_NVIDIA_CR_FINAL - 1.0);
+    int stop = (int)ceil(x - 1e-6);
+    if (stop < 1) stop = 1;
+    return stop < c->steps ? stop : c->steps;
 }
 
 float dms_lr_at(const dms_train_config *c, int step) {

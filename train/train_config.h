@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "data/shards.h" /* dms_packing */
 
 typedef enum { DMS_VARIANT_ADAPTER = 0, DMS_VARIANT_NEURON } dms_variant;
 typedef enum { DMS_ALPHA_PER_HEAD = 0, DMS_ALPHA_PER_LAYER } dms_alpha_per;
@@ -17,6 +18,13 @@ typedef enum { DMS_ALPHA_PER_HEAD = 0, DMS_ALPHA_PER_LAYER } dms_alpha_per;
  * on its own (against all-or-nothing heads; docs/quality.md). */
 typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
+/* The target CR over the steps: ours (linear from 1, one unit every
+ * steps_per_cr steps, held at cr_final), or NVIDIA's (configs/qwen3_8b.yaml
+ * of Model-Optimizer: linear from 1 to 16 over 510 steps; the run stops at
+ * the step where the target reaches cr_final). */
+typedef enum { DMS_CR_LINEAR = 0, DMS_CR_NVIDIA } dms_cr_schedule;
+#define DMS_NVIDIA_CR_FINAL 16.0  /* NVIDIA's dms.final_cr */
+#define DMS_NVIDIA_CR_STEPS 510   /* NVIDIA's dms.final_step */
 typedef enum { DMS_BACKEND_CPU = 0, DMS_BACKEND_CUDA } dms_backend_kind;
 
 typedef struct dms_train_config {
@@ -28,6 +36,7 @@ typedef struct dms_train_config {
     int steps;
     int batch_size;         /* packed rows per rank per step */
     int max_len;            /* tokens per row; must equal the shards' */
+    dms_packing packing;    /* how the shards were packed (dms prep --packing); must equal the shards' */
     uint64_t seed;
     int threads;            /* 0 = all cores */
     dms_backend_kind backend; /* where the step runs (the CLI's --backend overrides) */
@@ -45,10 +54,12 @@ typedef struct dms_train_config {
     float tau;
     float tau_start;        /* optional extension: anneal from tau_start to tau (0: off) */
     int tau_steps;          /* over this many steps */
+    int neuron_warmup;      /* neuron variant: steps of the borrowed channel's fade (0: off) */
     float alpha_scale;
     float alpha_offset;
     float cr_final;
     int steps_per_cr;
+    dms_cr_schedule cr_schedule;
     float compression_weight;
     dms_comp_per compression_per;
     int lora_rank;          /* 0 = no LoRA */
@@ -58,6 +69,7 @@ typedef struct dms_train_config {
     int keep_last;
     int log_every;
     int max_bad_steps;      /* consecutive NaN/Inf steps before the run stops */
+    int rank_timeout_s;     /* multi-rank: seconds a collective may wait before the job is aborted (0: never) */
     int kd_chunk;           /* rows per KD chunk through the LM head */
 } dms_train_config;
 
@@ -71,9 +83,17 @@ int dms_train_config_parse(dms_train_config *c, const char *json, const char *wh
 char *dms_train_config_to_json(const dms_train_config *c);
 /* Target compression ratio and the compression target 1 - 1/CR at `step`. */
 float dms_cr_at(const dms_train_config *c, int step);
+/* Steps the run takes: `steps`, or with cr_schedule nvidia the first step
+ * whose target CR reaches cr_final, if that comes earlier (cr_final 8: 238,
+ * the checkpoint NVIDIA's extract example uses). */
+int dms_train_steps(const dms_train_config *c);
 /* Temperature of the relaxed decisions at `step`: tau, or, with tau_start
  * set, linear from tau_start at step 0 to tau at tau_steps, then tau. */
 float dms_tau_at(const dms_train_config *c, int step);
+/* Neuron warm-up at `step`: the fraction g = 1 - step / neuron_warmup of
+ * the borrowed channel that attention still sees (the decision logit is
+ * scaled by 1 - g); 0 after the warm-up or when it is off. */
+float dms_neuron_keep_at(const dms_train_config *c, int step);
 /* Learning rate at `step` (0-based). */
 float dms_lr_at(const dms_train_config *c, int step);
 /* "cpu" or "cuda" */

@@ -276,9 +276,9 @@ dms_trainer *dms_trainer_create(dms_model *m, const dms_train_config *cfg, dms_e
         dms_upload_f32(be, tr->head_sel, sel, (size_t)tr->KV * TK);
         free(sel);
     }
-    tr->teacher = (train_attn){{0, train_attend}, tr, 0};
-    tr->student = (train_attn){{1, train_attend}, tr, 1};
-    tr->recompute = (train_attn){{1, train_attend}, tr, 0};
+    tr->teacher = (train_attn){{0, train_attend, 0.0f}, tr, 0};
+    tr->student = (train_attn){{1, train_attend, 0.0f}, tr, 1};
+    tr->recompute = (train_attn){{1, train_attend, 0.0f}, tr, 0};
     return tr;
 }
 
@@ -402,10 +402,13 @@ static void layer_backward(dms_trainer *tr, int l) {
     be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, tr->dhard + (size_t)l * KV, tr->seg, a->pos, c->dms.sink_tokens, T, KV,
                        c->dms.alpha_scale, tr->tau,
                        c->dms.alpha_per_layer);
-    if (neuron) be->dms_neuron_take(ctx, NULL, tr->dq, T, H, KV, hd, 1); /* zeroed after RoPE */
+    const float g = neuron ? tr->student.base.neuron_keep : 0.0f; /* warm-up fade (layer.c) */
+    if (neuron) be->dms_neuron_take(ctx, NULL, tr->dq, T, H, KV, hd, g); /* zeroed (faded) after RoPE */
     be->rope_bwd(ctx, tr->dq, a->pos, m->inv_freq, T, H, hd);
     be->rope_bwd(ctx, tr->dk, a->pos, m->inv_freq, T, KV, hd);
-    if (neuron) be->dms_neuron_put(ctx, tr->dq, tr->dzraw, T, H, KV, hd); /* the channel feeds z only */
+    /* the channel feeds z (scaled by 1 - g) and, faded by g, attention */
+    if (neuron && g > 0.0f) be->scale(ctx, tr->dzraw, 1.0f - g, (size_t)T * KV);
+    if (neuron) be->dms_neuron_put(ctx, tr->dq, tr->dzraw, T, H, KV, hd, g);
     if (c->qk_norm) {
         be->rmsnorm_bwd(ctx, tr->dq, NULL, tr->dq, a->qpre, Ly->q_norm, T * H, hd, c->rms_eps);
         be->rmsnorm_bwd(ctx, tr->dk, NULL, tr->dk, a->kpre, Ly->k_norm, T * KV, hd, c->rms_eps);
@@ -419,7 +422,7 @@ static void layer_backward(dms_trainer *tr, int l) {
         lora_backward(tr, l, DMS_LORA_V, a->n1, tr->dv, tr->dtmp);
     }
     if (neuron) { /* the decision channel came from the rows, not from q_proj */
-        be->dms_neuron_take(ctx, tr->dcol, tr->dq, T, H, KV, hd, 1);
+        be->dms_neuron_take(ctx, tr->dcol, tr->dq, T, H, KV, hd, 0.0f);
         be->matmul_bwd_w(ctx, tr->p_rows[l]->g, NULL, tr->dcol, a->n1, T, KV, d);
         be->matmul_bwd_x(ctx, tr->dtmp, tr->dcol, &Ly->heads.q_rows, T, 1);
     }
@@ -459,7 +462,7 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
             }
             start = t;
         }
-        pos[t] = t - start;
+        pos[t] = t - start + (start == 0 ? row->pos0 : 0); /* a continued document keeps its true positions */
         int counted = (!row->mask || row->mask[t]) && row->ids[t] != eos;
         w[t] = counted ? (float)(1.0 / kd_tokens_total) : 0.0f;
     }
@@ -523,6 +526,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     if (kd_tokens_total < 1) kd_tokens_total = 1;
     const float cr = dms_cr_at(&tr->cfg, (int)step);
     tr->tau = dms_tau_at(&tr->cfg, (int)step);
+    tr->student.base.neuron_keep = tr->recompute.base.neuron_keep = dms_neuron_keep_at(&tr->cfg, (int)step);
     st->target = 1.0 - 1.0 / cr;
     const double per_row_decisions = (double)tr->L * tr->T * tr->KV;
     /* compression = mean over rows of max(0, target - row's mean decision):

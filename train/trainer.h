@@ -31,6 +31,8 @@ typedef struct dms_row {
     const int32_t *seg;  /* document index of each token (non-decreasing) */
     const uint8_t *mask; /* 1 = token counts in the KD loss (NULL: all) */
     int64_t tok0;        /* global index of the row's first token (noise key) */
+    int32_t pos0;        /* position of the first token in its document (dms_shard_row_pos0): the
+                          * first segment's positions start here, later ones at 0 */
 } dms_row;
 
 #define DMS_MAX_LAYERS 256

@@ -98,12 +98,11 @@ void dms_cpu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_ac
 
 /* dms_neuron.c: the neuron variant's channel gather/scatter */
 void dms_cpu_dms_neuron_take(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads, int head_dim,
-                             int zero);
+                             float keep);
 void dms_cpu_dms_neuron_put(void *ctx, float *q, const float *in, int T, int n_heads, int n_kv_heads,
-                            int head_dim);
+                            int head_dim, float keep);
 
-/* Shared by the kernels that widen bf16 weights a block of rows at a time
- * before an sgemm (matmul.c, embedding.c). */
+/* Rows of a non-fp32 weight widened at a time before an sgemm (matmul.c). */
 #define DMS_CPU_BF16_BLOCK_ROWS 256
 /* Fills x[n] with NaN: the output of an op that failed. */
 void dms_cpu_fill_nan(float *x, size_t n);

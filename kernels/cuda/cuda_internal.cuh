@@ -186,8 +186,8 @@ void cu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, do
 
 /* dms_neuron.cu */
 void cu_dms_neuron_take(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads,
-                        int head_dim, int zero);
+                        int head_dim, float keep);
 void cu_dms_neuron_put(void *ctx, float *q, const float *in, int T, int n_heads, int n_kv_heads,
-                       int head_dim);
+                       int head_dim, float keep);
 
 #endif

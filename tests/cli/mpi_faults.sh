@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# mpi_faults.sh - a rank that hangs rather than dies, through dms_faults ($1:
+# the CLI with the test seams) under `mpirun -np 2` on the tiny GGUF fixture
+# (docs/reliability.md): rank 1 stops itself with SIGSTOP as its step 3
+# begins (fault point train_step:3, action stop); rank 0 then waits in the
+# step's all-reduce, and with rank_timeout_s = 3 the job must end by itself
+# within seconds, non-zero, with one line saying which collective timed out
+# and why, and the checkpoint of step 2 intact (a --resume on one rank then
+# finishes the run). Without mpirun the drill cannot run: it says so and
+# exits 77, which ctest reports as skipped.
+set -u
+DMS=$1
+. "$(dirname "$0")/lib/harness.sh"
+. "$(dirname "$0")/lib/faults.sh"
+MPIRUN=$(command -v mpirun) || {
+  echo "SKIP: mpirun not found (Debian: openmpi-bin, see scripts/install_deps.sh); the hung-rank drill did not run"
+  exit 77
+}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+fixture_data || bad "prep on the fixture"
+fixture_config "$T/hang.json" "$T/hang" 40 ', "rank_timeout_s": 3'
+
+export DMS_FAULT_AT=train_step:3 DMS_FAULT_RANK=1 DMS_FAULT_ACTION=stop DMS_FAULT_MARKER=$T/stopped
+t0=$(date +%s%N)
+# `timeout` only ends a job that the watchdog failed to end (the drill then fails)
+timeout -k 5 40 "$MPIRUN" --oversubscribe -np 2 -x DMS_FAULT_AT -x DMS_FAULT_RANK -x DMS_FAULT_ACTION \
+  -x DMS_FAULT_MARKER "$DMS" train --config "$T/hang.json" >"$T/out" 2>"$T/err"
+rc=$?
+took=$((($(date +%s%N) - t0) / 1000000))
+unset DMS_FAULT_AT DMS_FAULT_RANK DMS_FAULT_ACTION DMS_FAULT_MARKER
+[ -s "$T/stopped" ] && started "$(cat "$T/stopped")" # killed on exit, should mpirun have left it
+echo "the job ended ${took} ms after it started (exit $rc)"
+[ -s "$T/stopped" ] && ok || bad "rank 1 never stopped itself: $(tail -3 "$T/err")"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ] && ok || bad "the job did not end by itself (exit $rc)"
+[ $took -lt 30000 ] && ok || bad "the job took ${took} ms to end"
+line="dms train: rank 0: MPI_Allreduce waited [0-9]+ s for the other ranks \\(rank_timeout_s = 3\\): a rank is hung, stopped or far behind; aborting the job"
+[ "$(grep -cE "^$line$" "$T/err")" -eq 1 ] && ok || bad "no timeout line: $(grep -v '^step' "$T/err" | head -5)"
+if [ -s "$T/stopped" ]; then
+  p=$(cat "$T/stopped")
+  st=$(ps -o stat= -p "$p" 2>/dev/null) # gone, or a zombie waiting for its new parent to reap it
+  [ -z "$st" ] || [ "${st#Z}" != "$st" ] && ok || bad "the stopped rank (pid $p) is still there (state $st)"
+fi
+[ -f "$T/hang/ckpt-00000002.h5" ] && [ -z "$(ls "$T/hang" | grep tmp)" ] && ok || bad "checkpoints: $(ls "$T/hang")"
+fixture_config "$T/hang.json" "$T/hang" 6
+if "$DMS" train --config "$T/hang.json" --resume 2>"$T/err"; then ok; else bad "resume on one rank: $(tail -1 "$T/err")"; fi
+grep -q "resuming from $T/hang/ckpt-00000002.h5 at step 2" "$T/err" && [ -f "$T/hang/ckpt-00000006.h5" ] && ok ||
+  bad "resume: $(grep -E 'resum|done' "$T/err")"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -30,11 +30,12 @@ static int stream_token(int32_t id, void *p) {
 }
 
 static int write_stats_json(const char *path, const dms_model *m, const dms_gen_params *p,
-                            const dms_gen_stats *s, int threads) {
+                            const dms_gen_stats *s, int threads, int dequant) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model", m->path);
     cJSON_AddStringToObject(o, "arch", dms_arch_name(m->cfg.arch));
     cJSON_AddStringToObject(o, "weight_types", m->weight_types);
+    cJSON_AddBoolToObject(o, "dequant", dequant); /* weights converted at load (--dequant) or kept as stored */
     cJSON_AddNumberToObject(o, "threads", threads);
     cJSON_AddNumberToObject(o, "temperature", p->temperature);
     cJSON_AddNumberToObject(o, "prompt_tokens", s->prompt_tokens);
@@ -70,7 +71,7 @@ int dms_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL, *backend = "cpu";
     const char *policy = NULL;
     float cr = 0;
-    int raw = 0, threads = 0, quiet = 0, no_stop = 0, no_thinking = 0;
+    int raw = 0, threads = 0, quiet = 0, no_stop = 0, no_thinking = 0, dequant = 0;
     dms_gen_params gp;
     dms_gen_params_default(&gp);
     const dms_arg args[] = {
@@ -89,6 +90,9 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--ignore-eos", ARG_BOOL, &no_stop, NULL, "keep generating past end-of-turn tokens"},
         {"--threads", ARG_INT, &threads, "N", "CPU threads (default: all cores)"},
         {"--backend", ARG_STR, &backend, "NAME", "cpu or cuda (default cpu)"},
+        {"--dequant", ARG_BOOL, &dequant, NULL,
+         "convert every weight to the backend's weight dtype at load (fp32 on the CPU) instead of keeping "
+         "GGUF blocks and 16-bit weights as stored"},
         {"--policy", ARG_STR, &policy, "P",
          "KV cache policy: dms, full, window, sinks, tova, h2o (default: dms for a DMS model, else full)"},
         {"--budget", ARG_INT, &gp.kv.budget, "N", "tokens kept per (layer, KV head) by window/sinks/tova/h2o"},
@@ -141,7 +145,8 @@ int dms_cmd_generate(int argc, char **argv) {
         return 2;
     }
     dms_model m;
-    if (dms_model_load(&m, model_path, &be, DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER, &err) != 0) {
+    const int load_flags = DMS_LOAD_WEIGHTS | DMS_LOAD_TOKENIZER | (dequant ? 0 : DMS_LOAD_KEEP_DTYPE);
+    if (dms_model_load(&m, model_path, &be, load_flags, &err) != 0) {
         fprintf(stderr, "dms generate: %s\n", err.msg);
         dms_backend_close(&be);
         return 1;
@@ -218,7 +223,7 @@ int dms_cmd_generate(int argc, char **argv) {
         if (gp.kv.policy == DMS_POLICY_DMS)
             fprintf(stderr, "[dms] decision CR %.2f (1 / (1 - fraction of tokens flagged); the KV CR is what memory gets)\n",
                     k->decision_cr);
-        if (stats_json && write_stats_json(stats_json, &m, &gp, &st, threads) != 0) rc = 1;
+        if (stats_json && write_stats_json(stats_json, &m, &gp, &st, threads, dequant) != 0) rc = 1;
     }
     free(ids);
     free(text);

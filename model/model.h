@@ -69,10 +69,16 @@ typedef enum {
     DMS_LOAD_WEIGHTS = 1,
     DMS_LOAD_TOKENIZER = 2,            /* a missing tokenizer is an error */
     DMS_LOAD_TOKENIZER_IF_PRESENT = 4, /* load it when the model has one */
+    /* Inference: weight matrices keep their file dtype (GGUF blocks, F16,
+     * BF16) where the backend reads it as it is (be->supports_dtype); the
+     * rest, and every vector, is converted as without the flag. Not for
+     * training (its frozen weights stay fp32 on the CPU). */
+    DMS_LOAD_KEEP_DTYPE = 8,
 } dms_load_flags;
 
 /* path: a Hugging Face model folder (config.json, safetensors, tokenizer.json)
- * or a .gguf file. Frozen weights are converted to be->weight_dtype. A
+ * or a .gguf file. Frozen weights are converted to be->weight_dtype (with
+ * DMS_LOAD_KEEP_DTYPE: kept as stored where the backend can). A
  * folder whose config.json says dms_separate_alpha: true must hold the
  * adapter tensors; a DMS model without it (the neuron variant) gets its
  * decision rows from q_proj. */

@@ -1,6 +1,7 @@
 /* model_load.c - build a dms_model from a Hugging Face folder (config.json +
  * safetensors + tokenizer.json) or a GGUF file: resolve tensor names, check
- * every shape against the config, convert to fp32 and place the weights in
+ * every shape against the config, convert to fp32 (or, for inference, keep
+ * a matrix's file dtype where the backend reads it) and place the weights in
  * the backend's memory. GGUF stores Llama's q/k rows in an interleaved order
  * (llama.cpp's rope pairing); they are put back into Hugging Face order here
  * so that the forward pass is one code path. */
@@ -19,6 +20,7 @@
 typedef struct {
     const char *path;
     int is_gguf;
+    int keep; /* DMS_LOAD_KEEP_DTYPE */
     dms_safetensors st;
     dms_gguf gg;
     const dms_config *cfg;
@@ -64,19 +66,90 @@ static void note_type(dms_model *m, const char *type) {
 
 /* Inverse of llama.cpp's q/k permutation: GGUF row h*hd + 2i + j holds
  * Hugging Face row h*hd + j*hd/2 + i. */
+static int hf_row_of(int r, int head_dim) {
+    const int h = r / head_dim, within = r % head_dim;
+    return h * head_dim + (within % 2) * (head_dim / 2) + within / 2;
+}
+
 static int unpermute_rows(float *w, int rows, int cols, int head_dim) {
     float *tmp = malloc(sizeof(float) * (size_t)rows * cols);
     if (!tmp) return -1;
     memcpy(tmp, w, sizeof(float) * (size_t)rows * cols);
-    const int half = head_dim / 2;
-    for (int r = 0; r < rows; r++) {
-        int h = r / head_dim, within = r % head_dim;
-        int i = within / 2, j = within % 2;
-        int hf_row = h * head_dim + j * half + i;
-        memcpy(w + (size_t)hf_row * cols, tmp + (size_t)r * cols, sizeof(float) * cols);
-    }
+    for (int r = 0; r < rows; r++)
+        memcpy(w + (size_t)hf_row_of(r, head_dim) * cols, tmp + (size_t)r * cols, sizeof(float) * cols);
     free(tmp);
     return 0;
+}
+
+/* The weight dtype a GGUF or safetensors tensor keeps as it is; -1: none. */
+static int kept_dtype_gguf(dms_ggml_type t) {
+    switch (t) {
+    case GGML_F16: return DMS_F16;
+    case GGML_BF16: return DMS_BF16;
+    case GGML_Q4_0: return DMS_Q4_0;
+    case GGML_Q4_1: return DMS_Q4_1;
+    case GGML_Q8_0: return DMS_Q8_0;
+    case GGML_Q4_K: return DMS_Q4_K;
+    case GGML_Q6_K: return DMS_Q6_K;
+    default: return -1;
+    }
+}
+static int kept_dtype_st(dms_st_dtype t) { return t == DMS_ST_F16 ? DMS_F16 : t == DMS_ST_BF16 ? DMS_BF16 : -1; }
+
+/* With DMS_LOAD_KEEP_DTYPE: places matrix `name` [rows, cols] in backend
+ * memory in its file dtype when the backend reads that dtype (GGUF q/k rows
+ * un-permuted whole, a row being whole blocks). Returns 1 if it did, 0 if
+ * the matrix is to be converted instead (also when it is missing or
+ * misshapen: read_tensor then says so), -1 on an error. */
+static int load_mat_kept(weight_source *ws, const char *name, int rows, int cols, dms_mat *dst, dms_err *err) {
+    const dms_backend *be = ws->m->be;
+    const uint8_t *src = NULL;
+    size_t nbytes = 0;
+    int dt = -1, permute = 0;
+    const char *type_name = NULL;
+    if (!ws->keep || !be->supports_dtype) return 0;
+    if (ws->is_gguf) {
+        char gname[128];
+        if (hf_to_gguf_name(name, gname, sizeof gname) != 0) return 0;
+        const dms_gguf_tensor *t = dms_gguf_find_tensor(&ws->gg, gname);
+        if (!t || t->n_dims != 2 || t->ne[0] != (uint64_t)cols || t->ne[1] != (uint64_t)rows) return 0;
+        dt = kept_dtype_gguf(t->type);
+        src = t->data;
+        nbytes = t->nbytes;
+        type_name = dms_ggml_type_name(t->type);
+        permute = ws->cfg->arch == DMS_ARCH_LLAMA &&
+                  (strstr(gname, ".attn_q.weight") != NULL || strstr(gname, ".attn_k.weight") != NULL);
+    } else {
+        const dms_st_tensor *t = dms_st_find(&ws->st, name);
+        if (!t || t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols) return 0;
+        dt = kept_dtype_st(t->dtype);
+        src = t->data;
+        nbytes = t->nbytes;
+        type_name = dms_st_dtype_name(t->dtype);
+    }
+    if (dt < 0 || !be->supports_dtype(be->ctx, (dms_dtype)dt) || cols % dms_dtype_block((dms_dtype)dt) != 0 || !src ||
+        nbytes != dms_dtype_bytes((dms_dtype)dt, (size_t)rows * cols))
+        return 0;
+    const size_t rb = dms_dtype_bytes((dms_dtype)dt, (size_t)cols);
+    void *dev = be->alloc(be->ctx, nbytes);
+    if (!dev) return dms_errf(err, "%s: backend out of memory for '%s'", ws->path, name);
+    if (permute) {
+        uint8_t *host = malloc(nbytes);
+        if (!host) {
+            be->free(be->ctx, dev);
+            return dms_errf(err, "%s: out of memory for '%s'", ws->path, name);
+        }
+        for (int r = 0; r < rows; r++)
+            memcpy(host + (size_t)hf_row_of(r, ws->cfg->head_dim) * rb, src + (size_t)r * rb, rb);
+        be->upload(be->ctx, dev, host, nbytes);
+        free(host);
+    } else {
+        be->upload(be->ctx, dev, src, nbytes);
+    }
+    *dst = (dms_mat){dev, (dms_dtype)dt, rows, cols};
+    note_type(ws->m, type_name);
+    ws->m->n_params += (size_t)rows * cols;
+    return 1;
 }
 
 /* Reads tensor `name` as fp32 into a fresh host buffer; rows/cols are the
@@ -163,6 +236,8 @@ static int load_vec(weight_source *ws, const char *name, int len, int optional, 
 
 static int load_mat(weight_source *ws, const char *name, int rows, int cols, int optional, dms_mat *dst,
                     dms_err *err) {
+    const int kept = load_mat_kept(ws, name, rows, cols, dst, err);
+    if (kept) return kept < 0 ? -1 : 0;
     float *host;
     if (read_tensor(ws, name, rows, cols, optional, &host, err) != 0) return -1;
     if (!host) return 0;
@@ -276,7 +351,7 @@ int dms_model_load(dms_model *m, const char *path, const dms_backend *be, int fl
     m->be = be;
     m->path = strdup(path);
     if (!m->path) return dms_errf(err, "%s: out of memory", path);
-    weight_source ws = {.path = path, .cfg = &m->cfg, .m = m};
+    weight_source ws = {.path = path, .keep = (flags & DMS_LOAD_KEEP_DTYPE) != 0, .cfg = &m->cfg, .m = m};
     char p[PATH_MAX];
     int rc = 0;
     if (dms_is_dir(path)) {

@@ -1,16 +1,25 @@
 /* backend_cpu.c - the CPU backend: its op table, its memory (64-byte
- * aligned host memory so that vector loads and OpenBLAS see aligned rows)
- * and its sticky status. */
+ * aligned host memory so that vector loads and OpenBLAS see aligned rows),
+ * its sticky status and the kept-dtype kernels chosen from CPUID. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/quant.h"
 
 typedef struct cpu_ctx {
     int failed;
     char msg[256];
+    dms_cpu_kernels kern; /* of the best instruction set this CPU has */
 } cpu_ctx;
+
+const dms_cpu_kernels *dms_cpu_ctx_kernels(void *ctx) { return ctx ? &((cpu_ctx *)ctx)->kern : NULL; }
+
+int dms_cpu_supports_dtype(void *ctx, dms_dtype t) {
+    (void)ctx;
+    return (int)t >= 0 && t < DMS_DTYPE_COUNT;
+}
 
 void dms_cpu_fail(void *ctx, const char *op, const char *what) {
     cpu_ctx *c = ctx;
@@ -61,6 +70,7 @@ void dms_cpu_sync(void *ctx) { (void)ctx; }
 const dms_backend dms_cpu_ops = {
     .name = "cpu",
     .weight_dtype = DMS_F32,
+    .supports_dtype = dms_cpu_supports_dtype,
     .alloc = dms_cpu_alloc,
     .free = dms_cpu_free,
     .upload = dms_cpu_memcpy,
@@ -101,8 +111,11 @@ const dms_backend dms_cpu_ops = {
 
 int dms_backend_cpu_create(dms_backend *be, dms_err *err) {
     *be = dms_cpu_ops;
-    be->ctx = calloc(1, sizeof(cpu_ctx));
-    return be->ctx ? 0 : dms_errf(err, "cpu backend: out of memory");
+    cpu_ctx *c = calloc(1, sizeof(cpu_ctx));
+    if (!c) return dms_errf(err, "cpu backend: out of memory");
+    dms_cpu_kernels_init(&c->kern, dms_cpu_isa_best());
+    be->ctx = c;
+    return 0;
 }
 
 void dms_backend_cpu_destroy(dms_backend *be) {

@@ -12,6 +12,11 @@ int dms_backend_cpu_create(dms_backend *be, dms_err *err);
 void dms_backend_cpu_destroy(dms_backend *be);
 /* Records a failure in the sticky status (ctx may be NULL: stderr only). */
 void dms_cpu_fail(void *ctx, const char *op, const char *what);
+/* The kept-dtype kernels the backend chose from CPUID when it was created
+ * (kernels/cpu/quant.h); NULL for a NULL ctx. */
+const struct dms_cpu_kernels *dms_cpu_ctx_kernels(void *ctx);
+/* Weight dtypes matmul and embedding read as they are: all of dms_dtype. */
+int dms_cpu_supports_dtype(void *ctx, dms_dtype t);
 
 /* memory (backend_cpu.c) */
 void *dms_cpu_alloc(void *ctx, size_t bytes);

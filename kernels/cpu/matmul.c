@@ -1,19 +1,28 @@
 /* matmul.c - x @ W^T against a frozen or trainable weight (fp32 through
- * OpenBLAS; bf16 weights widened a block of rows at a time), and its two
- * backward products: the input gradient and the (fp32) weight gradient. */
+ * OpenBLAS; a weight kept in another dtype - bf16, f16, GGUF blocks -
+ * through matmul_quant.c), and its two backward products: the input
+ * gradient (any weight dtype, widened a block of rows at a time) and the
+ * (fp32) weight gradient. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/half.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/quant.h"
 
 /* Columns per task when a reduction runs down the rows of a matrix. */
 #define COL_CHUNK 64
-#define BF16_BLOCK_ROWS DMS_CPU_BF16_BLOCK_ROWS
+#define WIDEN_BLOCK_ROWS DMS_CPU_BF16_BLOCK_ROWS
+
+/* The CPUID-chosen kernels of the context, or of this CPU without one. */
+static const dms_cpu_kernels *kernels_of(void *ctx, dms_cpu_kernels *here) {
+    const dms_cpu_kernels *k = dms_cpu_ctx_kernels(ctx);
+    if (k) return k;
+    dms_cpu_kernels_init(here, dms_cpu_isa_best());
+    return here;
+}
 
 void dms_cpu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n) {
-    (void)ctx;
     const int k = w->cols, m = w->rows;
     if (w->dtype == DMS_F32) {
         const float *W = w->data;
@@ -22,22 +31,9 @@ void dms_cpu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, con
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.0f, x, k, W, k, 0.0f,
                         out, m);
-    } else { /* DMS_BF16: widen a block of rows at a time, then the same BLAS call */
-        const uint16_t *W = w->data;
-        float *blk = malloc(sizeof(float) * (size_t)BF16_BLOCK_ROWS * (size_t)k);
-        if (!blk) {
-            dms_cpu_fail(ctx, "matmul", "out of memory");
-            dms_cpu_fill_nan(out, (size_t)n * m);
-            return;
-        }
-        for (int r0 = 0; r0 < m; r0 += BF16_BLOCK_ROWS) {
-            int rows = m - r0 < BF16_BLOCK_ROWS ? m - r0 : BF16_BLOCK_ROWS;
-#pragma omp parallel for
-            for (long i = 0; i < (long)rows * k; i++) blk[i] = dms_bf16_to_f32(W[(size_t)r0 * k + i]);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, k, 1.0f, x, k, blk, k, 0.0f,
-                        out + r0, m);
-        }
-        free(blk);
+    } else {
+        dms_cpu_kernels here;
+        dms_cpu_matmul_kept(kernels_of(ctx, &here), ctx, out, x, w, n, DMS_CPU_KEPT_AUTO);
     }
     if (bias) {
 #pragma omp parallel for if (n > 4)
@@ -47,7 +43,6 @@ void dms_cpu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, con
 }
 
 void dms_cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate) {
-    (void)ctx;
     const int m = w->rows, k = w->cols;
     if (n <= 0) return;
     const float beta0 = accumulate ? 1.0f : 0.0f;
@@ -56,19 +51,19 @@ void dms_cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *
                     dx, k);
         return;
     }
-    /* DMS_BF16: dx (+)= sum over row blocks of dy[:, blk] @ W[blk, :] */
-    const uint16_t *W = w->data;
-    float *blk = malloc(sizeof(float) * (size_t)BF16_BLOCK_ROWS * (size_t)k);
+    /* another dtype: dx (+)= sum over row blocks of dy[:, blk] @ widen(W[blk, :]) */
+    float *blk = malloc(sizeof(float) * (size_t)WIDEN_BLOCK_ROWS * (size_t)k);
     if (!blk) {
         dms_cpu_fail(ctx, "matmul_bwd_x", "out of memory");
         dms_cpu_fill_nan(dx, (size_t)n * k);
         return;
     }
+    dms_cpu_kernels here;
+    const dms_cpu_kernels *kern = kernels_of(ctx, &here);
     if (m == 0 && !accumulate) memset(dx, 0, sizeof(float) * (size_t)n * k);
-    for (int r0 = 0; r0 < m; r0 += BF16_BLOCK_ROWS) {
-        const int rows = m - r0 < BF16_BLOCK_ROWS ? m - r0 : BF16_BLOCK_ROWS;
-#pragma omp parallel for
-        for (long i = 0; i < (long)rows * k; i++) blk[i] = dms_bf16_to_f32(W[(size_t)r0 * k + i]);
+    for (int r0 = 0; r0 < m; r0 += WIDEN_BLOCK_ROWS) {
+        const int rows = m - r0 < WIDEN_BLOCK_ROWS ? m - r0 : WIDEN_BLOCK_ROWS;
+        dms_cpu_widen_rows(kern, w, r0, rows, blk);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, k, rows, 1.0f, dy + r0, m, blk, k,
                     r0 == 0 ? beta0 : 1.0f, dx, k);
     }

@@ -11,8 +11,8 @@
 # with a memory error or a definite/possible leak. BUILD_DIR (default
 # build-valgrind) is configured and built first with symbols (-O1 -g),
 # CPU only, without MPI. Third-party noise is suppressed narrowly in
-# scripts/valgrind.supp (each entry says why). Takes a few minutes; not in
-# CI (docs/fuzzing.md has the last result).
+# scripts/valgrind.supp (each entry says why). About a minute after the
+# build (docs/fuzzing.md has the last result).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build-valgrind}
@@ -40,6 +40,8 @@ step() { # step NAME -- command...
   local t0=$SECONDS
   if "${VG[@]}" --log-file="$T/vg-$name.log" "$@" >"$T/out-$name" 2>"$T/err-$name"; then
     echo "[valgrind] $name: clean ($((SECONDS - t0)) s): $(grep -E 'ERROR SUMMARY' "$T/vg-$name.log" | sed 's/==[0-9]*== //')"
+    grep -E 'total heap usage|definitely lost|indirectly lost|possibly lost|still reachable|All heap blocks' \
+      "$T/vg-$name.log" | sed 's/==[0-9]*== */    /' 
   else
     echo "[valgrind] $name: FAILED ($((SECONDS - t0)) s)"
     cat "$T/err-$name" | tail -3

@@ -1,8 +1,9 @@
 /* inspect_eval.c - `dms inspect DIR` on a folder of `dms eval` results:
  * one PNG per task (DIR/plots/<task>.png) with the metric (KL, accuracy,
  * pass@1) and its standard error against the KV CR, one line per policy
- * (per policy and model when the folder holds several models), drawn by
- * gnuplot as inspect_run.c draws training runs. */
+ * across every model in the folder (the checkpoints of one retrofit at
+ * several CRs make one DMS line; the baselines, measured on each, one line
+ * each), drawn by gnuplot as inspect_run.c draws training runs. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,11 +28,8 @@ int dms_eval_dir_has_results(const char *dir) {
     return n > 0;
 }
 
-/* The line a result belongs to. */
-static void line_name(const cJSON *d, int many_models, char *buf, size_t n) {
-    if (many_models) snprintf(buf, n, "%s (%s)", str(d, "policy"), dms_eval_model_name(d));
-    else snprintf(buf, n, "%s", str(d, "policy"));
-}
+/* The line a result belongs to: its policy. */
+static void line_name(const cJSON *d, char *buf, size_t n) { snprintf(buf, n, "%s", str(d, "policy")); }
 
 int dms_inspect_eval(const char *dir) {
     cJSON **docs;
@@ -62,8 +60,12 @@ int dms_inspect_eval(const char *dir) {
         const char *task = str(docs[i], "task");
         int j = i;
         while (j < n && !strcmp(str(docs[j], "task"), task)) j++;
-        int many = 0;
-        for (int k = i + 1; k < j; k++) many |= strcmp(str(docs[k], "model"), str(docs[i], "model")) != 0;
+        int models = 1; /* distinct models among docs[i..j) */
+        for (int k = i + 1; k < j; k++) {
+            int seen = 0;
+            for (int q = i; q < k && !seen; q++) seen = !strcmp(str(docs[q], "model"), str(docs[k], "model"));
+            models += !seen;
+        }
         /* one data block per line, separated by two blank lines (gnuplot's index) */
         char dat[PATH_MAX + 64];
         snprintf(dat, sizeof dat, "%s/%.40s.dat", plots, task);
@@ -77,7 +79,7 @@ int dms_inspect_eval(const char *dir) {
         int blocks = 0;
         for (int k = i; k < j; k++) {
             char name[96];
-            line_name(docs[k], many, name, sizeof name);
+            line_name(docs[k], name, sizeof name);
             int b = 0;
             while (b < blocks && strcmp(names[b], name)) b++;
             if (b == blocks && blocks < 64) snprintf(names[blocks++], sizeof names[0], "%s", name);
@@ -86,7 +88,7 @@ int dms_inspect_eval(const char *dir) {
             fprintf(f, "# %s\n", names[b]);
             for (int k = i; k < j; k++) { /* sorted by KV CR within a policy */
                 char name[96];
-                line_name(docs[k], many, name, sizeof name);
+                line_name(docs[k], name, sizeof name);
                 if (strcmp(name, names[b])) continue;
                 const cJSON *m = cJSON_GetObjectItemCaseSensitive(docs[k], "metric");
                 fprintf(f, "%.6g %.6g %.6g\n", dms_eval_num(cJSON_GetObjectItemCaseSensitive(docs[k], "kv"), "kv_cr"),
@@ -96,14 +98,17 @@ int dms_inspect_eval(const char *dir) {
         }
         fclose(f);
         const char *metric = str(cJSON_GetObjectItemCaseSensitive(docs[i], "metric"), "name");
+        char who[128];
+        if (models == 1) snprintf(who, sizeof who, "%s", dms_eval_model_name(docs[i]));
+        else snprintf(who, sizeof who, "%d models", models);
         fprintf(gp, "set output '%s/%s.png'\nset title '%s: %s against KV CR (%s)'\nset ylabel '%s%s'\n", plots, task,
-                task, metric, dms_eval_model_name(docs[i]), metric, !strcmp(task, "kl") ? " (nats per token)" : "");
+                task, metric, who, metric, !strcmp(task, "kl") ? " (nats per token)" : "");
         fprintf(gp, "plot ");
         for (int b = 0; b < blocks; b++)
             fprintf(gp, "%s'%s' index %d using 1:2:3 with yerrorlines lw 2 pt 7 title '%s'", b ? ", " : "", dat, b,
                     names[b]);
         fprintf(gp, "\n");
-        printf("plot:          %s/%s.png (%d results, %d lines)\n", plots, task, j - i, blocks);
+        printf("plot:          %s/%s.png (%d results from %d model(s), %d lines)\n", plots, task, j - i, models, blocks);
         written++;
         i = j;
     }

@@ -166,6 +166,17 @@ if command -v gnuplot >/dev/null; then
     [ -s "$OUT/plots/$t.png" ] && ok || bad "inspect: $OUT/plots/$t.png missing"
   done
   has "$OUT/plots/aime.dat" "# window" inspect-line-per-policy
+  # results of a second model (another checkpoint of the same retrofit) join
+  # the same policy lines instead of making a line per model
+  M2=$T/two_models
+  mkdir -p "$M2"
+  cp "$OUT"/kl-window-*.json "$M2/"
+  for f in "$OUT"/kl-window-*.json; do
+    sed -E 's/"model":[[:space:]]*"[^"]*"/"model": "other-checkpoint"/' "$f" >"$M2/other-$(basename "$f")"
+  done
+  expect_ok inspect-two-models -- "$DMS" inspect "$M2"
+  has "$T/out" "kl.png \\([0-9]+ results from 2 model\\(s\\), 1 lines\\)" inspect-two-models-one-line
+  [ "$(grep -c '^# ' "$M2/plots/kl.dat")" = 1 ] && ok || bad "inspect: expected one line in $M2/plots/kl.dat"
 fi
 
 echo "$pass passed, $fail failed"

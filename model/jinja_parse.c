@@ -549,13 +549,14 @@ static jnode *parse_not(parser *P) {
     return parse_compare(P);
 }
 
-static jnode *parse_and(parser *P) {
-    jnode *x = parse_not(P);
-    while (x && is_name(P, "and")) {
+/* x (KEYWORD x)*, left-associative, each operand parsed by sub. */
+static jnode *parse_left_chain(parser *P, const char *keyword, jnode_kind kind, jnode *(*sub)(parser *)) {
+    jnode *x = sub(P);
+    while (x && is_name(P, keyword)) {
         int line = cur(P)->line;
         P->i++;
-        jnode *b = parse_not(P);
-        jnode *y = b ? node(P, JN_AND, line) : NULL;
+        jnode *b = sub(P);
+        jnode *y = b ? node(P, kind, line) : NULL;
         if (!y) return NULL;
         y->a = x;
         y->b = b;
@@ -564,20 +565,9 @@ static jnode *parse_and(parser *P) {
     return x;
 }
 
-static jnode *parse_or(parser *P) {
-    jnode *x = parse_and(P);
-    while (x && is_name(P, "or")) {
-        int line = cur(P)->line;
-        P->i++;
-        jnode *b = parse_and(P);
-        jnode *y = b ? node(P, JN_OR, line) : NULL;
-        if (!y) return NULL;
-        y->a = x;
-        y->b = b;
-        x = y;
-    }
-    return x;
-}
+static jnode *parse_and(parser *P) { return parse_left_chain(P, "and", JN_AND, parse_not); }
+
+static jnode *parse_or(parser *P) { return parse_left_chain(P, "or", JN_OR, parse_and); }
 
 static jnode *parse_expression_inner(parser *P, int with_cond);
 

@@ -69,14 +69,19 @@ struct dms_trainer {
     float *head_sel;    /* [KV][T, KV] one-hot column masks: per-head counts */
     double *head_frac;  /* [L, KV] host: each head's flagged fraction in the last step */
     double *host_stats;
-    const float *test_noise;   /* test seam: fixed [L, T, KV] noise */
+    const float *test_noise;   /* test seam: fixed [test_noise_rows, L, T, KV] noise */
+    int test_noise_rows;
     train_attn teacher, student, recompute;
 };
 
 int dms_trainer_n_params(const dms_trainer *tr) { return tr->n_params; }
 const dms_backend *dms_trainer_backend(const dms_trainer *tr) { return tr->be; }
 dms_param *dms_trainer_param(dms_trainer *tr, int i) { return &tr->params[i]; }
-void dms_trainer_test_fix_noise(dms_trainer *tr, const float *noise) { tr->test_noise = noise; }
+void dms_trainer_test_fix_noise(dms_trainer *tr, const float *noise) { dms_trainer_test_fix_noise_rows(tr, noise, 1); }
+void dms_trainer_test_fix_noise_rows(dms_trainer *tr, const float *noise, int n_rows) {
+    tr->test_noise = noise;
+    tr->test_noise_rows = n_rows > 0 ? n_rows : 1;
+}
 
 /* where the counts of (layer l, KV head h) live in stats: over the step,
  * and over the current row (per-head compression loss only) */
@@ -346,6 +351,16 @@ static void kd_backward(dms_trainer *tr) {
     }
 }
 
+void dms_trainer_test_student_logits(dms_trainer *tr, float *out) {
+    const dms_backend *be = tr->be;
+    const int T = tr->T, V = tr->V, chunk = tr->cfg.kd_chunk < T ? tr->cfg.kd_chunk : T;
+    for (int r0 = 0; r0 < T; r0 += chunk) {
+        const int rows = T - r0 < chunk ? T - r0 : chunk;
+        be->matmul(be->ctx, tr->zs, tr->h_student + (size_t)r0 * tr->d, &tr->m->lm_head, NULL, rows);
+        dms_download_f32(be, out + (size_t)r0 * V, tr->zs, (size_t)rows * V);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* backward                                                             */
 /* ------------------------------------------------------------------ */
@@ -486,7 +501,8 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
         dms_upload_f32(be, tr->kd_w, w, (size_t)T);
         const size_t TK = (size_t)T * tr->KV;
         if (tr->test_noise)
-            dms_upload_f32(be, tr->noise, tr->test_noise, (size_t)tr->L * TK);
+            dms_upload_f32(be, tr->noise, tr->test_noise + (size_t)(row_index % tr->test_noise_rows) * tr->L * TK,
+                           (size_t)tr->L * TK);
         else
             for (int l = 0; l < tr->L; l++)
                 be->dms_noise(be->ctx, tr->noise + l * TK, T, tr->KV, tr->cfg.seed, step, l, row->tok0);

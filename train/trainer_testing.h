@@ -1,6 +1,7 @@
 /* trainer_testing.h - test-only seams of the trainer, kept out of the
  * production API (train/trainer.h): tests that compare against fixtures
- * replace the counter-RNG noise with the fixture's own. */
+ * replace the counter-RNG noise with the fixture's own (one for every row,
+ * or one per row) and read the student logits that the KD sees. */
 #ifndef DMS_TRAINER_TESTING_H
 #define DMS_TRAINER_TESTING_H
 
@@ -9,5 +10,11 @@
 /* noise: [L, T, KV] host floats used for every row instead of the RNG
  * (NULL restores the RNG); the trainer keeps the pointer. */
 void dms_trainer_test_fix_noise(dms_trainer *tr, const float *noise);
+/* As dms_trainer_test_fix_noise with one noise per row: [n_rows, L, T, KV];
+ * row r of a step takes block r % n_rows. */
+void dms_trainer_test_fix_noise_rows(dms_trainer *tr, const float *noise, int n_rows);
+/* The student logits [T, V] (host) of the last row of the last step,
+ * through the backend's LM-head matmul as the KD computes them. */
+void dms_trainer_test_student_logits(dms_trainer *tr, float *out);
 
 #endif

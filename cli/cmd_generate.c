@@ -159,8 +159,8 @@ int dms_cmd_generate(int argc, char **argv) {
     if (!raw && tpl) {
         dms_chat_msg msgs[2];
         size_t n = 0;
-        if (system) msgs[n++] = (dms_chat_msg){"system", system};
-        msgs[n++] = (dms_chat_msg){"user", prompt};
+        if (system) msgs[n++] = (dms_chat_msg){"system", system, NULL};
+        msgs[n++] = (dms_chat_msg){"user", prompt, NULL};
         dms_chat_opts co;
         dms_chat_opts_default(&co);
         co.add_generation_prompt = 1;

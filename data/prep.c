@@ -177,10 +177,15 @@ int dms_prep_encode_line_opts(const dms_tokenizer *tok, const char *line, size_t
             for (const cJSON *x = msgs->child; m && x && !rc; x = x->next, i++) {
                 const cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role");
                 const cJSON *content = cJSON_GetObjectItemCaseSensitive(x, "content");
+                const cJSON *reasoning = cJSON_GetObjectItemCaseSensitive(x, "reasoning_content");
                 if (!cJSON_IsObject(x) || !cJSON_IsString(role) || !cJSON_IsString(content))
                     rc = dms_errf(err, "messages[%d] must be an object with string 'role' and 'content'", i);
+                else if (reasoning && !cJSON_IsString(reasoning) && !cJSON_IsNull(reasoning))
+                    rc = dms_errf(err, "messages[%d].reasoning_content must be a string or null, got %s", i,
+                                  json_type(reasoning));
                 else
-                    m[i] = (dms_chat_msg){role->valuestring, content->valuestring};
+                    m[i] = (dms_chat_msg){role->valuestring, content->valuestring,
+                                          cJSON_IsString(reasoning) ? reasoning->valuestring : NULL};
             }
             if (!m) rc = dms_errf(err, "out of memory");
             if (!rc) rc = encode_chat(tok, m, (size_t)n, lo, doc, err);
@@ -191,7 +196,7 @@ int dms_prep_encode_line_opts(const dms_tokenizer *tok, const char *line, size_t
             rc = dms_errf(err, "'prompt' and 'response' must both be strings (got %s and %s)",
                           prompt ? json_type(prompt) : "nothing", response ? json_type(response) : "nothing");
         } else if (tpl) {
-            dms_chat_msg m[2] = {{"user", prompt->valuestring}, {"assistant", response->valuestring}};
+            dms_chat_msg m[2] = {{"user", prompt->valuestring, NULL}, {"assistant", response->valuestring, NULL}};
             rc = encode_chat(tok, m, 2, lo, doc, err);
         } else {
             size_t lp = strlen(prompt->valuestring), lr = strlen(response->valuestring);

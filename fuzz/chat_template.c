@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dms_chat_msg msgs[FUZZ_MAX_PARTS];
     size_t n = 0;
     for (int i = 1; i < np; i++) s[i] = fuzz_strdup_part(p[i]);
-    for (int i = 1; i + 1 < np; i += 2) msgs[n++] = (dms_chat_msg){s[i], s[i + 1]};
-    if (np % 2 == 0) msgs[n++] = (dms_chat_msg){s[np - 1], NULL};
+    for (int i = 1; i + 1 < np; i += 2) msgs[n++] = (dms_chat_msg){s[i], s[i + 1], NULL};
+    if (np % 2 == 0) msgs[n++] = (dms_chat_msg){s[np - 1], NULL, NULL};
 
     fuzz_require(dms_chat_kind_name(dms_chat_detect(tpl)) != NULL, "kind name");
     dms_err err = {{0}};

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(text);
     const char *tpl = dms_tokenizer_chat_template(tok);
     if (tpl) {
-        const dms_chat_msg msgs[] = {{"user", "hi"}, {"assistant", " there "}};
+        const dms_chat_msg msgs[] = {{"user", "hi", NULL}, {"assistant", " there ", NULL}};
         dms_err e3 = {{0}};
         char *r = dms_chat_render_tpl(tpl, msgs, 2, 1, &e3);
         fuzz_check_err(r ? 0 : -1, &e3, NULL, "dms_chat_render_tpl");

@@ -29,6 +29,9 @@ static int build_vars(dms_jinja_env *e, const dms_chat_msg *msgs, size_t n, cons
         /* None values are dropped (_normalize_chat_messages) */
         if (msgs[i].role && dms_jinja_dict_set(e, m, "role", str_or_null(e, msgs[i].role))) return -1;
         if (msgs[i].content && dms_jinja_dict_set(e, m, "content", str_or_null(e, msgs[i].content))) return -1;
+        if (msgs[i].reasoning_content &&
+            dms_jinja_dict_set(e, m, "reasoning_content", str_or_null(e, msgs[i].reasoning_content)))
+            return -1;
         if (dms_jinja_list_add(e, list, m)) return -1;
     }
     if (dms_jinja_set(e, "messages", list) || dms_jinja_set(e, "tools", dms_jinja_none(e)) ||

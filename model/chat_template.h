@@ -16,9 +16,16 @@
 
 typedef struct dms_tokenizer dms_tokenizer;
 
-/* One message; a NULL role or content is left out of the message (as
- * transformers drops None values), so the template sees it undefined. */
-typedef struct { const char *role; const char *content; } dms_chat_msg;
+/* One message; a NULL field is left out of the message (as transformers
+ * drops None values), so the template sees it undefined.
+ * reasoning_content: an assistant turn's reasoning kept apart from its
+ * content, as chat datasets and Qwen3's template name it (the template
+ * puts it in the <think> block of the turns it keeps reasoning for). */
+typedef struct {
+    const char *role;
+    const char *content;
+    const char *reasoning_content;
+} dms_chat_msg;
 
 typedef struct dms_chat_opts {
     int add_generation_prompt;

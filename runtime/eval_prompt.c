@@ -15,7 +15,7 @@ int dms_eval_encode_user(const dms_tokenizer *tok, const char *user, int32_t **i
     const char *tpl = dms_tokenizer_chat_template(tok);
     char *text = NULL;
     if (tpl) {
-        const dms_chat_msg msg = {"user", user};
+        const dms_chat_msg msg = {"user", user, NULL};
         dms_chat_opts co;
         dms_chat_opts_default(&co);
         co.add_generation_prompt = 1;

@@ -85,7 +85,8 @@ static void test_published_templates(const cJSON *exp) {
             dms_chat_msg m[16];
             size_t n = 0;
             const cJSON *mm;
-            cJSON_ArrayForEach(mm, msgs) if (n < 16) m[n++] = (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content")};
+            cJSON_ArrayForEach(mm, msgs) if (n < 16) m[n++] =
+                (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content"), jstr(mm, "reasoning_content")};
             dms_chat_opts o;
             dms_chat_opts_default(&o);
             o.add_generation_prompt = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "add_generation_prompt"));
@@ -128,7 +129,7 @@ static void test_engine_cases(const cJSON *exp) {
     dms_chat_msg m[3];
     for (int i = 0; i < 3; i++) {
         const cJSON *mm = cJSON_GetArrayItem(two, i);
-        m[i] = (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content")};
+        m[i] = (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content"), jstr(mm, "reasoning_content")};
     }
     int n = 0;
     const cJSON *c;
@@ -164,7 +165,7 @@ static void expect_error(const char *tpl, const dms_chat_msg *m, size_t n, const
 }
 
 static void test_errors(void) {
-    dms_chat_msg m[2] = {{"user", "hi"}, {"user", "again"}};
+    dms_chat_msg m[2] = {{"user", "hi", NULL}, {"user", "again", NULL}};
 #define E(tpl, ...) expect_error(tpl, m, 2, (const char *const[]){__VA_ARGS__, NULL})
     E("a\nb\n{{ 'x' | foo }}", "chat template: unsupported filter 'foo' at line 3");
     E("{% if messages is foo %}{% endif %}", "unsupported test 'foo' at line 1");
@@ -190,7 +191,7 @@ static void test_errors(void) {
     CHECK(dms_chat_render_tpl(NULL, m, 1, 1, &err) == NULL);
     CHECK(strstr(err.msg, "no chat template") != NULL);
     /* a message without content: the key is absent, as transformers drops None */
-    dms_chat_msg nc[1] = {{"user", NULL}};
+    dms_chat_msg nc[1] = {{"user", NULL, NULL}};
     char *r = dms_chat_render_tpl("{{ messages[0].content is defined }}|{{ messages[0].role }}", nc, 1, 0, &err);
     CHECK_MSG(r && !strcmp(r, "False|user"), "%s", r ? r : err.msg);
     free(r);
@@ -215,7 +216,7 @@ static void test_tokenizer_bos(void) {
     if (!t) return;
     CHECK_STR(dms_tokenizer_bos_token(t), "<|begin_of_text|>");
     CHECK_STR(dms_tokenizer_eos_token(t), "<|eot_id|>");
-    dms_chat_msg m[1] = {{"user", "Hi"}};
+    dms_chat_msg m[1] = {{"user", "Hi", NULL}};
     dms_chat_opts o;
     dms_chat_opts_default(&o);
     o.add_generation_prompt = 1;
@@ -260,6 +261,45 @@ static void test_tokenizer_bos(void) {
         r = dms_tokenizer_chat_render(t, m, 1, &o, &err);
         CHECK_MSG(r == NULL && !strcmp(err.msg, "chat template: unsupported filter 'nope' at line 2"), "%s", err.msg);
         free(r);
+        dms_tokenizer_free(t);
+    }
+    unlink(cfg);
+    rmdir(dir);
+}
+
+/* dms prep: a message's reasoning_content reaches the template (Qwen3's
+ * reads it); a value that is not a string or null is an error naming it. */
+static void test_prep_reasoning(void) {
+    char dir[] = "/tmp/dms-chat-XXXXXX", cfg[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(cfg, "w");
+    if (f) {
+        fputs("{\"eos_token\": \"<|im_end|>\", \"chat_template\": \"{% for m in messages %}[{{ m.role }}|"
+              "{{ m.reasoning_content if m.reasoning_content is defined else '-' }}|{{ m.content }}]{% endfor %}\"}",
+              f);
+        fclose(f);
+    }
+    dms_err err = {{0}};
+    dms_tokenizer *t = dms_tokenizer_from_json("tests/fixtures/tokenizer/tiny_qwen2/tokenizer.json", cfg, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (t) {
+        dms_prep_line_opts lo;
+        dms_prep_line_opts_default(&lo);
+        dms_prep_doc d = {0};
+        int fatal = 0;
+        const char *line = "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+                           "\"content\": \"a\", \"reasoning_content\": \"why\"}, {\"role\": \"user\", \"content\": "
+                           "\"r\", \"reasoning_content\": null}]}";
+        CHECK_MSG(dms_prep_encode_line_opts(t, line, strlen(line), &lo, &d, &fatal, &err) == 0, "%s", err.msg);
+        char *s = dms_tokenizer_decode(t, (const int32_t *)d.ids, d.n, 1);
+        CHECK_MSG(s && strstr(s, "[user|-|q][assistant|why|a][user|-|r]"), "rendered: %s", s ? s : "(null)");
+        free(s);
+        const char *bad = "{\"messages\": [{\"role\": \"assistant\", \"content\": \"a\", \"reasoning_content\": 5}]}";
+        CHECK(dms_prep_encode_line_opts(t, bad, strlen(bad), &lo, &d, &fatal, &err) != 0);
+        CHECK_MSG(strstr(err.msg, "messages[0].reasoning_content must be a string or null, got a number"), "%s",
+                  err.msg);
+        dms_prep_doc_free(&d);
         dms_tokenizer_free(t);
     }
     unlink(cfg);
@@ -328,5 +368,6 @@ int main(void) {
     test_errors();
     test_tokenizer_bos();
     test_prep_special();
+    test_prep_reasoning();
     return dms_check_finish();
 }

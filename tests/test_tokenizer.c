@@ -145,7 +145,8 @@ static void check_chat(const dms_tokenizer *t, const cJSON *exp, const char *tpl
         size_t n = (size_t)cJSON_GetArraySize(msgs), i = 0;
         dms_chat_msg m[8];
         const cJSON *mm;
-        cJSON_ArrayForEach(mm, msgs) m[i++] = (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content")};
+        cJSON_ArrayForEach(mm, msgs) m[i++] =
+            (dms_chat_msg){jstr(mm, "role"), jstr(mm, "content"), jstr(mm, "reasoning_content")};
         int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "add_generation_prompt"));
         /* the tokenizer's own bos_token / eos_token, as apply_chat_template passes them */
         dms_chat_opts o;
@@ -251,7 +252,7 @@ static void test_smollm2(void) {
         CHECK(dms_tokenizer_chat_template(t) && !strcmp(dms_tokenizer_chat_template(t), jstr(exp, "chat_template")));
         CHECK(dms_chat_detect(dms_tokenizer_chat_template(t)) == DMS_CHAT_CHATML);
         /* the default system prompt comes from running the template */
-        dms_chat_msg um = {"user", "hi"};
+        dms_chat_msg um = {"user", "hi", NULL};
         char *sys = dms_tokenizer_chat_render(t, &um, 1, NULL, &err);
         CHECK(sys && strstr(sys, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
                                  "<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"));
@@ -400,7 +401,7 @@ static void test_errors(void) {
     CHECK_MSG(strstr(err.msg, fake) && strstr(err.msg, "'llama' not supported"), "%s", err.msg);
 
     /* chat: no template / a construct the engine does not run (more in test_chat_template) */
-    dms_chat_msg m = {"user", "hi"};
+    dms_chat_msg m = {"user", "hi", NULL};
     CHECK(dms_chat_render_tpl(NULL, &m, 1, 1, &err) == NULL);
     CHECK(dms_chat_render_tpl("{% extends 'base.jinja' %}", &m, 1, 1, &err) == NULL);
     CHECK_MSG(strstr(err.msg, "unsupported statement 'extends'") != NULL, "%s", err.msg);
@@ -409,7 +410,7 @@ static void test_errors(void) {
 /* Jinja's trim is Python's str.strip(): Unicode whitespace too. */
 static void test_chat_units(void) {
     dms_err err;
-    dms_chat_msg m[2] = {{"user", " \t hi there \n"}, {"assistant", "\xe3\x80\x80ok\xc2\xa0"}};
+    dms_chat_msg m[2] = {{"user", " \t hi there \n", NULL}, {"assistant", "\xe3\x80\x80ok\xc2\xa0", NULL}};
     char *r = dms_chat_render_tpl("{% for m in messages %}[{{ m.content | trim }}]{% endfor %}", m, 2, 1, &err);
     CHECK_STR(r ? r : err.msg, "[hi there][ok]");
     free(r);

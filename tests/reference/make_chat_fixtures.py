@@ -61,6 +61,10 @@ A2 = {"role": "assistant", "content": "81, since 9*9 = 81."}
 U3 = {"role": "user", "content": "Thanks! Say it in Fran\u00e7ais, with an emoji \U0001F600 and a tab\t."}
 A_THINK1 = {"role": "assistant", "content": "<think>\nThe user asks 7*8.\n7*8 = 56.\n</think>\n\n56."}
 A_THINK2 = {"role": "assistant", "content": "<think>Square of nine.</think>81."}
+# reasoning kept apart from the answer, as chat datasets store it (Qwen3's
+# template reads message.reasoning_content)
+A_REASON1 = {"role": "assistant", "content": "56.", "reasoning_content": "\nThe user asks 7*8.\n"}
+A_REASON2 = {"role": "assistant", "content": "\n81.", "reasoning_content": "Square of nine."}
 U_SPECIAL = {"role": "user", "content": "Is <|im_end|> or <|eot_id|> a token? \"quotes\" and 'single' and \\backslash"}
 
 CONVERSATIONS = {
@@ -71,6 +75,7 @@ CONVERSATIONS = {
     "ends-with-assistant": [SYS, U1, A1, U2, A2],
     "think-history": [U1, A_THINK1, U2, A_THINK2],
     "think-history-open": [SYS, U1, A_THINK1, U2],
+    "reasoning-field": [U1, A_REASON1, U2, A_REASON2],
     "special-text": [U_SPECIAL, A1],
     "empty-content": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
     "late-system": [U1, A1, {"role": "system", "content": "Be brief."}, U2],

@@ -4,7 +4,10 @@
 per task and policy the metric with its standard error, the KV CR
 (time-averaged and at the end), the budget and the live tokens.
 
-    python3 bench/collect_quality.py runs/quality/kvcr4 bench/results/quality-kvcr4.json
+    python3 bench/collect_quality.py runs/quality/kvcr4 bench/results/quality-kvcr4.json [TRAIN.json]
+
+With TRAIN.json (the training config of the evaluated run) the record
+carries the recipe too.
 """
 import glob, json, os, platform, subprocess, sys, time
 
@@ -23,6 +26,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     rec = {"bench": "quality", "source": src, "host": platform.node(), "cpu_count": os.cpu_count(),
            "commit": commit, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+    if len(sys.argv) > 3:
+        rec["train_config"] = json.load(open(sys.argv[3]))
     json.dump(rec, open(out, "w"), indent=1)
     print("%d results -> %s" % (len(rows), out), file=sys.stderr)
 

@@ -1,8 +1,10 @@
 /* cmd_bench.c - `dms bench TARGET`: measurements, not tests. Targets:
- *   comm  - bytes all-reduced per training step for a model's trainable set
- *           (adapter, neuron, LoRA r) against the bytes a full fine-tune
- *           would reduce (the peer, in the same run), and the time of those
- *           all-reduces over the job's ranks (mpirun -np 2 on the CPU).
+ *   comm   - bytes all-reduced per training step for a model's trainable set
+ *            (adapter, neuron, LoRA r) against the bytes a full fine-tune
+ *            would reduce (the peer, in the same run), and the time of those
+ *            all-reduces over the job's ranks (mpirun -np 2 on the CPU).
+ *   decode - (--cpu) greedy decode and prefill speed, vanilla and DMS,
+ *            against llama.cpp on the same GGUF (cli/bench_decode.c).
  * Results go to bench/results/<target>-<host>-<date>.json. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -12,9 +14,11 @@
 #include <unistd.h>
 
 #include "cli/args.h"
+#include "cli/bench_decode.h"
 #include "cli/commands.h"
 #include "core/fs.h"
 #include "model/model.h"
+#include "runtime/kv_paged.h"
 #include "train/comm.h"
 #include "train/progress.h"
 
@@ -133,30 +137,63 @@ static int bench_comm(dms_comm *comm, const char *model_path, int lora_rank, int
 }
 
 int dms_cmd_bench(int argc, char **argv) {
-    const char *model = NULL, *out = DMS_SOURCE_DIR "/bench/results", *target = NULL;
-    int lora_rank = 16, iters = 20;
+    const char *model = NULL, *out = DMS_SOURCE_DIR "/bench/results", *target = NULL, *kv_dtype = "f16";
+    int lora_rank = 16, iters = 20, cpu = 0;
+    dms_bench_decode_opts dec = {NULL, NULL, NULL, "128,2048,8192", "/usr/share/common-licenses/GPL-3", NULL, NULL,
+                                 64, 0, DMS_F16};
+    dec.python = getenv("DMS_PYTHON") && *getenv("DMS_PYTHON") ? getenv("DMS_PYTHON") : "python3";
     const dms_arg args[] = {
         {"--model", ARG_STR, &model, "PATH", "model folder, .gguf or config-only folder (default: the embedded model)"},
-        {"--lora-rank", ARG_INT, &lora_rank, "R", "LoRA rank for the lora set (default 16)"},
-        {"--iters", ARG_INT, &iters, "N", "timed repetitions; the median is reported (default 20)"},
+        {"--lora-rank", ARG_INT, &lora_rank, "R", "comm: LoRA rank for the lora set (default 16)"},
+        {"--iters", ARG_INT, &iters, "N", "comm: timed repetitions; the median is reported (default 20)"},
         {"--out", ARG_STR, &out, "DIR", "results folder (default bench/results)"},
+        {"--cpu", ARG_BOOL, &cpu, NULL, "decode: on the CPU (the only device it times)"},
+        {"--dms4", ARG_STR, &dec.dms4, "DIR", "decode: a DMS export (adapter variant) of a run on --model, timed at ~4x"},
+        {"--dms8", ARG_STR, &dec.dms8, "DIR", "decode: the same at ~8x (the JSON records each one's measured KV CR)"},
+        {"--contexts", ARG_STR, &dec.contexts, "C,C,..", "decode: context lengths (default 128,2048,8192; 2K, 8K allowed)"},
+        {"--tokens", ARG_INT, &dec.tokens, "N", "decode: new tokens per run, the last at context - 1 (default 64)"},
+        {"--threads", ARG_INT, &dec.threads, "N", "decode: threads for both runtimes (default: all cores)"},
+        {"--kv-dtype", ARG_STR, &kv_dtype, "T", "decode: our KV cache rows, f32, f16 or bf16 (default f16, as llama.cpp's)"},
+        {"--text", ARG_STR, &dec.text, "FILE", "decode: prompt text, repeated to length (default the GPL-3 text)"},
+        {"--python", ARG_STR, &dec.python, "PY", "decode: python with llama-cpp-python (default $DMS_PYTHON or python3)"},
     };
     const dms_cmd_spec spec = {
         .name = "bench",
         .summary = "dms bench - measurements (not tests), written to bench/results/",
         .usage = "dms bench comm [--model PATH] [--lora-rank R] [--iters N]\n"
-                 "       mpirun -np 2 dms bench comm ...   (times the all-reduces)",
+                 "       mpirun -np 2 dms bench comm ...   (times the all-reduces)\n"
+                 "       dms bench decode --cpu [--model GGUF] [--dms4 DIR] [--dms8 DIR] [--contexts 128,2K,8K]\n"
+                 "                        [--tokens N] [--threads N] [--kv-dtype f16] [--python PY]",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .positional = "TARGET",
         .positional_dst = &target,
         .epilog = "targets:\n  comm   gradient bytes all-reduced per step (adapter, neuron, LoRA r vs a full\n"
-                  "         fine-tune) and the time of those all-reduces over the job's ranks",
+                  "         fine-tune) and the time of those all-reduces over the job's ranks\n"
+                  "  decode greedy decode and prefill tokens/s on the CPU: ours vanilla and with DMS (exports whose\n"
+                  "         base weights are swapped for the GGUF's blocks) against llama.cpp (llama-cpp-python:\n"
+                  "         pip install llama-cpp-python) on the same GGUF, prompt ids, threads and tokens, at each\n"
+                  "         context; docs/runtime.md",
     };
     int pr = dms_args_parse(&spec, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
+    if (target && !strcmp(target, "decode")) {
+        if (!cpu) {
+            fprintf(stderr, "dms bench decode: only --cpu is measured (dms bench decode --cpu)\n");
+            return 2;
+        }
+        if (dms_kv_dtype_from_name(kv_dtype) < 0 || dec.tokens < 2 || dec.threads < 0) {
+            fprintf(stderr, "dms bench decode: need --kv-dtype f32|f16|bf16, --tokens >= 2, --threads >= 0\n");
+            return 2;
+        }
+        dec.kv_dtype = (dms_dtype)dms_kv_dtype_from_name(kv_dtype);
+        if (dec.threads == 0) dec.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        dec.model = model ? model : dms_default_model();
+        dec.out_dir = out;
+        return dms_bench_decode(&dec);
+    }
     if (!target || strcmp(target, "comm") != 0) {
-        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: comm)\n", target ? target : "");
+        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: comm, decode)\n", target ? target : "");
         return 2;
     }
     if (lora_rank <= 0 || iters <= 0) {

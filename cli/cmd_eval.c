@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/eval_report.h"
+#include "kernels/dtype.h"
 #include "kernels/registry.h"
 #include "runtime/eval.h"
 
@@ -60,7 +61,7 @@ int dms_cmd_eval(int argc, char **argv) {
     dms_eval_config c;
     dms_eval_config_default(&c);
     const char *task = NULL, *policy = NULL, *lengths = NULL, *depths = NULL, *summary = NULL;
-    const char *backend = "cpu";
+    const char *backend = "cpu", *kv_dtype = "f32";
     int threads = 0;
     const dms_arg args[] = {
         {"--task", ARG_STR, &task, "T", "kl, niah, aime or gpqa (required)"},
@@ -94,6 +95,8 @@ int dms_cmd_eval(int argc, char **argv) {
         {"--sinks", ARG_INT, &c.kv.sinks, "N", "sinks policy: first tokens always kept (default 4)"},
         {"--block-size", ARG_INT, &c.kv.block_size, "N", "tokens per KV block (default: the model's, else 16)"},
         {"--prefill-chunk", ARG_INT, &c.kv.max_chunk, "N", "aime, gpqa, niah: prompt tokens per forward call (256)"},
+        {"--kv-dtype", ARG_STR, &kv_dtype, "T",
+         "the policy's KV cache rows: f32, f16 or bf16 (default f32; kl's vanilla reference stays f32)"},
         {"--backend", ARG_STR, &backend, "NAME", "cpu or cuda (default cpu)"},
         {"--threads", ARG_INT, &threads, "N", "CPU threads (default: all cores)"},
         {"--quiet", ARG_BOOL, &c.quiet, NULL, "no progress bar"},
@@ -132,6 +135,11 @@ int dms_cmd_eval(int argc, char **argv) {
     if ((lengths && parse_list("--lengths", lengths, c.lengths, &c.n_lengths)) ||
         (depths && parse_list("--depths", depths, c.depths, &c.n_depths)))
         return 2;
+    if (dms_kv_dtype_from_name(kv_dtype) < 0) {
+        fprintf(stderr, "dms eval: unknown --kv-dtype '%s' (f32, f16, bf16)\n", kv_dtype);
+        return 2;
+    }
+    c.kv.kv_dtype = (dms_dtype)dms_kv_dtype_from_name(kv_dtype);
     if (c.kv.sinks < 0 || c.kv.block_size < 0 || c.kv.max_chunk < 1) {
         fprintf(stderr, "dms eval: need --sinks, --block-size >= 0 and --prefill-chunk >= 1\n");
         return 2;

@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "kernels/dtype.h"
 #include "kernels/registry.h"
 #include "model/model.h"
 #include "runtime/generate.h"
@@ -48,6 +49,7 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
     cJSON_AddStringToObject(o, "policy", dms_policy_name(p->kv.policy));
     cJSON_AddNumberToObject(o, "budget", p->kv.budget);
     cJSON_AddNumberToObject(o, "block_size", s->kv_block_size);
+    cJSON_AddStringToObject(o, "kv_dtype", dms_dtype_name(p->kv.kv_dtype));
     cJSON_AddNumberToObject(o, "kv_tokens_seen", (double)s->kv.seen);
     cJSON_AddNumberToObject(o, "kv_held_mean", s->kv.held_mean);
     cJSON_AddNumberToObject(o, "kv_held_time_mean", s->kv.held_time_mean);
@@ -69,7 +71,7 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
 
 int dms_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *system = NULL, *stats_json = NULL, *backend = "cpu";
-    const char *policy = NULL;
+    const char *policy = NULL, *kv_dtype = "f32", *base_path = NULL;
     float cr = 0;
     int raw = 0, threads = 0, quiet = 0, no_stop = 0, no_thinking = 0, dequant = 0;
     dms_gen_params gp;
@@ -93,6 +95,9 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--dequant", ARG_BOOL, &dequant, NULL,
          "convert every weight to the backend's weight dtype at load (fp32 on the CPU) instead of keeping "
          "GGUF blocks and 16-bit weights as stored"},
+        {"--base", ARG_STR, &base_path, "GGUF",
+         "run the DMS model (an adapter-variant export of a run on GGUF) on GGUF's weights as stored, e.g. "
+         "its Q4_1 blocks (checked to be the export's base)"},
         {"--policy", ARG_STR, &policy, "P",
          "KV cache policy: dms, full, window, sinks, tova, h2o (default: dms for a DMS model, else full)"},
         {"--budget", ARG_INT, &gp.kv.budget, "N", "tokens kept per (layer, KV head) by window/sinks/tova/h2o"},
@@ -101,6 +106,8 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--block-size", ARG_INT, &gp.kv.block_size, "N",
          "tokens per KV block (default: the model's dms_paged_attention_block_size, else 16)"},
         {"--prefill-chunk", ARG_INT, &gp.kv.max_chunk, "N", "prompt tokens per forward call (default 256)"},
+        {"--kv-dtype", ARG_STR, &kv_dtype, "T",
+         "KV cache rows: f32, f16 or bf16 (default f32; 16-bit halves the cache, attention sums in fp32)"},
         {"--quiet", ARG_BOOL, &quiet, NULL, "do not print the generated text"},
         {"--stats-json", ARG_STR, &stats_json, "FILE", "also write timing and KV statistics as JSON"},
     };
@@ -131,6 +138,11 @@ int dms_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "dms generate: unknown policy '%s' (dms, full, window, sinks, tova, h2o)\n", policy);
         return 2;
     }
+    if (dms_kv_dtype_from_name(kv_dtype) < 0) {
+        fprintf(stderr, "dms generate: unknown --kv-dtype '%s' (f32, f16, bf16)\n", kv_dtype);
+        return 2;
+    }
+    gp.kv.kv_dtype = (dms_dtype)dms_kv_dtype_from_name(kv_dtype);
     if (cr < 0 || (cr > 0 && cr < 1) || gp.kv.budget < 0 || gp.kv.max_chunk < 0 || gp.kv.block_size < 0) {
         fprintf(stderr, "dms generate: need --cr >= 1, and --budget, --prefill-chunk, --block-size >= 0\n");
         return 2;
@@ -150,6 +162,20 @@ int dms_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "dms generate: %s\n", err.msg);
         dms_backend_close(&be);
         return 1;
+    }
+    if (base_path) {
+        dms_model base;
+        int brc = dms_model_load(&base, base_path, &be, load_flags & ~DMS_LOAD_TOKENIZER, &err);
+        if (brc == 0) {
+            brc = dms_model_take_base(&m, &base, &err);
+            dms_model_free(&base);
+        }
+        if (brc != 0) {
+            fprintf(stderr, "dms generate: %s\n", err.msg);
+            dms_model_free(&m);
+            dms_backend_close(&be);
+            return 1;
+        }
     }
     gp.kv.policy = policy                                     ? (dms_policy)dms_policy_from_name(policy)
                    : m.has_heads && !m.cfg.dms.disable_eviction ? DMS_POLICY_DMS
@@ -210,13 +236,13 @@ int dms_cmd_generate(int argc, char **argv) {
             snprintf(budget, sizeof budget, ", budget %d", gp.kv.budget);
         fprintf(stderr,
                 "[dms] prompt %d tok, prefill %.2f s (%.1f tok/s) | generated %d tok, decode %.1f tok/s%s\n"
-                "[dms] KV cache (policy %s%s, blocks of %d): %lld tokens seen; held per (layer, head): %.1f now, "
+                "[dms] KV cache (policy %s%s, %s, blocks of %d): %lld tokens seen; held per (layer, head): %.1f now, "
                 "%.1f on average, %.1f at peak\n"
                 "[dms] KV CR %.2f (tokens seen / held); %.2f MiB held vs %.2f MiB vanilla: %.2f MiB saved (%.0f%%)\n",
                 st.prompt_tokens, st.prefill_s, st.prefill_s > 0 ? st.prompt_tokens / st.prefill_s : 0,
                 st.new_tokens, st.decode_s > 0 ? st.decode_steps / st.decode_s : 0,
                 st.stopped_by_eos ? " (stopped at end of turn)" : "", dms_policy_name(gp.kv.policy), budget,
-                st.kv_block_size, (long long)k->seen, k->held_mean, k->held_time_mean, k->held_peak, k->kv_cr,
+                dms_dtype_name(gp.kv.kv_dtype), st.kv_block_size, (long long)k->seen, k->held_mean, k->held_time_mean, k->held_peak, k->kv_cr,
                 k->bytes_held / 1048576.0, k->bytes_vanilla / 1048576.0,
                 ((double)k->bytes_vanilla - (double)k->bytes_held) / 1048576.0,
                 k->bytes_vanilla ? 100.0 * (1.0 - (double)k->bytes_held / k->bytes_vanilla) : 0.0);

@@ -19,7 +19,7 @@ static const struct {
     {"train", dms_cmd_train, "retrofit a model with DMS eviction heads (distillation, delayed-eviction masks)"},
     {"export", dms_cmd_export, "write a self-compressing Hugging Face folder (safetensors + dms_* config) from a run"},
     {"eval", dms_cmd_eval, "quality against KV memory under a policy: KL, needle in a haystack, AIME, GPQA"},
-    {"bench", dms_cmd_bench, "measurements written to bench/results/ (comm: gradient all-reduce per step)"},
+    {"bench", dms_cmd_bench, "measurements written to bench/results/ (comm: all-reduce per step; decode --cpu: vs llama.cpp)"},
     {"inspect", dms_cmd_inspect, "show a model (architecture, shapes, dtypes, tokenizer), or plot a training run"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

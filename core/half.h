@@ -1,5 +1,5 @@
 /* half.h - IEEE fp16 and bfloat16 <-> fp32 conversion, shared by the
- * safetensors and GGUF loaders and by export. */
+ * safetensors and GGUF loaders, export and the CPU runtime's 16-bit KV cache. */
 #ifndef DMS_HALF_H
 #define DMS_HALF_H
 
@@ -46,6 +46,29 @@ static inline float dms_f16_to_f32(uint16_t h) {
     float f;
     memcpy(&f, &u, 4);
     return f;
+}
+
+/* fp32 -> IEEE half, round to nearest even (overflow to inf, NaN kept). */
+static inline uint16_t dms_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const uint32_t abs = u & 0x7fffffffu;
+    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((abs >> 13) & 0x3ffu)); /* NaN stays NaN */
+    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504: inf */
+    if (abs < 0x38800000u) { /* below the smallest normal half (2^-14): subnormal or zero */
+        if (abs < 0x33000000u) return (uint16_t)sign; /* below half the smallest subnormal (2^-25) */
+        const uint32_t e = abs >> 23, man = (abs & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126 - e; /* value = man * 2^(e-150); subnormal unit 2^-24 */
+        uint32_t q = man >> shift;
+        const uint32_t rem = man & ((1u << shift) - 1u), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t h = ((abs >> 13) - ((127u - 15u) << 10)); /* rebias the exponent, keep 10 mantissa bits */
+    const uint32_t rem = abs & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* carries into the exponent correctly */
+    return (uint16_t)(sign | h);
 }
 
 #endif

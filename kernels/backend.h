@@ -66,19 +66,22 @@ typedef struct dms_mat {
 
 /* One KV head's ragged cache as attention_paged reads it: n keys; key s
  * lives at row s % block_size of blocks k_blk[s / block_size] and
- * v_blk[...] (each [block_size, head_dim] in backend memory), sits at
- * position pos[s] and carries the eviction flag flag[s] (NULL: none
- * flagged). score (may be NULL) receives, per key, the attention
- * probability summed over the queries and the query heads of the group
- * (TOVA, H2O). The arrays k_blk, v_blk, pos, flag and score are host
- * memory: the runtime keeps its bookkeeping on the host. */
+ * v_blk[...] (each [block_size, head_dim] elements of `dtype` in backend
+ * memory), sits at position pos[s] and carries the eviction flag flag[s]
+ * (NULL: none flagged). score (may be NULL) receives, per key, the
+ * attention probability summed over the queries and the query heads of the
+ * group (TOVA, H2O). The arrays k_blk, v_blk, pos, flag and score are host
+ * memory: the runtime keeps its bookkeeping on the host. dtype: DMS_F32
+ * (0, what every backend reads), or DMS_F16 / DMS_BF16 where the backend
+ * has the narrow op (a 16-bit cache; attention accumulates in fp32). */
 typedef struct dms_kv_lane_view {
-    const float *const *k_blk;
-    const float *const *v_blk;
+    const void *const *k_blk;
+    const void *const *v_blk;
     const int32_t *pos;
     const uint8_t *flag;
     float *score;
     int n;
+    dms_dtype dtype;
 } dms_kv_lane_view;
 
 typedef struct dms_backend {
@@ -90,6 +93,12 @@ typedef struct dms_backend {
      * DMS_LOAD_KEEP_DTYPE). NULL: weight_dtype and fp32 only. Optional: not
      * in the op lists below. */
     int (*supports_dtype)(void *ctx, dms_dtype t);
+
+    /* Optional (not in the op lists; NULL: the backend's KV cache is fp32
+     * only): dst[n] = src[n] in dtype t (DMS_F32, DMS_F16 or DMS_BF16),
+     * rounded to nearest even - the rows of a 16-bit KV cache, which
+     * attention_paged then reads (dms_kv_lane_view.dtype). Backend memory. */
+    void (*narrow)(void *ctx, void *dst, dms_dtype t, const float *src, size_t n);
 
     /* ---- memory (device memory for accelerators); sizes in bytes ---- */
     void *(*alloc)(void *ctx, size_t bytes);            /* zero-filled; NULL on failure */

@@ -43,6 +43,9 @@ static void m_download(void *ctx, void *dst, const void *src, size_t bytes) {
     memset(dst, 0, bytes);
 }
 static void m_copy(void *ctx, void *dst, const void *src, size_t bytes) { (void)ctx, (void)dst, (void)src, (void)bytes; }
+static void m_narrow(void *ctx, void *dst, dms_dtype t, const float *src, size_t n) {
+    (void)ctx, (void)dst, (void)t, (void)src, (void)n;
+}
 static void m_sync(void *ctx) { (void)ctx; }
 static int m_status(void *ctx, char *msg, size_t cap) {
     (void)ctx, (void)msg, (void)cap;
@@ -65,6 +68,7 @@ int dms_measure_init(dms_measure *ms, dms_dtype weight_dtype, const char *name, 
     ms->be.upload = m_upload;
     ms->be.download = m_download;
     ms->be.copy = m_copy;
+    ms->be.narrow = m_narrow;
     ms->be.sync = m_sync;
     ms->be.status = m_status;
     ms->be.zero = m_zero;

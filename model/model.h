@@ -95,6 +95,12 @@ int dms_model_add_lora(dms_model *m, int rank, float alpha, uint64_t seed, dms_e
 /* Release the heads / the LoRA branches (dms_model_free calls both). */
 void dms_model_free_heads(dms_model *m);
 void dms_model_free_lora(dms_model *m);
+/* model_rebase.c: dm, a DMS export of an adapter-variant run on base
+ * (same shapes, no LoRA), takes base's weight tensors (say a GGUF's
+ * blocks kept as stored) and base gets dm's, once every export matrix is
+ * checked to be base's up to bf16 rounding (|a - b| <= 2^-8 |b| + 2^-24);
+ * the DMS heads and config stay dm's. Free both as usual. */
+int dms_model_take_base(dms_model *dm, dms_model *base, dms_err *err);
 /* Query-projection row of the decision channel of KV head h (neuron). */
 int dms_neuron_row(const dms_config *c, int h);
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/half.h"
 #include "model/safetensors.h"
 
 /* One tensor to write. dtype: DMS_ST_F32, DMS_ST_F16 or DMS_ST_BF16. */
@@ -38,8 +39,7 @@ size_t dms_st_out_nbytes(const dms_st_out_tensor *t);
 int dms_st_write(const char *path, const dms_st_out_tensor *t, int n, dms_st_fill_fn fill, void *ctx,
                  dms_err *err);
 
-/* fp32 -> IEEE half, round to nearest even (overflow to inf, NaN kept). */
-uint16_t dms_f32_to_f16(float f);
+/* dms_f32_to_f16 (fp32 -> IEEE half): core/half.h. */
 
 /* Writes n bytes to path (created or truncated, mode 0644) and fsyncs it;
  * a failure removes the file and names it in err. */

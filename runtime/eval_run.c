@@ -18,6 +18,7 @@
 #include "core/fs.h"
 #include "core/mapped_file.h"
 #include "kernels/dms_rng.h"
+#include "kernels/dtype.h"
 #include "train/progress.h"
 
 #ifndef DMS_GIT_REV
@@ -88,6 +89,8 @@ static cJSON *config_json(const dms_eval_config *c, int all) {
     add_str_or_null(o, "match", c->match);
     cJSON_AddNumberToObject(o, "sinks", c->kv.sinks);
     cJSON_AddNumberToObject(o, "block_size", c->kv.block_size);
+    if (c->kv.kv_dtype != DMS_F32) /* absent for f32: the fingerprints of earlier results stay valid */
+        cJSON_AddStringToObject(o, "kv_dtype", dms_dtype_name(c->kv.kv_dtype));
     cJSON_AddStringToObject(o, "backend", c->backend_name ? c->backend_name : "cpu");
     cJSON_AddNumberToObject(o, "seed", (double)c->seed);
     if (c->task == DMS_EVAL_KL) {

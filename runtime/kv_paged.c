@@ -1,7 +1,8 @@
 /* kv_paged.c - the block pool, the per-(sequence, layer, KV head) lanes,
  * the eviction policies and the attention strategy that ties them to the
  * model's layer function (kv_paged.h). Bookkeeping is on the host; K and V
- * live in backend memory and are read by the backend's attention_paged. */
+ * live in backend memory, in fp32 or (o.kv_dtype, through the backend's
+ * narrow op) fp16 / bf16, and are read by the backend's attention_paged. */
 #include "runtime/kv_paged.h"
 
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/backend_check.h"
+#include "kernels/dtype.h"
 #include "model/layer.h"
 
 /* Blocks allocated at once when the pool runs dry. */
@@ -18,7 +20,7 @@
 typedef struct lane {
     int n, cap;          /* live tokens (slots 0..n-1), slot capacity */
     int nblk, blk_cap;   /* blocks held */
-    float **k_blk, **v_blk;
+    void **k_blk, **v_blk;
     int32_t *blk_id;
     int32_t *pos;        /* [cap] position of each slot */
     uint8_t *flag;       /* [cap] flagged for eviction */
@@ -40,9 +42,10 @@ struct dms_kv_paged {
     const dms_backend *be;
     dms_kv_opts o;
     int L, KV, hd, bs, window, ring, per_layer;
+    size_t row_bytes;    /* one key (or value) row in the cache dtype o.kv_dtype */
     float scale, z_scale, z_offset;
     /* pool */
-    float **blk_k, **blk_v; /* [n_blocks] */
+    void **blk_k, **blk_v; /* [n_blocks] */
     int n_blocks, blocks_cap, *free_ids, n_free, in_use, peak;
     dms_arena pool_arena;
     /* sequences */
@@ -65,6 +68,14 @@ int dms_policy_from_name(const char *name) {
 const char *dms_policy_name(dms_policy p) { return policy_names[p]; }
 int dms_policy_scored(dms_policy p) { return p == DMS_POLICY_TOVA || p == DMS_POLICY_H2O; }
 
+int dms_kv_dtype_from_name(const char *name) {
+    if (!name) return -1;
+    if (!strcmp(name, "f32") || !strcmp(name, "fp32")) return DMS_F32;
+    if (!strcmp(name, "f16") || !strcmp(name, "fp16")) return DMS_F16;
+    if (!strcmp(name, "bf16")) return DMS_BF16;
+    return -1;
+}
+
 void dms_kv_opts_default(dms_kv_opts *o) {
     memset(o, 0, sizeof *o);
     o->policy = DMS_POLICY_DMS;
@@ -77,20 +88,21 @@ void dms_kv_opts_default(dms_kv_opts *o) {
 
 static int pool_take(dms_kv_paged *kv) {
     if (kv->n_free == 0) { /* grow by a segment */
-        const size_t elems = (size_t)kv->bs * kv->hd;
+        const size_t blk_bytes = (size_t)kv->bs * kv->row_bytes;
+        const size_t seg_floats = (blk_bytes * POOL_SEGMENT + sizeof(float) - 1) / sizeof(float);
         const int want = kv->n_blocks + POOL_SEGMENT;
-        float **nk = realloc(kv->blk_k, sizeof(float *) * (size_t)want);
+        void **nk = realloc(kv->blk_k, sizeof(void *) * (size_t)want);
         if (nk) kv->blk_k = nk;
-        float **nv = realloc(kv->blk_v, sizeof(float *) * (size_t)want);
+        void **nv = realloc(kv->blk_v, sizeof(void *) * (size_t)want);
         if (nv) kv->blk_v = nv;
         int *nf = realloc(kv->free_ids, sizeof(int) * (size_t)want);
         if (nf) kv->free_ids = nf;
-        float *seg_k = dms_arena_f32(&kv->pool_arena, elems * POOL_SEGMENT);
-        float *seg_v = dms_arena_f32(&kv->pool_arena, elems * POOL_SEGMENT);
+        char *seg_k = (char *)dms_arena_f32(&kv->pool_arena, seg_floats);
+        char *seg_v = (char *)dms_arena_f32(&kv->pool_arena, seg_floats);
         if (!nk || !nv || !nf || !seg_k || !seg_v) return -1;
         for (int i = 0; i < POOL_SEGMENT; i++) {
-            kv->blk_k[kv->n_blocks + i] = seg_k + elems * i;
-            kv->blk_v[kv->n_blocks + i] = seg_v + elems * i;
+            kv->blk_k[kv->n_blocks + i] = seg_k + blk_bytes * i;
+            kv->blk_v[kv->n_blocks + i] = seg_v + blk_bytes * i;
             kv->free_ids[kv->n_free++] = want - 1 - i; /* lowest id on top */
         }
         kv->n_blocks = want;
@@ -124,9 +136,9 @@ static int lane_reserve(dms_kv_paged *kv, lane *ln, int need) {
     if (blocks > ln->blk_cap) {
         int cap = ln->blk_cap ? ln->blk_cap : 8;
         while (cap < blocks) cap *= 2;
-        float **k = realloc(ln->k_blk, sizeof(float *) * (size_t)cap);
+        void **k = realloc(ln->k_blk, sizeof(void *) * (size_t)cap);
         if (k) ln->k_blk = k;
-        float **v = realloc(ln->v_blk, sizeof(float *) * (size_t)cap);
+        void **v = realloc(ln->v_blk, sizeof(void *) * (size_t)cap);
         if (v) ln->v_blk = v;
         int32_t *id = realloc(ln->blk_id, sizeof(int32_t) * (size_t)cap);
         if (id) ln->blk_id = id;
@@ -136,11 +148,17 @@ static int lane_reserve(dms_kv_paged *kv, lane *ln, int need) {
     return 0;
 }
 
-static float *slot_k(const dms_kv_paged *kv, const lane *ln, int s) {
-    return ln->k_blk[s / kv->bs] + (size_t)(s % kv->bs) * kv->hd;
+static void *slot_k(const dms_kv_paged *kv, const lane *ln, int s) {
+    return (char *)ln->k_blk[s / kv->bs] + (size_t)(s % kv->bs) * kv->row_bytes;
 }
-static float *slot_v(const dms_kv_paged *kv, const lane *ln, int s) {
-    return ln->v_blk[s / kv->bs] + (size_t)(s % kv->bs) * kv->hd;
+static void *slot_v(const dms_kv_paged *kv, const lane *ln, int s) {
+    return (char *)ln->v_blk[s / kv->bs] + (size_t)(s % kv->bs) * kv->row_bytes;
+}
+
+/* One fp32 row of the forward's K or V into a slot, in the cache dtype. */
+static void slot_store(const dms_kv_paged *kv, void *dst, const float *src) {
+    if (kv->o.kv_dtype == DMS_F32) dms_copy_f32(kv->be, dst, src, (size_t)kv->hd);
+    else kv->be->narrow(kv->be->ctx, dst, kv->o.kv_dtype, src, (size_t)kv->hd);
 }
 
 /* A new slot for position p at the end of the lane (space reserved). */
@@ -167,8 +185,8 @@ static void lane_remove(dms_kv_paged *kv, lane *ln, int s) {
     const int last = ln->n - 1;
     if (ln->ring && ln->pos[s] >= ln->cursor) ln->ring[ln->pos[s] % kv->ring] = -1;
     if (s != last) {
-        dms_copy_f32(kv->be, slot_k(kv, ln, s), slot_k(kv, ln, last), (size_t)kv->hd);
-        dms_copy_f32(kv->be, slot_v(kv, ln, s), slot_v(kv, ln, last), (size_t)kv->hd);
+        kv->be->copy(kv->be->ctx, slot_k(kv, ln, s), slot_k(kv, ln, last), kv->row_bytes);
+        kv->be->copy(kv->be->ctx, slot_v(kv, ln, s), slot_v(kv, ln, last), kv->row_bytes);
         ln->pos[s] = ln->pos[last];
         ln->flag[s] = ln->flag[last];
         ln->score[s] = ln->score[last];
@@ -252,8 +270,8 @@ static void attend_run(dms_kv_paged *kv, int l, dms_layer_acts *a, int i0, int i
                 kv->failed = 1;
                 return;
             }
-            dms_copy_f32(be, slot_k(kv, ln, s), a->k + ((size_t)i * KV + h) * hd, (size_t)hd);
-            dms_copy_f32(be, slot_v(kv, ln, s), a->v + ((size_t)i * KV + h) * hd, (size_t)hd);
+            slot_store(kv, slot_k(kv, ln, s), a->k + ((size_t)i * KV + h) * hd);
+            slot_store(kv, slot_v(kv, ln, s), a->v + ((size_t)i * KV + h) * hd);
             if (pol == DMS_POLICY_DMS && i > i0) {
                 ln->flag[s - 1] = (uint8_t)decision(kv, i, h); /* the token before, appended just now */
                 ln->flagged += ln->flag[s - 1];
@@ -261,8 +279,9 @@ static void attend_run(dms_kv_paged *kv, int l, dms_layer_acts *a, int i0, int i
         }
         if (pol == DMS_POLICY_TOVA)
             for (int s = 0; s < ln->n; s++) ln->score[s] = 0.0f; /* TOVA: this query's attention only */
-        kv->views[h] = (dms_kv_lane_view){(const float *const *)ln->k_blk, (const float *const *)ln->v_blk, ln->pos,
-                                          rule ? ln->flag : NULL, dms_policy_scored(pol) ? ln->score : NULL, ln->n};
+        kv->views[h] = (dms_kv_lane_view){(const void *const *)ln->k_blk, (const void *const *)ln->v_blk, ln->pos,
+                                          rule ? ln->flag : NULL, dms_policy_scored(pol) ? ln->score : NULL, ln->n,
+                                          kv->o.kv_dtype};
     }
     be->attention_paged(be->ctx, a->att + (size_t)i0 * H * hd, a->q + (size_t)i0 * H * hd, a->pos + i0, n,
                         kv->views, H, KV, hd, kv->bs, rule ? kv->window : INT_MAX, kv->scale);
@@ -305,6 +324,15 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
                  m->path, window, o.block_size);
         return NULL;
     }
+    if (o.kv_dtype != DMS_F32 && o.kv_dtype != DMS_F16 && o.kv_dtype != DMS_BF16) {
+        dms_errf(err, "KV cache dtype %s: only f32, f16 and bf16", dms_dtype_name(o.kv_dtype));
+        return NULL;
+    }
+    if (o.kv_dtype != DMS_F32 && !m->be->narrow) {
+        dms_errf(err, "backend '%s' keeps its KV cache in fp32 only (KV dtype %s asked)", m->be->name,
+                 dms_dtype_name(o.kv_dtype));
+        return NULL;
+    }
     const int budgeted = o.policy != DMS_POLICY_DMS && o.policy != DMS_POLICY_FULL;
     if (budgeted && (o.budget < 1 || (o.policy == DMS_POLICY_SINKS && o.budget <= o.sinks))) {
         dms_errf(err, "policy %s needs a budget of at least %d tokens per (layer, head) (got %d)",
@@ -326,6 +354,7 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
     kv->KV = c->n_kv_heads;
     kv->hd = c->head_dim;
     kv->bs = o.block_size;
+    kv->row_bytes = dms_dtype_bytes(o.kv_dtype, (size_t)kv->hd);
     kv->window = o.policy == DMS_POLICY_DMS      ? window
                  : o.policy == DMS_POLICY_WINDOW ? o.budget - 1
                  : o.policy == DMS_POLICY_SINKS  ? o.budget - o.sinks - 1
@@ -478,7 +507,7 @@ void dms_kv_seq_stats(const dms_kv_paged *kv, int id, dms_kv_stats *st) {
     memset(st, 0, sizeof *st);
     const seq *s = &kv->seqs[id];
     if (!s->active) return;
-    const size_t token_bytes = dms_dtype_bytes(DMS_F32, 2 * (size_t)kv->hd);
+    const size_t token_bytes = 2 * kv->row_bytes;
     int64_t flagged = 0;
     for (int j = 0; j < kv->L * kv->KV; j++) {
         st->blocks_held += s->lanes[j].nblk;

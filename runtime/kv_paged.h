@@ -49,7 +49,12 @@ typedef struct dms_kv_opts {
     int window;      /* dms: eviction delay (0: the model's dms_window_size) */
     int max_seqs;    /* sequences at once (default 1) */
     int max_chunk;   /* tokens per forward call (default 256) */
+    dms_dtype kv_dtype; /* K and V rows: DMS_F32 (default), or DMS_F16 / DMS_BF16 where the backend has
+                           the narrow op (the CPU); attention accumulates in fp32 either way */
 } dms_kv_opts;
+
+/* "f32", "f16", "bf16" -> the KV dtype; -1 for another name. */
+int dms_kv_dtype_from_name(const char *name);
 
 void dms_kv_opts_default(dms_kv_opts *o);
 

@@ -884,8 +884,8 @@ static void run_attention_paged(const dms_backend *b, float *out, float *score_o
             }
         }
         /* the bookkeeping is host memory (as the runtime keeps it); the blocks are the backend's */
-        views[h] = (dms_kv_lane_view){(const float *const *)blk[h][0], (const float *const *)blk[h][1], pc->pos[h],
-                                      pc->flag[h], with_scores ? score_out + h * 64 : NULL, pc->n[h]};
+        views[h] = (dms_kv_lane_view){(const void *const *)blk[h][0], (const void *const *)blk[h][1], pc->pos[h],
+                                      pc->flag[h], with_scores ? score_out + h * 64 : NULL, pc->n[h], DMS_F32};
     }
     float *d = put_nan(b, (size_t)nq * H * pc->hd);
     b->attention_paged(b->ctx, d, put_f(b, q, (size_t)nq * H * pc->hd), put_i(b, qpos, (size_t)nq), nq, views, H,

@@ -71,6 +71,7 @@ const dms_backend dms_cpu_ops = {
     .name = "cpu",
     .weight_dtype = DMS_F32,
     .supports_dtype = dms_cpu_supports_dtype,
+    .narrow = dms_cpu_narrow,
     .alloc = dms_cpu_alloc,
     .free = dms_cpu_free,
     .upload = dms_cpu_memcpy,

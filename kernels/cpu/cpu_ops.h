@@ -18,6 +18,9 @@ const struct dms_cpu_kernels *dms_cpu_ctx_kernels(void *ctx);
 /* Weight dtypes matmul and embedding read as they are: all of dms_dtype. */
 int dms_cpu_supports_dtype(void *ctx, dms_dtype t);
 
+/* narrow.c: fp32 -> f16 / bf16 rows (the 16-bit KV cache) */
+void dms_cpu_narrow(void *ctx, void *dst, dms_dtype t, const float *src, size_t n);
+
 /* memory (backend_cpu.c) */
 void *dms_cpu_alloc(void *ctx, size_t bytes);
 void dms_cpu_free(void *ctx, void *p);

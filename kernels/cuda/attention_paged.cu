@@ -102,6 +102,12 @@ void cu_attention_paged(void *ctx, float *out, const float *q, const int32_t *q_
         cu_fill_nan(c, out, total * head_dim);
         return;
     }
+    for (int h = 0; h < n_kv_heads; h++)
+        if (lanes[h].dtype != DMS_F32) { /* no narrow op here: the runtime never hands us a 16-bit cache */
+            cu_fail(c, op, "the KV cache must be fp32 on this backend");
+            cu_fill_nan(c, out, total * head_dim);
+            return;
+        }
     const int KV = n_kv_heads, group = n_heads / n_kv_heads;
     const int want_scores = lanes[0].score != NULL;
 
@@ -148,8 +154,8 @@ void cu_attention_paged(void *ctx, float *out, const float *q, const int32_t *q_
         const dms_kv_lane_view *ln = &lanes[h];
         const int n = ln->n > 0 ? ln->n : 0, nb = (n + block_size - 1) / block_size;
         for (int j = 0; j < nb; j++) {
-            kp[boff[h] + j] = ln->k_blk[j];
-            vp[boff[h] + j] = ln->v_blk[j];
+            kp[boff[h] + j] = (const float *)ln->k_blk[j];
+            vp[boff[h] + j] = (const float *)ln->v_blk[j];
         }
         if (n) memcpy(pos + off[h], ln->pos, sizeof(int32_t) * (size_t)n);
         for (int s = 0; s < n; s++) flag[off[h] + s] = ln->flag ? ln->flag[s] != 0 : 0;

@@ -39,6 +39,7 @@
 #include "runtime/kv_paged.h"
 #include "runtime/sampler.h"
 #include "tests/check.h"
+#include "tests/logit_cmp.h"
 
 static uint64_t rng = 0x6b76;
 static double urand(void) { /* [0, 1) */
@@ -259,43 +260,6 @@ static void test_attention(dms_backend *be) {
 }
 
 /* ---- 3. the embedded model ---- */
-
-typedef struct {
-    double max_abs, max_logit, kl_sum, kl_max;
-    long top1_same, positions;
-} logit_cmp;
-
-static double lse(const float *z, int V) {
-    double mx = -INFINITY, s = 0;
-    for (int v = 0; v < V; v++) mx = fmax(mx, z[v]);
-    for (int v = 0; v < V; v++) s += exp(z[v] - mx);
-    return mx + log(s);
-}
-
-static void cmp_logits(logit_cmp *c, const float *got, const float *want, int T, int V) {
-    for (int t = 0; t < T; t++) {
-        const float *g = got + (size_t)t * V, *w = want + (size_t)t * V;
-        const double lg = lse(g, V), lw = lse(w, V);
-        double kl = 0; /* KL(p_want || p_got) */
-        for (int v = 0; v < V; v++) {
-            c->max_abs = fmax(c->max_abs, fabs((double)g[v] - w[v]));
-            c->max_logit = fmax(c->max_logit, fabs((double)w[v]));
-            kl += exp(w[v] - lw) * ((w[v] - lw) - (g[v] - lg));
-        }
-        c->kl_sum += kl;
-        c->kl_max = fmax(c->kl_max, kl);
-        c->top1_same += dms_argmax(g, V) == dms_argmax(w, V);
-        c->positions++;
-    }
-}
-
-static double top2_margin(const float *z, int V) {
-    const int a = dms_argmax(z, V);
-    double second = -INFINITY;
-    for (int v = 0; v < V; v++)
-        if (v != a) second = fmax(second, z[v]);
-    return z[a] - second;
-}
 
 /* logits[T, V] through the paged runtime (policy full unless pol), chunk tokens per call */
 static int paged_logits(const dms_model *m, dms_policy pol, dms_dtype t, int bs, const int32_t *ids, int T, int chunk,

@@ -41,6 +41,7 @@
 #include "runtime/kv_dense.h"
 #include "runtime/sampler.h"
 #include "tests/check.h"
+#include "tests/logit_cmp.h"
 
 #define QUANT_FIXTURE "tests/fixtures/quant/quant.gguf"
 
@@ -413,45 +414,6 @@ static void test_ops(void) {
 }
 
 /* ---- 4. models ---- */
-
-typedef struct {
-    double max_abs, max_logit, kl_sum, kl_max;
-    long top1_same, positions;
-} logit_cmp;
-
-/* log-sum-exp of a row */
-static double lse(const float *z, int V) {
-    double mx = -INFINITY, s = 0;
-    for (int v = 0; v < V; v++) mx = fmax(mx, z[v]);
-    for (int v = 0; v < V; v++) s += exp(z[v] - mx);
-    return mx + log(s);
-}
-
-static void cmp_logits(logit_cmp *c, const float *got, const float *want, int T, int V) {
-    for (int t = 0; t < T; t++) {
-        const float *g = got + (size_t)t * V, *w = want + (size_t)t * V;
-        const double lg = lse(g, V), lw = lse(w, V);
-        double kl = 0; /* KL(p_want || p_got) */
-        for (int v = 0; v < V; v++) {
-            c->max_abs = fmax(c->max_abs, fabs((double)g[v] - w[v]));
-            c->max_logit = fmax(c->max_logit, fabs((double)w[v]));
-            kl += exp(w[v] - lw) * ((w[v] - lw) - (g[v] - lg));
-        }
-        c->kl_sum += kl;
-        c->kl_max = fmax(c->kl_max, kl);
-        c->top1_same += dms_argmax(g, V) == dms_argmax(w, V);
-        c->positions++;
-    }
-}
-
-/* top-1 minus top-2 logit of a row */
-static double top2_margin(const float *z, int V) {
-    const int a = dms_argmax(z, V);
-    double second = -INFINITY;
-    for (int v = 0; v < V; v++)
-        if (v != a) second = fmax(second, z[v]);
-    return z[a] - second;
-}
 
 /* logits[T, V] of ids through a dense cache, chunk tokens per call */
 static int run_logits(const dms_model *m, const int32_t *ids, int T, int chunk, float *logits, dms_err *err) {

@@ -87,6 +87,10 @@ typedef struct {
     uint8_t *flag[KVH];
 } lanes_case;
 
+/* keys per lane in the score arrays: the longer lane's count, so that
+ * every lane's keys fit */
+static int score_stride(const lanes_case *lc) { return lc->n[0] > lc->n[1] ? lc->n[0] : lc->n[1]; }
+
 /* Blocks of the lanes in dtype t (fp32 rows rounded through narrow). */
 static void build_views(dms_backend *be, const lanes_case *lc, dms_dtype t, dms_kv_lane_view *views, void ***kb,
                         void ***vb, float *score) {
@@ -105,7 +109,7 @@ static void build_views(dms_backend *be, const lanes_case *lc, dms_dtype t, dms_
             }
         }
         views[h] = (dms_kv_lane_view){(const void *const *)kb[h], (const void *const *)vb[h], lc->pos[h], lc->flag[h],
-                                      score ? score + (size_t)h * lc->n[0] : NULL, lc->n[h], t};
+                                      score ? score + (size_t)h * score_stride(lc) : NULL, lc->n[h], t};
     }
 }
 
@@ -130,7 +134,7 @@ static float round_to(dms_dtype t, float x) {
 static void reference(const lanes_case *lc, dms_dtype t, const float *q, const int32_t *qpos, int nq, int H, int window,
                       float scale, double *out, double *score, double *bound) {
     const int G = H / KVH, hd = lc->hd;
-    double *w = malloc(sizeof(double) * (size_t)(lc->n[0] > lc->n[1] ? lc->n[0] : lc->n[1]));
+    double *w = malloc(sizeof(double) * (size_t)score_stride(lc));
     for (int i = 0; i < nq; i++)
         for (int h = 0; h < H; h++) {
             const int kh = h / G, n = lc->n[kh];
@@ -159,7 +163,7 @@ static void reference(const lanes_case *lc, dms_dtype t, const float *q, const i
                 for (int s = 0; s < n && sum > 0; s++) o += w[s] / sum * round_to(t, lc->v[kh][(size_t)s * hd + c]);
                 out[((size_t)i * H + h) * hd + c] = o;
             }
-            for (int s = 0; score && sum > 0 && s < n; s++) score[(size_t)kh * lc->n[0] + s] += w[s] / sum;
+            for (int s = 0; score && sum > 0 && s < n; s++) score[(size_t)kh * score_stride(lc) + s] += w[s] / sum;
             bound[(size_t)i * H + h] = (exp(2 * delta) - 1) * vmax + dv + 1e-5;
         }
     free(w);
@@ -200,7 +204,7 @@ static void test_attention(dms_backend *be) {
         float *q = malloc(sizeof(float) * no), *got = malloc(sizeof(float) * no), *f32 = malloc(sizeof(float) * no);
         for (size_t i = 0; i < no; i++) q[i] = frand(-1.5f, 1.5f);
         double *ref = malloc(sizeof(double) * no), *bound = malloc(sizeof(double) * (size_t)nq * H);
-        const size_t ns = (size_t)KVH * lc.n[0];
+        const size_t ns = (size_t)KVH * score_stride(&lc);
         float *sg = cases[c].scores ? calloc(ns, sizeof(float)) : NULL;
         double *sr = cases[c].scores ? calloc(ns, sizeof(double)) : NULL, *b32 = malloc(sizeof(double) * (size_t)nq * H);
         const float scale = 1.0f / sqrtf((float)hd);

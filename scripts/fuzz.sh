@@ -51,8 +51,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 results="$B/fuzz-results.tsv"
 printf 'target\tseconds\tcpu_s\texecs\texec_per_s\tcov\tft\tcorpus\tresult\n' >"$results"
-# user + system seconds of every child so far (bash's `times`, second line)
-child_cpu() { times | tail -1 | awk '{ split($1, u, "m"); split($2, s, "m"); printf "%.1f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'; }
+# user + system seconds of every child so far: the second line of bash's
+# `times`, which must run in this shell (in $(...) or a pipe it would count
+# the children of that subshell only), written to a file and read back
+cpu_of() { awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); printf "%.1f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$1"; }
 failed=0
 for t in "${targets[@]}"; do
   exe="$B/fuzz/fuzz_$t"
@@ -63,10 +65,11 @@ for t in "${targets[@]}"; do
   log="$B/logs/$t.log"
   echo "[fuzz] $t: ${secs}s"
   rc=0
-  cpu0=$(child_cpu)
+  times >"$B/logs/.times0"
   TMPDIR="$tmp" nice -n 19 "$exe" "$B/corpus/$t" -max_total_time="$secs" -print_final_stats=1 \
     -timeout=60 -rss_limit_mb=2048 -artifact_prefix="$B/crashes/$t/" >"$log" 2>&1 || rc=$?
-  cpu=$(awk -v a="$cpu0" -v b="$(child_cpu)" 'BEGIN { printf "%.1f", b - a }')
+  times >"$B/logs/.times1"
+  cpu=$(awk -v a="$(cpu_of "$B/logs/.times0")" -v b="$(cpu_of "$B/logs/.times1")" 'BEGIN { printf "%.1f", b - a }')
   rm -rf "$tmp"
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)

@@ -6,10 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# clang + libclang-rt-dev: the libFuzzer targets (scripts/fuzz.sh, -fsanitize=fuzzer);
-# valgrind: scripts/valgrind.sh.
+# clang + libclang-rt-dev + libomp-dev (clang's OpenMP): the libFuzzer targets
+# (scripts/fuzz.sh, -fsanitize=fuzzer); valgrind: scripts/valgrind.sh.
 pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libcjson-dev libpcre2-dev
-      libutf8proc-dev libhdf5-dev libopenmpi-dev openmpi-bin gnuplot-nox clang libclang-rt-dev valgrind)
+      libutf8proc-dev libhdf5-dev libopenmpi-dev openmpi-bin gnuplot-nox clang libclang-rt-dev libomp-dev valgrind)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

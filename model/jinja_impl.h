@@ -22,7 +22,11 @@ typedef struct {
     int oom;
 } jarena;
 
-#define JA_MAX ((size_t)512 << 20)
+#define JA_MAX ((size_t)128 << 20)
+/* Longest string a template may build (string builders: filters such as
+ * join, concatenation, the output): a template that multiplies a string
+ * with each filter gets "out of memory" here instead of gigabytes. */
+#define JSB_MAX ((size_t)16 << 20)
 
 void *ja_alloc(jarena *a, size_t n); /* zeroed; NULL (and a->oom) when out of memory */
 char *ja_strndup(jarena *a, const char *s, size_t n);

@@ -59,6 +59,10 @@ void ja_release(jarena *a) {
 /* ----------------------------------------------------------- string builder */
 void jsb_put(jsb *b, const char *s, size_t n) {
     if (b->oom) return;
+    if (n > JSB_MAX || b->n + n + 1 > JSB_MAX) {
+        b->oom = 1;
+        return;
+    }
     if (b->n + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 256;
         while (nc < b->n + n + 1) nc *= 2;

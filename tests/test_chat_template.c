@@ -172,6 +172,14 @@ static void test_errors(void) {
     E("\n{% call f() %}x{% endcall %}", "unsupported statement 'call' at line 2");
     E("{% macro f(a) %}{{ a }}{% endmacro %}{{ f(1, 2) }}", "macro 'f' takes at most 1 arguments");
     E("{% include 'x.jinja' %}", "unsupported statement 'include'");
+    /* runaway strings stop at the engine's caps (JSB_MAX, JA_MAX), found by fuzzing: each join or
+     * concatenation doubles the string; without the caps this asks for gigabytes */
+    E("{% set s = namespace(v='0123456789abcdef') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}"
+      "{{ s.v|length }}",
+      "out of memory");
+    E("{% set s = namespace(v='0123456789abcdef') %}{% for i in range(40) %}{% set s.v = [s.v, s.v]|join('') %}"
+      "{% endfor %}{{ s.v|length }}",
+      "out of memory");
     E("{{ 'abc'.zfill(5) }}", "unsupported method 'zfill' on str at line 1");
     E("{{ messages|tojson(ensure_ascii=true) }}", "ensure_ascii");
     E("{% for m in messages %}{% if m.role == 'user' and loop.index0 > 0 %}"

@@ -170,13 +170,7 @@ static cJSON *run_peer(const char *python, const char *model, const int32_t *ids
 
 static cJSON *ours_json(const dms_gen_stats *s, const dms_gen_params *gp) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "prompt_tokens", s->prompt_tokens);
-    cJSON_AddNumberToObject(o, "new_tokens", s->new_tokens);
-    cJSON_AddNumberToObject(o, "decode_steps", s->decode_steps);
-    cJSON_AddNumberToObject(o, "prefill_s", s->prefill_s);
-    cJSON_AddNumberToObject(o, "decode_s", s->decode_s);
-    cJSON_AddNumberToObject(o, "prefill_tok_s", s->prefill_s > 0 ? s->prompt_tokens / s->prefill_s : 0);
-    cJSON_AddNumberToObject(o, "decode_tok_s", s->decode_s > 0 ? s->decode_steps / s->decode_s : 0);
+    dms_gen_timing_json(o, s);
     cJSON_AddStringToObject(o, "policy", dms_policy_name(gp->kv.policy));
     cJSON_AddStringToObject(o, "kv_dtype", dms_dtype_name(gp->kv.kv_dtype));
     cJSON_AddNumberToObject(o, "kv_cr", s->kv.kv_cr);

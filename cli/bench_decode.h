@@ -3,7 +3,10 @@
 #ifndef DMS_BENCH_DECODE_H
 #define DMS_BENCH_DECODE_H
 
+#include <cjson/cJSON.h>
+
 #include "kernels/backend.h"
+#include "runtime/generate.h"
 
 typedef struct dms_bench_decode_opts {
     const char *model;      /* the GGUF both runtimes read */
@@ -18,5 +21,9 @@ typedef struct dms_bench_decode_opts {
 
 /* Runs the benchmark, prints a table, writes the JSON; 0, 1 (failure) or 2 (bad options). */
 int dms_bench_decode(const dms_bench_decode_opts *o);
+
+/* A generation's token counts, times and tokens/s into o (cli/cmd_generate.c;
+ * shared by its --stats-json and the bench's records). */
+void dms_gen_timing_json(cJSON *o, const dms_gen_stats *s);
 
 #endif

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli/args.h"
+#include "cli/bench_decode.h"
 #include "cli/commands.h"
 #include "kernels/dtype.h"
 #include "kernels/registry.h"
@@ -30,6 +31,16 @@ static int stream_token(int32_t id, void *p) {
     return 0;
 }
 
+void dms_gen_timing_json(cJSON *o, const dms_gen_stats *s) {
+    cJSON_AddNumberToObject(o, "prompt_tokens", s->prompt_tokens);
+    cJSON_AddNumberToObject(o, "new_tokens", s->new_tokens);
+    cJSON_AddNumberToObject(o, "decode_steps", s->decode_steps);
+    cJSON_AddNumberToObject(o, "prefill_s", s->prefill_s);
+    cJSON_AddNumberToObject(o, "decode_s", s->decode_s);
+    cJSON_AddNumberToObject(o, "prefill_tok_s", s->prefill_s > 0 ? s->prompt_tokens / s->prefill_s : 0);
+    cJSON_AddNumberToObject(o, "decode_tok_s", s->decode_s > 0 ? s->decode_steps / s->decode_s : 0);
+}
+
 static int write_stats_json(const char *path, const dms_model *m, const dms_gen_params *p,
                             const dms_gen_stats *s, int threads, int dequant) {
     cJSON *o = cJSON_CreateObject();
@@ -39,13 +50,7 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
     cJSON_AddBoolToObject(o, "dequant", dequant); /* weights converted at load (--dequant) or kept as stored */
     cJSON_AddNumberToObject(o, "threads", threads);
     cJSON_AddNumberToObject(o, "temperature", p->temperature);
-    cJSON_AddNumberToObject(o, "prompt_tokens", s->prompt_tokens);
-    cJSON_AddNumberToObject(o, "new_tokens", s->new_tokens);
-    cJSON_AddNumberToObject(o, "decode_steps", s->decode_steps);
-    cJSON_AddNumberToObject(o, "prefill_s", s->prefill_s);
-    cJSON_AddNumberToObject(o, "decode_s", s->decode_s);
-    cJSON_AddNumberToObject(o, "prefill_tok_s", s->prefill_s > 0 ? s->prompt_tokens / s->prefill_s : 0);
-    cJSON_AddNumberToObject(o, "decode_tok_s", s->decode_s > 0 ? s->decode_steps / s->decode_s : 0);
+    dms_gen_timing_json(o, s);
     cJSON_AddStringToObject(o, "policy", dms_policy_name(p->kv.policy));
     cJSON_AddNumberToObject(o, "budget", p->kv.budget);
     cJSON_AddNumberToObject(o, "block_size", s->kv_block_size);

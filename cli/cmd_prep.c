@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "data/prep.h"
+#include "data/shards.h"
 
 /* Collects every --input value, walking argv as dms_args_parse does (a
  * flag that takes a value consumes the next word unless written --f=v). */
@@ -92,8 +93,8 @@ int dms_cmd_prep(int argc, char **argv) {
     if (n_inputs == 0 || !output) {
         fprintf(stderr, "dms prep: --input and --output are required (see 'dms prep --help')\n");
         rc = 2;
-    } else if (max_len <= 0 || shard_tokens == 0 || shard_tokens > INT64_MAX || limit > INT64_MAX) {
-        fprintf(stderr, "dms prep: need --max-len > 0 and --shard-tokens > 0\n");
+    } else if (max_len <= 0 || max_len > DMS_SHARD_MAX_LEN || shard_tokens == 0 || shard_tokens > INT64_MAX || limit > INT64_MAX) {
+        fprintf(stderr, "dms prep: need --max-len 1 to %d and --shard-tokens > 0\n", DMS_SHARD_MAX_LEN);
         rc = 2;
     } else if (dms_packing_from_name(packing, &o.packing) != 0) {
         fprintf(stderr, "dms prep: --packing must be documents or reference (got '%s')\n", packing);

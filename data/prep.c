@@ -368,7 +368,8 @@ int dms_prep_run(const dms_prep_opts *o, dms_prep_stats *st, dms_err *err) {
     memset(st, 0, sizeof *st);
     if (!o->model || !o->output || o->n_inputs <= 0)
         return dms_errf(err, "prep: needs a model, at least one input and an output folder");
-    if (o->max_len <= 0) return dms_errf(err, "prep: max_len must be positive (got %d)", o->max_len);
+    if (o->max_len <= 0 || o->max_len > DMS_SHARD_MAX_LEN)
+        return dms_errf(err, "prep: max_len must be 1 to %d (got %d)", DMS_SHARD_MAX_LEN, o->max_len);
     if (o->shard_tokens <= 0) return dms_errf(err, "prep: shard_tokens must be positive");
     for (int i = 0; i < o->n_inputs; i++) {
         if (dms_is_dir(o->inputs[i])) return dms_errf(err, "%s: is a folder, expected a JSONL file", o->inputs[i]);

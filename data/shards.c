@@ -395,8 +395,11 @@ static int validate_attrs(dms_shard *s, uint64_t expected, dms_err *err) {
     }
     if (read_attr_int(s->file, "tokenizer_hash", H5T_NATIVE_UINT64, &s->hash) != 0)
         return dms_errf(err, "%s: missing or non-integer 'tokenizer_hash' attribute", s->path);
-    if (read_attr_int(s->file, "max_len", H5T_NATIVE_INT64, &max_len) != 0 || max_len <= 0 || max_len > INT32_MAX)
+    if (read_attr_int(s->file, "max_len", H5T_NATIVE_INT64, &max_len) != 0 || max_len <= 0)
         return dms_errf(err, "%s: missing or invalid 'max_len' attribute", s->path);
+    if (max_len > DMS_SHARD_MAX_LEN)
+        return dms_errf(err, "%s: max_len %" PRId64 " is over the %d tokens a training row may hold", s->path,
+                        max_len, DMS_SHARD_MAX_LEN);
     if (read_attr_int(s->file, "vocab_size", H5T_NATIVE_INT64, &vocab) != 0 || vocab <= 0 || vocab > INT32_MAX)
         return dms_errf(err, "%s: missing or invalid 'vocab_size' attribute", s->path);
     s->max_len = (int)max_len;

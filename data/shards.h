@@ -29,6 +29,9 @@
 
 #define DMS_SHARD_FORMAT "dms-tokens"
 #define DMS_SHARD_FORMAT_VERSION 2 /* written; 1 (no packing attribute) is still read */
+/* the longest training row dms prep writes, a shard may declare and a
+ * training config may ask for (1M tokens): a row is held whole in memory */
+#define DMS_SHARD_MAX_LEN (1 << 20)
 
 /* How documents were packed into rows (the shards' `packing` attribute, the
  * training config's `packing` key, `dms prep --packing`). */

@@ -10,6 +10,9 @@
 
 #define ATTR_MAX_ELEMS 256
 #define WRITE_MAX_ELEMS 65536
+/* and at most 16 MB: 65536 fixed strings of 64 KB would be 4 GB, which this
+ * builder once allocated (libFuzzer's malloc limit, in CI) */
+#define WRITE_MAX_BYTES ((uint64_t)16 << 20)
 
 uint8_t fuzz_rd_u8(fuzz_rd *r) { return r->p < r->end ? *r->p++ : 0; }
 
@@ -34,7 +37,7 @@ typedef struct {
     int kind, rank;
     hsize_t dims[3];
     uint64_t n; /* elements (saturating) */
-    int chunked, mode;
+    int chunked, mode, written; /* datasets: written holds the values, else fill only */
     char *str; /* strings: the value of every element */
     size_t len;
 } spec;
@@ -58,7 +61,6 @@ static void read_spec(fuzz_rd *r, spec *s, int dataset) {
         s->rank = 0;
         s->n = 1;
     }
-    if (s->n > WRITE_MAX_ELEMS) s->chunked = 1;
     if (s->kind == 11 || s->kind == 12) { /* length: one byte, or 255 then two more */
         s->len = fuzz_rd_u8(r);
         if (s->len == 255) s->len = fuzz_rd_u8(r) | (size_t)fuzz_rd_u8(r) << 8;
@@ -66,6 +68,9 @@ static void read_spec(fuzz_rd *r, spec *s, int dataset) {
         if (!s->str) abort();
         for (size_t i = 0; i < s->len; i++) s->str[i] = (char)fuzz_rd_u8(r);
     }
+    const uint64_t esize = s->kind == 11 ? (uint64_t)s->len + 1 : 8;
+    s->written = s->n <= WRITE_MAX_ELEMS && s->n * esize <= WRITE_MAX_BYTES;
+    if (!s->written) s->chunked = 1;
 }
 
 static hid_t make_space(const spec *s) {
@@ -186,7 +191,7 @@ void fuzz_h5_dataset(hid_t file, const char *name, fuzz_rd *r) {
     }
     hid_t d = H5Dcreate2(file, name, t, sp, lcpl, dcpl, H5P_DEFAULT);
     if (d >= 0) {
-        if (s.n <= WRITE_MAX_ELEMS) write_object(d, 0, t, &s, r);
+        if (s.written) write_object(d, 0, t, &s, r);
         H5Dclose(d);
     }
     H5Pclose(dcpl);

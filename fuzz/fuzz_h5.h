@@ -23,9 +23,9 @@
  *           1 one byte per element, 2 running sum of one byte per element
  *           (non-decreasing offsets), 3 one byte for every element
  * Attributes hold at most 256 elements (else scalar); datasets are written
- * when they hold at most 65536 elements, else they are chunked and left
- * unwritten (their fill value, 0, is what a read sees). After the objects,
- * one byte t: t > 0 cuts the file to size * t / 256 bytes. */
+ * when they hold at most 65536 elements and 16 MB, else they are chunked
+ * and left unwritten (their fill value, 0, is what a read sees). After the
+ * objects, one byte t: t > 0 cuts the file to size * t / 256 bytes. */
 #ifndef DMS_FUZZ_H5_H
 #define DMS_FUZZ_H5_H
 

@@ -279,8 +279,9 @@ static void test_broken(void) {
 
 /* A shard whose /tokens (n_tok) and /doc_offsets (n_off) are declared with
  * those lengths; a dataset longer than 4096 is chunked and never written
- * (what a read then sees are fill values: nothing of it is in the file). */
-static void declared_shard(const char *path, hsize_t n_tok, hsize_t n_off) {
+ * (what a read then sees are fill values: nothing of it is in the file).
+ * Its rows are max_len tokens. */
+static void declared_shard(const char *path, hsize_t n_tok, hsize_t n_off, int max_len) {
     static const uint32_t tok[6] = {1, 2, 3, 4, 5, 6};
     static const uint64_t off[2] = {0, 6};
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -304,7 +305,7 @@ static void declared_shard(const char *path, hsize_t n_tok, hsize_t n_off) {
     H5Awrite(a, t, DMS_SHARD_FORMAT);
     H5Aclose(a);
     H5Tclose(t);
-    const int one = 1, ml = 4, vocab = 100;
+    const int one = 1, ml = max_len, vocab = 100;
     const uint64_t h = HASH;
     const char *ints[3] = {"format_version", "max_len", "vocab_size"};
     const int *iv[3] = {&one, &ml, &vocab};
@@ -330,19 +331,34 @@ static void test_limits(void) {
     dms_err err = {0};
     char p[200];
     snprintf(p, sizeof p, "%s/declared.h5", dir);
-    declared_shard(p, 6, 2);
+    declared_shard(p, 6, 2, 4);
     dms_shard *s = dms_shard_open(p, HASH, &err);
     CHECK_MSG(s != NULL, "baseline: %s", err.msg);
     dms_shard_close(s);
-    declared_shard(p, (hsize_t)1 << 32, 2);
+    declared_shard(p, (hsize_t)1 << 32, 2, 4);
     s = dms_shard_open(p, HASH, &err);
     CHECK_MSG(s == NULL && strstr(err.msg, p) && strstr(err.msg, "/tokens declares 4294967296 entries of 4 bytes") &&
                   one_line(err.msg), "2^32 tokens: %s", err.msg);
     dms_shard_close(s);
-    declared_shard(p, 6, (hsize_t)1 << 24);
+    declared_shard(p, 6, (hsize_t)1 << 24, 4);
     s = dms_shard_open(p, HASH, &err);
     CHECK_MSG(s == NULL && strstr(err.msg, "/doc_offsets declares 16777216 entries of 8 bytes"), "2^24 offsets: %s",
               err.msg);
+    dms_shard_close(s);
+
+    /* a row longer than DMS_SHARD_MAX_LEN is refused before anything holds
+     * it (fuzzing: max_len 1036288000 over a sparse 2^30-entry /tokens made
+     * every reader allocate 4 GB for one row) */
+    declared_shard(p, 6, 2, DMS_SHARD_MAX_LEN + 1);
+    s = dms_shard_open(p, HASH, &err);
+    char want_len[96];
+    snprintf(want_len, sizeof want_len, "max_len %d is over the %d tokens", DMS_SHARD_MAX_LEN + 1, DMS_SHARD_MAX_LEN);
+    CHECK_MSG(s == NULL && strstr(err.msg, p) && strstr(err.msg, want_len) && one_line(err.msg), "max_len: %s",
+              err.msg);
+    dms_shard_close(s);
+    declared_shard(p, 6, 2, 2); /* the same file with rows of 2 tokens opens */
+    s = dms_shard_open(p, HASH, &err);
+    CHECK_MSG(s != NULL && dms_shard_n_rows(s) == 3, "max_len 2: %s", err.msg);
     dms_shard_close(s);
 
     /* ids from a shard beyond the model's vocabulary stop `dms train` */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/mapped_file.h"
+#include "data/shards.h"
 
 typedef enum { K_STR, K_INT, K_U64, K_FLOAT, K_ENUM } key_type;
 
@@ -38,7 +39,7 @@ static const key_spec keys[] = {
     {"output", K_STR, F(output), 0, 0, NULL, "run folder (checkpoints, metrics)"},
     {"steps", K_INT, F(steps), 1, 1e9, NULL, "optimiser steps"},
     {"batch_size", K_INT, F(batch_size), 1, 1e6, NULL, "packed rows per rank per step"},
-    {"max_len", K_INT, F(max_len), 8, 1 << 20, NULL, "tokens per row (must match the shards)"},
+    {"max_len", K_INT, F(max_len), 8, DMS_SHARD_MAX_LEN, NULL, "tokens per row (must match the shards)"},
     {"packing", K_ENUM, F(packing), 0, 0, packings, "documents or reference (must match the shards)"},
     {"seed", K_U64, F(seed), 0, 0, NULL, "seed of the eviction noise and data order"},
     {"threads", K_INT, F(threads), 0, 4096, NULL, "CPU threads, 0 = all cores"},

@@ -84,7 +84,8 @@ expect_error missing-model "$T/nope.gguf" -- "$DMS" prep --model "$T/nope.gguf" 
 # --- command line ---
 expect_error no-output "--input and --output are required" -- "$DMS" prep --input "$T/good.jsonl"
 expect_error no-input "--input and --output are required" -- "$DMS" prep --output "$T/b8"
-expect_error bad-max-len "--max-len > 0" -- "$DMS" prep --input "$T/good.jsonl" --output "$T/b8" --max-len 0
+expect_error bad-max-len "--max-len 1 to 1048576" -- "$DMS" prep --input "$T/good.jsonl" --output "$T/b8" --max-len 0
+expect_error long-max-len "--max-len 1 to 1048576" -- "$DMS" prep --input "$T/good.jsonl" --output "$T/b8" --max-len 1048577
 expect_error unknown-flag "unknown flag '--bogus'" -- "$DMS" prep --bogus
 expect_ok help -- "$DMS" prep --help
 for flag in --model --input --output --max-len --mask-prompt --shard-tokens --limit --skip-bad --quiet; do

@@ -4,6 +4,7 @@
  * bit-exact resume from the newest checkpoint. */
 #include "train/run.h"
 
+#include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -100,7 +101,8 @@ static int name_kept_checkpoint(const char *dir, dms_err *err) {
     return dms_errf(err, "%.700s; previous checkpoint kept: %.300s", msg, path);
 }
 
-/* Whether two resolved configs agree on every key that shapes the run. */
+/* Whether two resolved configs agree on every key that shapes the run; if
+ * not, why names the keys that differ with both values. */
 static int configs_compatible(const char *a_json, const dms_train_config *b, char *why, size_t why_len) {
     dms_train_config a;
     dms_train_config_defaults(&a);
@@ -120,12 +122,31 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
     x.max_bad_steps = y.max_bad_steps;
     x.rank_timeout_s = y.rank_timeout_s;
     x.batch_size = y.batch_size; /* rows per rank: may change with the rank count */
+    memcpy(x.output, y.output, sizeof x.output); /* a run folder may be moved or copied */
     char *ja = dms_train_config_to_json(&x), *jb = dms_train_config_to_json(&y);
-    int same = strcmp(ja, jb) == 0;
-    if (!same)
-        snprintf(why, why_len, "the config differs from the checkpoint's in a key other than "
-                               "steps, save_every, keep_last, log_every, threads, backend, max_bad_steps, "
-                               "rank_timeout_s, batch_size");
+    cJSON *oa = ja ? cJSON_Parse(ja) : NULL, *ob = jb ? cJSON_Parse(jb) : NULL;
+    int same = ja && jb && strcmp(ja, jb) == 0;
+    if (!same) {
+        size_t n = (size_t)snprintf(why, why_len, "the config differs from the checkpoint's in");
+        const cJSON *ka;
+        int listed = 0;
+        cJSON_ArrayForEach(ka, oa) {
+            const cJSON *kb = cJSON_GetObjectItemCaseSensitive(ob, ka->string);
+            char *va = cJSON_PrintUnformatted(ka), *vb = kb ? cJSON_PrintUnformatted(kb) : NULL;
+            if (va && (!vb || strcmp(va, vb) != 0) && n < why_len)
+                n += (size_t)snprintf(why + n, why_len - n, "%s %s (checkpoint %.80s, config %.80s)",
+                                      listed++ ? "," : "", ka->string, va, vb ? vb : "unset");
+            free(va);
+            free(vb);
+        }
+        if (!listed && n < why_len) snprintf(why + n, why_len - n, " its settings");
+        if (n < why_len)
+            snprintf(why + strlen(why), why_len - strlen(why),
+                     "; only steps, save_every, keep_last, log_every, threads, backend, max_bad_steps, "
+                     "rank_timeout_s, batch_size and output may change");
+    }
+    cJSON_Delete(oa);
+    cJSON_Delete(ob);
     free(ja);
     free(jb);
     return same;

@@ -10,7 +10,10 @@
 #  3. a bit flipped in the newest checkpoint (caught by its CRC-32) or the
 #     file truncated: --resume warns, names it and falls back to the one
 #     before it, losing nothing (export refuses the flipped one); with none
-#     loadable --resume stops with one line.
+#     loadable --resume stops with one line;
+#  4. a run folder copied elsewhere resumes from there (output may change)
+#     and ends as the uninterrupted run; a resume that changes the method
+#     (the window) is refused in one line naming the key and both values.
 set -u
 DMS=$1
 . "$(dirname "$0")/lib/harness.sh"
@@ -93,6 +96,22 @@ grep -q "^\[dms\] warning: $F: cannot open checkpoint (truncated or corrupt?): .
   ok || bad "cut: no warning: $(head -3 "$T/err")"
 grep -q "resuming from $T/cut/ckpt-00000004.h5 at step 4" "$T/err" && ok || bad "cut: $(grep resum "$T/err")"
 same_as_ref cut "$T/cut"
+
+# ---- 4. a run folder copied elsewhere resumes there; a changed method is refused by name ----
+fixture_config "$T/orig.json" "$T/orig" 4
+"$DMS" train --config "$T/orig.json" 2>"$T/err" || bad "moved: first run: $(tail -1 "$T/err")"
+cp -r "$T/orig" "$T/moved"
+fixture_config "$T/moved.json" "$T/moved" 8 ', "window": 4'
+sed -i 's/"window": 8,//' "$T/moved.json"
+"$DMS" train --config "$T/moved.json" --resume 2>"$T/err"
+rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$T/err")" -eq 1 ] &&
+  grep -q "^dms train: $T/moved/ckpt-00000004.h5: cannot resume: the config differs from the checkpoint's in window (checkpoint 8, config 4); only steps, .* and output may change$" "$T/err" &&
+  ok || bad "moved: another window: rc $rc: $(cat "$T/err")"
+fixture_config "$T/moved.json" "$T/moved" 8
+if "$DMS" train --config "$T/moved.json" --resume 2>"$T/err"; then ok; else bad "moved: resume: $(tail -1 "$T/err")"; fi
+grep -q "resuming from $T/moved/ckpt-00000004.h5 at step 4" "$T/err" && ok || bad "moved: $(grep resum "$T/err")"
+same_as_ref moved "$T/moved"
 
 # none loadable: one error line naming the newest and why
 fixture_config "$T/none.json" "$T/none" 2

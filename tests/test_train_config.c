@@ -1,6 +1,8 @@
 /* test_train_config.c - the training config: defaults, parsing, type and
  * range errors naming the file and key, "did you mean" suggestions, the
- * resolved JSON round trip, and the CR and LR schedules. */
+ * resolved JSON round trip, the CR and LR schedules, and every shipped
+ * config in configs/ loading as it is. */
+#include <glob.h>
 #include <stdlib.h>
 
 #include "tests/check.h"
@@ -81,5 +83,15 @@ int main(void) {
     CHECK_CLOSE(dms_lr_at(&c, 85), 0.325, 1e-5, 0);
     c.lr_schedule = DMS_LR_CONSTANT;
     CHECK_CLOSE(dms_lr_at(&c, 85), 1.0, 1e-6, 0);
+
+    /* the shipped recipes load (a renamed key would otherwise surface only
+     * when a user runs them) */
+    glob_t g;
+    CHECK(glob("configs/*.json", 0, NULL, &g) == 0 && g.gl_pathc >= 4);
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        dms_train_config_defaults(&c);
+        CHECK_MSG(dms_train_config_load(&c, g.gl_pathv[i], &err) == 0, "%s", err.msg);
+    }
+    globfree(&g);
     return dms_check_finish();
 }

@@ -286,6 +286,39 @@ static void test_hostile(void) {
     ck = dms_ckpt_load(p, &err);
     CHECK_MSG(ck == NULL && strstr(err.msg, "has no step attribute"), "step array: %s", err.msg);
     dms_ckpt_free(ck);
+    /* a valid checkpoint plus a dataset of variable-length strings under a
+     * checksum: verifying it read every string into memory HDF5 allocated
+     * and never freed (fuzzing: a 20-byte leak per element) and summed
+     * pointers; such data is refused, dms never writes it */
+    char pv[160];
+    snprintf(pv, sizeof pv, "%s/vlen", dir);
+    mkdir(pv, 0755);
+    ck = make_state(5, 1);
+    CHECK_MSG(dms_ckpt_save(pv, 5, ck, 2, &err) == 0, "%s", err.msg);
+    dms_ckpt_free(ck);
+    snprintf(pv + strlen(pv), sizeof pv - strlen(pv), "/ckpt-00000005.h5");
+    hid_t f = H5Fopen(pv, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t vt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(vt, H5T_VARIABLE);
+    const hsize_t n3 = 3;
+    hid_t vs = H5Screate_simple(1, &n3, NULL), one = H5Screate(H5S_SCALAR);
+    const char *strs[3] = {"a", "bb", "ccc"};
+    hid_t d = H5Dcreate2(f, "extra", vt, vs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, vt, H5S_ALL, H5S_ALL, H5P_DEFAULT, strs);
+    const uint32_t crc = 0;
+    hid_t a = H5Acreate2(d, DMS_CKPT_CRC_ATTR, H5T_STD_U32LE, one, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_UINT32, &crc);
+    H5Aclose(a);
+    H5Dclose(d);
+    H5Sclose(vs);
+    H5Sclose(one);
+    H5Tclose(vt);
+    H5Fclose(f);
+    ck = dms_ckpt_load(pv, &err);
+    CHECK_MSG(ck == NULL && strstr(err.msg, pv) && strstr(err.msg, "dataset 'extra' holds variable-length data") &&
+                  one_line(err.msg), "vlen: %s", err.msg);
+    dms_ckpt_free(ck);
+
     hostile_file(p, 1, 1, (hsize_t)1 << 40);
     ck = dms_ckpt_load(p, &err);
     CHECK_MSG(ck != NULL, "%s", err.msg);

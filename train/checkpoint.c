@@ -577,6 +577,11 @@ static int verify_dataset(hid_t d, const char *name, verify_ctx *v) {
     uint32_t crc = 0;
     if (npts < 0 || tsize == 0) {
         rc = dms_errf(v->err, "%s: cannot inspect dataset '%s': %s", v->path, name, dms_h5_reason(why));
+    } else if (H5Tis_variable_str(t) != 0 || H5Tdetect_class(t, H5T_VLEN) != 0) {
+        /* read as stored, HDF5 would allocate every element (and the bytes
+         * summed would be pointers); dms writes fixed-size data only */
+        rc = dms_errf(v->err, "%s: dataset '%s' holds variable-length data, which dms never writes (corrupt or not a "
+                      "dms checkpoint)", v->path, name);
     } else if (!entry_fits(d)) {
         rc = dms_errf(v->err, "%s: dataset '%s' declares more data than the whole file holds (corrupt)", v->path, name);
     } else if (npts > 0) {

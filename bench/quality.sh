@@ -5,22 +5,27 @@
 # and h2o matched to DMS's time-averaged live tokens, and full; then needle
 # in a haystack for dms, full and the baselines at DMS's measured KV CR.
 # Results land in runs/quality/TAG/ (summarised into bench/results/ by hand).
+# BASE: an export whose weights are the base model's, for a retrofit that
+# changed them (LoRA, merged at export): the baselines and vanilla run on
+# BASE and DMS's KL is taken against it (--reference). Default: EXPORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXP=$1 TAG=$2 THREADS=${3:-0}
+BASE=${BASE:-$EXP}
 OUT=runs/quality/$TAG
 TEXT=/usr/share/common-licenses/GPL-3
 DMS=./build/dms
-common=(--model "$EXP" --out "$OUT" --tag "$TAG" --threads "$THREADS" --quiet)
-$DMS eval --task kl --data "$TEXT" --windows 8 --policy dms "${common[@]}" | grep '^kl'
+common=(--out "$OUT" --tag "$TAG" --threads "$THREADS" --quiet)
+$DMS eval --task kl --data "$TEXT" --windows 8 --policy dms --model "$EXP" --reference "$BASE" "${common[@]}" | grep '^kl'
 for p in window sinks tova h2o; do
-  $DMS eval --task kl --data "$TEXT" --windows 8 --policy $p --match "$OUT/kl-dms-$TAG.json" "${common[@]}" | grep '^kl'
+  $DMS eval --task kl --data "$TEXT" --windows 8 --policy $p --model "$BASE" --match "$OUT/kl-dms-$TAG.json" \
+    "${common[@]}" | grep '^kl'
 done
 niah=(--lengths 512,1024,2048 --depths 0,50,100 --samples 1)
-$DMS eval --task niah "${niah[@]}" --policy dms "${common[@]}" | grep '^niah'
+$DMS eval --task niah "${niah[@]}" --policy dms --model "$EXP" "${common[@]}" | grep '^niah'
 cr=$(python3 -c "import json;print(round(json.load(open('$OUT/niah-dms-$TAG.json'))['kv']['kv_cr'],3))" 2>/dev/null || echo 4)
-$DMS eval --task niah "${niah[@]}" --policy full "${common[@]}" | grep '^niah'
+$DMS eval --task niah "${niah[@]}" --policy full --model "$BASE" "${common[@]}" | grep '^niah'
 for p in window sinks h2o; do
-  $DMS eval --task niah "${niah[@]}" --policy $p --cr "$cr" "${common[@]}" | grep '^niah'
+  $DMS eval --task niah "${niah[@]}" --policy $p --model "$BASE" --cr "$cr" "${common[@]}" | grep '^niah'
 done
 $DMS eval --summary "$OUT"

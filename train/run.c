@@ -136,8 +136,8 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
             if (va && (!vb || strcmp(va, vb) != 0) && n < why_len)
                 n += (size_t)snprintf(why + n, why_len - n, "%s %s (checkpoint %.80s, config %.80s)",
                                       listed++ ? "," : "", ka->string, va, vb ? vb : "unset");
-            free(va);
-            free(vb);
+            cJSON_free(va);
+            cJSON_free(vb);
         }
         if (!listed && n < why_len) snprintf(why + n, why_len - n, " its settings");
         if (n < why_len)

@@ -526,20 +526,13 @@ static void test_model(void) {
     const dms_st_tensor *ids_t = have_ref ? dms_st_find(&ref, "input_ids") : NULL;
     const dms_st_tensor *gr_t = have_ref ? dms_st_find(&ref, "greedy_ids") : NULL;
     CHECK(ids_t && gr_t);
-    const char *texts[] = {"The quick brown fox jumps over the lazy dog. In the morning, the fox went to",
-                           "def fibonacci(n):\n    if n < 2:\n        return n\n    return"};
     const int V = mq.cfg.vocab;
     logit_cmp prefill = {0}, decode = {0};
-    for (int p = 0; p < 3 && ids_t; p++) {
-        int32_t *ids = NULL;
+    for (int p = 0; p < CMP_N_PROMPTS && ids_t; p++) {
         size_t T = 0;
-        if (p == 0) {
-            T = (size_t)ids_t->shape[0];
-            ids = malloc(sizeof(int32_t) * T);
-            memcpy(ids, ids_t->data, sizeof(int32_t) * T);
-        } else {
-            CHECK(dms_tokenizer_encode(mq.tok, texts[p - 1], strlen(texts[p - 1]), 0, &ids, &T, &err) == 0);
-        }
+        int32_t *ids = cmp_prompt(p, ids_t, mq.tok, &T, &err);
+        CHECK_MSG(ids != NULL, "prompt %d: %s", p, err.msg);
+        if (!ids) continue;
         float *want = malloc(sizeof(float) * T * V), *got = malloc(sizeof(float) * T * V);
         CHECK_MSG(run_logits(&mf, ids, (int)T, (int)T, want, &err) == 0, "%s", err.msg);
         CHECK_MSG(run_logits(&mq, ids, (int)T, (int)T, got, &err) == 0, "%s", err.msg); /* one call: widen */

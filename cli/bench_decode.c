@@ -360,15 +360,12 @@ int dms_bench_decode(const dms_bench_decode_opts *o) {
     if (!peer_ok) cJSON_AddStringToObject(root, "llama_cpp_missing", peer_why);
     if (rc == 0 && o->out_dir) {
         snprintf(path, sizeof path, "%s/cpu_decode-%s-%.10s.json", o->out_dir, host, date);
-        char *text = cJSON_Print(root);
-        FILE *f = text && dms_mkdir_p(o->out_dir, &err) == 0 ? fopen(path, "w") : NULL;
-        if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-            fprintf(stderr, "dms bench decode: %s: cannot write\n", path);
+        if (dms_mkdir_p(o->out_dir, &err) != 0 || dms_write_json(path, root, &err) != 0) {
+            fprintf(stderr, "dms bench decode: %s\n", err.msg);
             rc = 1;
         } else {
             printf("-> %s\n", path);
         }
-        free(text);
     }
     cJSON_Delete(root);
     for (int k = 0; k < 3; k++)

@@ -121,15 +121,12 @@ static int bench_comm(dms_comm *comm, const char *model_path, int lora_rank, int
         const char *base = strrchr(model_path, '/');
         base = base && base[1] ? base + 1 : model_path;
         snprintf(path, sizeof path, "%s/comm-%s-%s-%dranks-%.10s.json", out_dir, base, host, comm->size, date);
-        char *text = cJSON_Print(root);
-        FILE *f = dms_mkdir_p(out_dir, &err) == 0 ? fopen(path, "w") : NULL;
-        if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-            fprintf(stderr, "dms bench: %s: cannot write\n", path);
+        if (dms_mkdir_p(out_dir, &err) != 0 || dms_write_json(path, root, &err) != 0) {
+            fprintf(stderr, "dms bench: %s\n", err.msg);
             rc = 1;
         } else {
             printf("-> %s\n", path);
         }
-        free(text);
     }
     cJSON_Delete(root);
     dms_model_free(&m);

@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "cli/bench_decode.h"
 #include "cli/commands.h"
+#include "core/fs.h"
 #include "kernels/dtype.h"
 #include "kernels/registry.h"
 #include "model/model.h"
@@ -64,13 +65,10 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
     cJSON_AddNumberToObject(o, "kv_bytes_held", (double)s->kv.bytes_held);
     cJSON_AddNumberToObject(o, "kv_bytes_vanilla", (double)s->kv.bytes_vanilla);
     cJSON_AddNumberToObject(o, "kv_blocks_peak", s->kv_blocks_peak);
-    char *text = cJSON_Print(o);
+    dms_err err = {{0}};
+    const int rc = dms_write_json(path, o, &err);
     cJSON_Delete(o);
-    FILE *f = fopen(path, "w");
-    int rc = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF ? 0 : -1;
-    if (f && fclose(f) != 0) rc = -1;
-    free(text);
-    if (rc) fprintf(stderr, "dms generate: %s: cannot write stats\n", path);
+    if (rc) fprintf(stderr, "dms generate: stats: %s\n", err.msg);
     return rc;
 }
 

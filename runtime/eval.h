@@ -227,8 +227,6 @@ int dms_eval_log_has(const dms_eval_log *lg, const char *key);
 /* Appends rec (ownership taken) as one line. */
 int dms_eval_log_append(dms_eval_log *lg, cJSON *rec, dms_err *err);
 void dms_eval_log_close(dms_eval_log *lg);
-/* Writes a JSON document atomically (PATH.tmp, then rename). */
-int dms_eval_write_json(const char *path, const cJSON *doc, dms_err *err);
 /* Every result document (*.json with "task", "policy" and "metric") in dir,
  * sorted by task, policy, KV CR; *n may be 0. */
 int dms_eval_list_results(const char *dir, cJSON ***docs, int *n, dms_err *err);

@@ -183,23 +183,6 @@ void dms_eval_log_close(dms_eval_log *lg) {
     memset(lg, 0, sizeof *lg);
 }
 
-int dms_eval_write_json(const char *path, const cJSON *doc, dms_err *err) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return dms_errf(err, "%s: path too long", path);
-    char *text = cJSON_Print(doc);
-    if (!text) return dms_errf(err, "out of memory");
-    FILE *f = fopen(tmp, "w");
-    int rc = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF ? 0 : -1;
-    if (f && fclose(f) != 0) rc = -1;
-    free(text);
-    if (rc == 0 && rename(tmp, path) != 0) rc = -1;
-    if (rc != 0) {
-        unlink(tmp);
-        return dms_errf(err, "%s: cannot write: %s", path, strerror(errno));
-    }
-    return 0;
-}
-
 /* ---- results in a folder ---- */
 
 double dms_eval_num(const cJSON *o, const char *key) {

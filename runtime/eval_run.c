@@ -644,7 +644,7 @@ int dms_eval_run(const dms_eval_config *cfg, const dms_backend *be, dms_eval_out
             cJSON_DeleteItemFromObjectCaseSensitive(x, "fingerprint");
             cJSON_AddItemToArray(items, x);
         }
-        if (arc == 0) arc = dms_eval_write_json(out->json_path, doc, &aerr);
+        if (arc == 0) arc = dms_write_json(out->json_path, doc, &aerr);
         if (arc != 0 && rc == 0) {
             rc = -1;
             if (err) *err = aerr;

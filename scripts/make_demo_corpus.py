@@ -5,16 +5,24 @@ Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
 
     python3 scripts/make_demo_corpus.py OUT.jsonl                # topics only
     python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings   # + docstrings
+    python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings --info   # + GNU manuals
+    python3 scripts/make_demo_corpus.py OUT.jsonl --info-dir DIR        # manuals of DIR
 
 - topics: the Python Language Reference topics of module pydoc_data.topics
   (79 documents, about 450 KB of English technical prose with code);
 - --docstrings: the module, class and function docstrings of the standard
   library's own .py files (read with ast, never imported; test suites left
   out), one document per module: several MB of English prose about code,
-  for retrofits that need more tokens than the topics hold.
+  for retrofits that need more tokens than the topics hold;
+- --info: the GNU manuals installed in /usr/share/info (coreutils, grep,
+  sed, ...; Debian's own packages, licence GFDL), one document per node:
+  English technical prose that is not about Python. Every node that names
+  a licence (the GPL, LGPL or GFDL texts and the permission notices) is
+  left out, so that the held-out GPL text does not leak in (--info-dir
+  reads the *.info*.gz of another folder instead).
 Held-out evaluation text (e.g. /usr/share/common-licenses) is not in it.
 """
-import ast, json, os, sys, sysconfig
+import ast, glob, gzip, json, os, re, sys, sysconfig
 
 from pydoc_data.topics import topics
 
@@ -53,10 +61,40 @@ def docstring_docs():
                 yield "Module " + mod + "\n\n" + text
 
 
+LICENCE = re.compile(r"(General Public|Free Documentation|Lesser General|Library General) Licen[cs]e|Copyleft")
+LICENCE_NODE = re.compile(r"Node: *([^,]*(Copying|Licen[cs]e|Index)[^,]*)(,|$)")
+
+
+def info_docs(root="/usr/share/info"):
+    for path in sorted(glob.glob(os.path.join(root, "*.info*.gz"))):
+        try:
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+                nodes = f.read().split("\x1f")
+        except OSError:
+            continue
+        for node in nodes[1:]:
+            head, _, body = node.lstrip("\n").partition("\n")
+            if not head.startswith("File:") or LICENCE_NODE.search(head) or LICENCE.search(body):
+                continue
+            body = body.strip()
+            if len(body) >= 400:
+                yield body
+
+
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv, info = sys.argv[1:], None
+    if "--info-dir" in argv:
+        i = argv.index("--info-dir")
+        if i + 1 >= len(argv) or not os.path.isdir(argv[i + 1]):
+            sys.exit("make_demo_corpus.py: --info-dir needs an existing folder")
+        info = argv[i + 1]
+        del argv[i:i + 2]
+    elif "--info" in argv:
+        info = "/usr/share/info"
+    args = [a for a in argv if not a.startswith("--")]
     out = args[0] if args else "/dev/stdout"
-    sources = [topic_docs()] + ([docstring_docs()] if "--docstrings" in sys.argv else [])
+    sources = [topic_docs()] + ([docstring_docs()] if "--docstrings" in argv else [])
+    sources += [info_docs(info)] if info else []
     n = chars = 0
     with open(out, "w", encoding="utf-8") as f:
         for src in sources:

@@ -94,5 +94,24 @@ done
 expect_ok help-top -- "$DMS" --help
 if grep -q "prep" "$T/out"; then ok; else bad "dms --help does not list prep"; fi
 
+# --- the quality corpus (scripts/make_demo_corpus.py): GNU manuals without licence text ---
+# a fake info manual: one prose node, one quoting the GPL, one permission
+# notice (GFDL), one index; only the prose node may reach the corpus, so
+# that the held-out GPL-3 of docs/quality.md cannot leak into training.
+mkdir -p "$T/info"
+prose=$(printf 'The frobnicate command reads each named file and rewrites it in place. %.0s' 1 2 3 4 5 6 7)
+{
+  printf 'This is fake.info, produced by makeinfo.\n\037\nFile: fake.info,  Node: Intro,  Next: Copying\n\n%s\n' "$prose"
+  printf '\037\nFile: fake.info,  Node: Copying\n\n%s GNU General Public License %s\n' "$prose" "$prose"
+  printf '\037\nFile: fake.info,  Node: Top\n\n%s under the terms of the GNU Free Documentation License\n' "$prose"
+  printf '\037\nFile: fake.info,  Node: Index\n\n%s\n\037\nTag Table:\n' "$prose"
+} | gzip >"$T/info/fake.info.gz"
+expect_ok corpus-info -- python3 scripts/make_demo_corpus.py "$T/corpus.jsonl" --info-dir "$T/info"
+n_prose=$(grep -c "frobnicate command" "$T/corpus.jsonl")
+if [ "$n_prose" = 1 ]; then ok; else bad "corpus-info: $n_prose documents of the fake manual, expected only its prose node"; fi
+if grep -q -e "General Public" -e "Free Documentation" "$T/corpus.jsonl"; then bad "corpus-info: licence text leaked"; else ok; fi
+if [ "$(wc -l <"$T/corpus.jsonl")" -gt 50 ]; then ok; else bad "corpus-info: the Python topics are missing"; fi
+expect_error corpus-info-missing "--info-dir needs an existing folder" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --info-dir "$T/nope"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

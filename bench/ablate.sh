@@ -15,12 +15,12 @@ N=$1 STEPS=$2 OV=${3:-'{}'}
 THREADS=${THREADS:-0}
 D=runs/ablate/$N
 mkdir -p "$D"
-python3 - "$D" "$STEPS" "$OV" <<'PY'
-import json, os, sys
-d, steps, ov = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+python3 - "$D" "$STEPS" "$OV" "$THREADS" <<'PY'
+import json, sys
+d, steps, ov, threads = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 c = json.load(open("configs/smollm2_kvcr8.json"))
 c.pop("_comment", None)
-c.update(steps=steps, output=d + "/run", save_every=50, threads=int(os.environ.get("THREADS", "0")))
+c.update(steps=steps, output=d + "/run", save_every=50, threads=threads)
 c.update(ov)
 json.dump(c, open(d + "/train.json", "w"), indent=1)
 PY

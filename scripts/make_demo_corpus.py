@@ -61,11 +61,12 @@ def docstring_docs():
                 yield "Module " + mod + "\n\n" + text
 
 
+INFO_DIR = "/usr/share/info"
 LICENCE = re.compile(r"(General Public|Free Documentation|Lesser General|Library General) Licen[cs]e|Copyleft")
 LICENCE_NODE = re.compile(r"Node: *([^,]*(Copying|Licen[cs]e|Index)[^,]*)(,|$)")
 
 
-def info_docs(root="/usr/share/info"):
+def info_docs(root):
     for path in sorted(glob.glob(os.path.join(root, "*.info*.gz"))):
         try:
             with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
@@ -90,7 +91,7 @@ def main():
         info = argv[i + 1]
         del argv[i:i + 2]
     elif "--info" in argv:
-        info = "/usr/share/info"
+        info = INFO_DIR
     args = [a for a in argv if not a.startswith("--")]
     out = args[0] if args else "/dev/stdout"
     sources = [topic_docs()] + ([docstring_docs()] if "--docstrings" in argv else [])

@@ -73,6 +73,9 @@ int dms_cmd_eval(int argc, char **argv) {
          "budget from a KV CR >= 1: kl T/X; niah (length + max tokens)/X; aime, gpqa (longest prompt + max tokens)/X"},
         {"--match", ARG_STR, &c.match, "RESULT.json",
          "kl: the budget whose time-averaged live tokens equal this DMS kl result's"},
+        {"--by-lane", ARG_BOOL, &c.by_lane, NULL,
+         "with --match: a budget per (layer, KV head) in the proportions of the DMS result's live tokens per lane "
+         "(its allocation, the policy's choice of tokens)"},
         {"--reference", ARG_STR, &c.reference, "PATH",
          "kl: the vanilla model (e.g. the base of a DMS model; default: the model under policy full)"},
         {"--window-tokens", ARG_INT, &c.window_tokens, "N", "kl: tokens per window, >= 512 (default 512)"},

@@ -31,6 +31,7 @@ void dms_eval_budget_label(const cJSON *doc, char *buf, size_t n) {
     else if (!strcmp(rule, "cr") && !isnan(b) && !isnan(cr)) snprintf(buf, n, "%.0f (cr %g)", b, cr);
     else if (!isnan(b)) snprintf(buf, n, "%.0f", b);
     else if (!strcmp(rule, "cr") && !isnan(cr)) snprintf(buf, n, "cr %g", cr);
+    else if (!strcmp(rule, "match-lanes")) snprintf(buf, n, "lanes (match)");
     else snprintf(buf, n, "-");
 }
 

@@ -28,8 +28,11 @@ int dms_eval_dir_has_results(const char *dir) {
     return n > 0;
 }
 
-/* The line a result belongs to: its policy. */
-static void line_name(const cJSON *d, char *buf, size_t n) { snprintf(buf, n, "%s", str(d, "policy")); }
+/* The line a result belongs to: its policy ("h2o, DMS lanes" for a
+ * baseline given a budget per lane shaped like DMS's, --by-lane). */
+static void line_name(const cJSON *d, char *buf, size_t n) {
+    snprintf(buf, n, "%s%s", str(d, "policy"), !strcmp(str(d, "budget_rule"), "match-lanes") ? ", DMS lanes" : "");
+}
 
 int dms_inspect_eval(const char *dir) {
     cJSON **docs;

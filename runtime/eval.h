@@ -174,6 +174,8 @@ typedef struct dms_eval_kl_window {
     double reads_vanilla_sum; /* the same for the vanilla cache */
     dms_kv_stats kv;          /* dms_kv_seq_stats of the policy run at the end */
     const int *lane_end;      /* [layers * KV heads] live tokens of each lane at the end (valid in the callback) */
+    const double *lane_held;  /* [layers * KV heads] each lane's live tokens averaged over the T positions (the
+                                 same trapezoid rule as held_sum; valid in the callback) */
     double seconds;
 } dms_eval_kl_window;
 
@@ -249,6 +251,7 @@ typedef struct dms_eval_config {
     const char *backend_name;  /* recorded in the result */
     dms_kv_opts kv;            /* policy, budget, sinks, block_size, max_chunk (prefill chunk) */
     float cr;                  /* > 0: budget from a target KV CR */
+    int by_lane;               /* kl with match: a budget per lane shaped like the DMS run's lanes */
     int window_tokens;         /* kl: T (default 512) */
     int windows;               /* kl: windows at most (0: every full window of the text) */
     int chunk;                 /* kl: tokens per forward call (default 32) */

@@ -42,13 +42,23 @@ typedef struct win {
     int ref_seq, pol_seq;
     int last_p;      /* position of the last live-token sample */
     double last_h;   /* live tokens summed over lanes there */
+    double *lane_sum; /* [lanes] the same sums per lane */
+    int *lane_last;  /* [lanes] live tokens of each lane at the last sample */
     double t0;
 } win;
 
-/* Live tokens h (summed over lanes) after position p; positions since the
- * last sample are filled in linearly (exact when they are one apart). */
-static void sample_held(win *s, int p, double h) {
+/* Live tokens of every lane after position p; positions since the last
+ * sample are filled in linearly (exact when they are one apart). */
+static void sample_held(win *s, int p, const dms_kv_paged *kv, const dms_model *m) {
     const int c = p - s->last_p;
+    double h = 0;
+    for (int l = 0, i = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < m->cfg.n_kv_heads; k++, i++) {
+            const int now = dms_kv_lane_len(kv, s->pol_seq, l, k);
+            s->lane_sum[i] += c * (double)s->lane_last[i] + (now - s->lane_last[i]) * (c + 1) / 2.0;
+            s->lane_last[i] = now;
+            h += now;
+        }
     s->w.held_sum += c * s->last_h + (h - s->last_h) * (c + 1) / 2.0;
     s->last_p = p;
     s->last_h = h;
@@ -83,7 +93,7 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
     if (n <= 0) return 0;
     if (chunk < 1) chunk = 1;
     if (chunk > T) chunk = T;
-    const int scored = dms_policy_scored(kvo->policy);
+    const int scored = dms_policy_scored(kvo->policy) || kvo->lane_budget; /* evicts after every query */
     int g = scored ? (batch < 1 ? 1 : batch) : 1;
     if (g > n) g = n;
     /* the vanilla run goes in longer calls (it needs no live-token samples):
@@ -112,7 +122,11 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
     int *pseqs = malloc(sizeof(int) * (size_t)g);
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)g);
     int *lane_end = malloc(sizeof(int) * (size_t)lanes);
-    int rc = refbuf && polbuf && ws && pseqs && toks && lane_end ? 0 : dms_errf(err, "out of memory");
+    double *lane_sum = malloc(sizeof(double) * (size_t)g * lanes);
+    int *lane_last = malloc(sizeof(int) * (size_t)g * lanes);
+    int rc = refbuf && polbuf && ws && pseqs && toks && lane_end && lane_sum && lane_last
+                 ? 0
+                 : dms_errf(err, "out of memory");
 
     for (int first = 0; rc == 0 && first < n; first += g) {
         const int gn = n - first < g ? n - first : g;
@@ -120,6 +134,10 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
         for (int j = 0; rc == 0 && j < gn; j++) {
             win *s = &ws[j];
             memset(s, 0, sizeof *s);
+            s->lane_sum = lane_sum + (size_t)j * lanes;
+            s->lane_last = lane_last + (size_t)j * lanes;
+            memset(s->lane_sum, 0, sizeof(double) * (size_t)lanes);
+            memset(s->lane_last, 0, sizeof(int) * (size_t)lanes);
             s->w.index = index ? index[first + j] : first + j;
             s->w.tokens = T;
             s->ids = windows[first + j];
@@ -144,11 +162,10 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
                         if ((rc = dms_kv_decode(pkv, pseqs, toks, gn, polbuf, err)) != 0) break;
                         for (int j = 0; j < gn; j++) {
                             win *s = &ws[j];
-                            const double h = dms_eval_lanes_held(pkv, m, s->pol_seq);
                             compare(s, refbuf + ((size_t)j * R + (p - r0)) * V, polbuf + (size_t)j * V, V, p, T);
                             s->w.reads_sum += s->last_h + lanes; /* read before evicting: what it held + itself */
                             s->w.reads_vanilla_sum += (double)(p + 1) * lanes;
-                            sample_held(s, p, h);
+                            sample_held(s, p, pkv, m);
                         }
                         dms_eval_progress_tokens(progress, gn);
                     }
@@ -160,7 +177,7 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
                         s->w.reads_vanilla_sum += (double)(p0 + k + 1) * lanes;
                     }
                     const double before = s->w.held_sum;
-                    sample_held(s, p0 + c - 1, dms_eval_lanes_held(pkv, m, s->pol_seq));
+                    sample_held(s, p0 + c - 1, pkv, m);
                     s->w.reads_sum += s->w.held_sum - before; /* a query reads what it sees: the live tokens */
                     dms_eval_progress_tokens(progress, c);
                 }
@@ -173,6 +190,8 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
                 for (int l = 0, i = 0; l < m->cfg.n_layers; l++)
                     for (int h = 0; h < m->cfg.n_kv_heads; h++) lane_end[i++] = dms_kv_lane_len(pkv, s->pol_seq, l, h);
                 s->w.lane_end = lane_end;
+                for (int i = 0; i < lanes; i++) s->lane_sum[i] /= T;
+                s->w.lane_held = s->lane_sum;
                 s->w.held_sum /= lanes;
                 s->w.seconds = (dms_now_s() - s->t0) / gn;
                 if (cb && cb(&s->w, ctx, err) != 0) rc = -1;
@@ -187,6 +206,8 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
     free(pseqs);
     free(toks);
     free(lane_end);
+    free(lane_sum);
+    free(lane_last);
     dms_kv_free(pkv);
     dms_kv_free(rkv);
     return rc;

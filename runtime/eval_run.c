@@ -52,6 +52,10 @@ typedef struct run {
     /* budget */
     int budget;           /* resolved single budget (-1: none or per item) */
     double budget_real, match_held;
+    double *match_lanes;  /* --by-lane: the DMS run's time-averaged live tokens per lane, mean over windows */
+    int *lane_budget;     /* --by-lane: the budget of each lane */
+    int lanes;
+    double lane_held;     /* --by-lane: the mean time-averaged live tokens the lane budgets give */
     cJSON *budgets;       /* niah --cr: per length */
     cJSON *skipped_lengths;
     char fingerprint[17];
@@ -87,6 +91,7 @@ static cJSON *config_json(const dms_eval_config *c, int all) {
     if (!isnan(c->cr)) cJSON_AddNumberToObject(o, "cr", c->cr);
     else cJSON_AddNullToObject(o, "cr");
     add_str_or_null(o, "match", c->match);
+    if (c->by_lane) cJSON_AddBoolToObject(o, "by_lane", 1); /* absent otherwise: earlier fingerprints hold */
     cJSON_AddNumberToObject(o, "sinks", c->kv.sinks);
     cJSON_AddNumberToObject(o, "block_size", c->kv.block_size);
     if (c->kv.kv_dtype != DMS_F32) /* absent for f32: the fingerprints of earlier results stay valid */
@@ -143,7 +148,7 @@ static void default_tag(const dms_eval_config *c, char *buf, size_t n) {
     char spec[48] = "";
     if (c->kv.budget > 0) snprintf(spec, sizeof spec, "-b%d", c->kv.budget);
     else if (!isnan(c->cr)) snprintf(spec, sizeof spec, "-cr%g", c->cr);
-    else if (c->match) snprintf(spec, sizeof spec, "-match");
+    else if (c->match) snprintf(spec, sizeof spec, c->by_lane ? "-match-lanes" : "-match");
     snprintf(buf, n, "%.*s%s", (int)bl, base, spec);
     for (char *p = buf; *p; p++)
         if (*p == ' ' || *p == '/') *p = '_';
@@ -293,6 +298,35 @@ static int build_choice(run *r, dms_err *err) {
 
 /* ---- budgets ---- */
 
+/* --by-lane: each lane's time-averaged live tokens in the DMS result,
+ * the mean over its windows (items[].lane_held_avg). */
+static int read_match_lanes(run *r, const cJSON *items, dms_err *err) {
+    const char *path = r->c.match;
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, items) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(it, "lane_held_avg");
+        const int len = cJSON_GetArraySize(a);
+        if (!cJSON_IsArray(a) || len < 1 || (r->lanes && len != r->lanes))
+            return r->lanes ? dms_errf(err, "%s: item %d: lane_held_avg is not a list of %d lanes", path, n, r->lanes)
+                            : dms_errf(err, "%s: item %d has no lane_held_avg list (--by-lane needs one; results "
+                                            "of older builds lack it: run the DMS kl again)", path, n);
+        if (!r->lanes) {
+            r->lanes = len;
+            r->match_lanes = calloc((size_t)len, sizeof(double));
+            r->lane_budget = malloc(sizeof(int) * (size_t)len);
+            if (!r->match_lanes || !r->lane_budget) return dms_errf(err, "out of memory");
+        }
+        int i = 0;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, a) r->match_lanes[i++] += cJSON_IsNumber(x) ? x->valuedouble : 0;
+        n++;
+    }
+    if (n == 0) return dms_errf(err, "%s: no items with lane_held_avg (--by-lane needs them)", path);
+    for (int i = 0; i < r->lanes; i++) r->match_lanes[i] /= n;
+    return 0;
+}
+
 static int read_match(run *r, dms_err *err) {
     const dms_eval_config *c = &r->c;
     char *text = dms_read_text_file(c->match, NULL, err);
@@ -312,6 +346,7 @@ static int read_match(run *r, dms_err *err) {
         rc = dms_errf(err, "%s: measured over windows of %d tokens, this run uses %d (--window-tokens)", c->match,
                       (int)dms_eval_num(cfg, "window_tokens"), c->window_tokens);
     if (rc == 0) r->match_held = dms_eval_num(kv, "held_avg");
+    if (rc == 0 && c->by_lane) rc = read_match_lanes(r, cJSON_GetObjectItemCaseSensitive(o, "items"), err);
     cJSON_Delete(o);
     return rc;
 }
@@ -320,7 +355,18 @@ static int resolve_budget(run *r, dms_err *err) {
     dms_eval_config *c = &r->c;
     r->budget = c->kv.budget > 0 ? c->kv.budget : -1;
     const int ctx = r->m.cfg.max_pos;
-    if (c->match) {
+    if (c->match && c->by_lane) {
+        const int lanes = r->m.cfg.n_layers * r->m.cfg.n_kv_heads;
+        if (r->lanes != lanes)
+            return dms_errf(err, "%s: %d lanes, %s has %d (layers x KV heads)", c->match, r->lanes, c->model, lanes);
+        r->lane_held = 0; /* each lane matched as --match matches the mean */
+        for (int i = 0; i < lanes; i++) {
+            const int b = dms_eval_match_budget(r->match_lanes[i], c->window_tokens, NULL);
+            r->lane_budget[i] = b < 1 ? 1 : b;
+            r->lane_held += dms_eval_budget_held(r->lane_budget[i], c->window_tokens) / lanes;
+        }
+        r->budget = -1;
+    } else if (c->match) {
         r->budget = dms_eval_match_budget(r->match_held, c->window_tokens, &r->budget_real);
         if (r->budget < 1) return dms_errf(err, "%s: held %g tokens: no budget matches", c->match, r->match_held);
     } else if (!isnan(c->cr)) {
@@ -383,6 +429,11 @@ static int kl_done(const dms_eval_kl_window *w, void *ctx, dms_err *err) {
     cJSON_AddNumberToObject(o, "reads_per_token", w->reads_sum / T);
     cJSON_AddNumberToObject(o, "lanes", lanes);
     if (w->lane_end) cJSON_AddItemToObject(o, "lane_held_end", int_list(w->lane_end, lanes));
+    if (w->lane_held) {
+        cJSON *a = cJSON_AddArrayToObject(o, "lane_held_avg");
+        for (int i = 0; i < lanes; i++) /* 3 decimals: enough for matching, and short */
+            cJSON_AddItemToArray(a, cJSON_CreateNumber(round(w->lane_held[i] * 1000) / 1000));
+    }
     cJSON_AddNumberToObject(o, "seconds", w->seconds);
     dms_eval_add_kv(o, &w->kv);
     if (dms_eval_log_append(&r->log, o, err) != 0) return -1;
@@ -463,6 +514,7 @@ static int run_kl(run *r, const int *pend, int np, dms_err *err) {
     for (int i = 0; i < np; i++) win[i] = r->items[pend[i]].ids;
     dms_kv_opts o = r->c.kv;
     o.budget = r->budget;
+    o.lane_budget = r->lane_budget;
     const int rc = dms_eval_kl(&r->m, r->ref_loaded ? &r->ref : NULL, &o, win, pend, np, r->c.window_tokens,
                                r->c.chunk, r->c.batch, kl_done, r, &r->prog, err);
     free(win);
@@ -518,10 +570,11 @@ static cJSON *result_doc(run *r, const char *tag, int complete, double wall, con
     cJSON_AddItemToObject(d, "config", config_json(c, 1));
     if (r->budget > 0) cJSON_AddNumberToObject(d, "budget", r->budget);
     else cJSON_AddNullToObject(d, "budget");
-    cJSON_AddStringToObject(d, "budget_rule", c->match                                        ? "match"
-                                              : !isnan(c->cr)                                 ? "cr"
-                                              : c->kv.budget > 0                              ? "fixed"
-                                                                                              : "none");
+    cJSON_AddStringToObject(d, "budget_rule", c->match && c->by_lane ? "match-lanes"
+                                              : c->match                ? "match"
+                                              : !isnan(c->cr)           ? "cr"
+                                              : c->kv.budget > 0        ? "fixed"
+                                                                        : "none");
     if (r->budgets) cJSON_AddItemToObject(d, "budgets", cJSON_Duplicate(r->budgets, 1));
     if (r->skipped_lengths && cJSON_GetArraySize(r->skipped_lengths) > 0)
         cJSON_AddItemToObject(d, "skipped_lengths", cJSON_Duplicate(r->skipped_lengths, 1));
@@ -529,8 +582,13 @@ static cJSON *result_doc(run *r, const char *tag, int complete, double wall, con
         cJSON *m = cJSON_AddObjectToObject(d, "match");
         cJSON_AddStringToObject(m, "result", c->match);
         cJSON_AddNumberToObject(m, "dms_held_avg", r->match_held);
-        cJSON_AddNumberToObject(m, "budget_real", r->budget_real);
-        cJSON_AddNumberToObject(m, "budget_held_avg", dms_eval_budget_held(r->budget, c->window_tokens));
+        if (c->by_lane) {
+            cJSON_AddNumberToObject(m, "budget_held_avg", r->lane_held);
+            cJSON_AddItemToObject(m, "lane_budgets", int_list(r->lane_budget, r->lanes));
+        } else {
+            cJSON_AddNumberToObject(m, "budget_real", r->budget_real);
+            cJSON_AddNumberToObject(m, "budget_held_avg", dms_eval_budget_held(r->budget, c->window_tokens));
+        }
     }
     cJSON *t = cJSON_AddObjectToObject(d, "throughput");
     const cJSON *ot = cJSON_GetObjectItemCaseSensitive(old, "throughput");
@@ -564,6 +622,8 @@ static void run_free(run *r) {
     free(r->gold_int);
     cJSON_Delete(r->budgets);
     cJSON_Delete(r->skipped_lengths);
+    free(r->match_lanes);
+    free(r->lane_budget);
     if (r->ref_loaded) dms_model_free(&r->ref);
     if (r->m_loaded) dms_model_free(&r->m);
     dms_eval_data_free(&r->data);

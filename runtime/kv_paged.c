@@ -42,6 +42,7 @@ struct dms_kv_paged {
     const dms_backend *be;
     dms_kv_opts o;
     int L, KV, hd, bs, window, ring, per_layer;
+    int *lane_budget; /* [L * KV] or NULL: o.budget everywhere */
     size_t row_bytes;    /* one key (or value) row in the cache dtype o.kv_dtype */
     float scale, z_scale, z_offset;
     /* pool */
@@ -204,18 +205,29 @@ static void lane_evict_upto(dms_kv_paged *kv, lane *ln, int64_t bound) {
     }
 }
 
-/* Score policies: while over budget, the lowest-scoring token leaves (h2o
- * protects the newest budget/2). */
-static void lane_evict_scored(dms_kv_paged *kv, lane *ln, int newest) {
-    const int recent = kv->o.policy == DMS_POLICY_H2O ? kv->o.budget / 2 : 0;
-    while (ln->n > kv->o.budget) {
+/* Policies that evict at every query: while over budget, the
+ * lowest-scoring token leaves (h2o protects the newest budget/2); with a
+ * budget per lane, window and sinks go this way too, the oldest token
+ * leaving (never one of the first `sinks`). */
+static void lane_evict_scored(dms_kv_paged *kv, lane *ln, int newest, int budget) {
+    const dms_policy pol = kv->o.policy;
+    const int oldest = pol == DMS_POLICY_WINDOW || pol == DMS_POLICY_SINKS;
+    const int first = pol == DMS_POLICY_SINKS ? kv->o.sinks : 0;
+    const int recent = pol == DMS_POLICY_H2O ? budget / 2 : 0;
+    while (ln->n > budget) {
         int best = -1;
-        for (int s = 0; s < ln->n; s++)
-            if (newest - ln->pos[s] >= recent && (best < 0 || ln->score[s] < ln->score[best])) best = s;
+        for (int s = 0; s < ln->n; s++) {
+            if (ln->pos[s] < first || newest - ln->pos[s] < recent) continue;
+            if (best < 0 || (oldest ? ln->pos[s] < ln->pos[best] : ln->score[s] < ln->score[best])) best = s;
+        }
         if (best < 0) break;
         lane_remove(kv, ln, best);
     }
 }
+
+/* Whether the cache evicts after every query (scored policies, and any
+ * policy with a budget per lane), so that prompts go token by token. */
+static int per_query(const dms_kv_paged *kv) { return dms_policy_scored(kv->o.policy) || kv->lane_budget; }
 
 static void lane_release(dms_kv_paged *kv, lane *ln) {
     for (int b = 0; b < ln->nblk; b++) pool_give(kv, ln->blk_id[b]);
@@ -247,9 +259,13 @@ static void attend_run(dms_kv_paged *kv, int l, dms_layer_acts *a, int i0, int i
     const int H = c->n_heads, hd = kv->hd, KV = kv->KV, n = i1 - i0;
     const int first = kv->tok_pos[i0], last = kv->tok_pos[i1 - 1];
     const dms_policy pol = kv->o.policy;
-    const int rule = pol == DMS_POLICY_DMS || pol == DMS_POLICY_WINDOW || pol == DMS_POLICY_SINKS;
+    const int rule = kv->window < INT_MAX;
+    /* window and sinks with a budget per lane drop their oldest before the
+     * query, so that it sees its budget, itself included, as under the rule */
+    const int oldest_first = kv->lane_budget && (pol == DMS_POLICY_WINDOW || pol == DMS_POLICY_SINKS);
     for (int h = 0; h < KV; h++) {
         lane *ln = &sq->lanes[(size_t)l * KV + h];
+        if (oldest_first) lane_evict_scored(kv, ln, first, kv->lane_budget[(size_t)l * KV + h] - n);
         if (lane_reserve(kv, ln, ln->n + n) != 0) {
             kv->failed = 1;
             return;
@@ -288,7 +304,8 @@ static void attend_run(dms_kv_paged *kv, int l, dms_layer_acts *a, int i0, int i
     for (int h = 0; h < KV; h++) {
         lane *ln = &sq->lanes[(size_t)l * KV + h];
         if (rule) lane_evict_upto(kv, ln, (int64_t)last - kv->window - 1);
-        else if (dms_policy_scored(pol)) lane_evict_scored(kv, ln, last);
+        else if (dms_policy_scored(pol))
+            lane_evict_scored(kv, ln, last, kv->lane_budget ? kv->lane_budget[(size_t)l * KV + h] : kv->o.budget);
     }
 }
 
@@ -334,7 +351,21 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
         return NULL;
     }
     const int budgeted = o.policy != DMS_POLICY_DMS && o.policy != DMS_POLICY_FULL;
-    if (budgeted && (o.budget < 1 || (o.policy == DMS_POLICY_SINKS && o.budget <= o.sinks))) {
+    const int lanes = c->n_layers * c->n_kv_heads;
+    if (o.lane_budget) {
+        if (!budgeted) {
+            dms_errf(err, "policy %s: budgets per lane apply to window, sinks, tova and h2o",
+                     dms_policy_name(o.policy));
+            return NULL;
+        }
+        const int least = o.policy == DMS_POLICY_SINKS ? o.sinks + 1 : 1;
+        for (int i = 0; i < lanes; i++)
+            if (o.lane_budget[i] < least) {
+                dms_errf(err, "policy %s: lane %d (layer %d, KV head %d) has a budget of %d tokens; at least %d",
+                         dms_policy_name(o.policy), i, i / c->n_kv_heads, i % c->n_kv_heads, o.lane_budget[i], least);
+                return NULL;
+            }
+    } else if (budgeted && (o.budget < 1 || (o.policy == DMS_POLICY_SINKS && o.budget <= o.sinks))) {
         dms_errf(err, "policy %s needs a budget of at least %d tokens per (layer, head) (got %d)",
                  dms_policy_name(o.policy), o.policy == DMS_POLICY_SINKS ? o.sinks + 1 : 1, o.budget);
         return NULL;
@@ -350,12 +381,23 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
     kv->m = m;
     kv->be = m->be;
     kv->o = o;
+    kv->o.lane_budget = NULL; /* the caller's array may go; kv->lane_budget is the copy */
+    if (o.lane_budget) {
+        kv->lane_budget = malloc(sizeof(int) * (size_t)lanes);
+        if (!kv->lane_budget) {
+            free(kv);
+            dms_errf(err, "out of memory");
+            return NULL;
+        }
+        memcpy(kv->lane_budget, o.lane_budget, sizeof(int) * (size_t)lanes);
+    }
     kv->L = c->n_layers;
     kv->KV = c->n_kv_heads;
     kv->hd = c->head_dim;
     kv->bs = o.block_size;
     kv->row_bytes = dms_dtype_bytes(o.kv_dtype, (size_t)kv->hd);
-    kv->window = o.policy == DMS_POLICY_DMS      ? window
+    kv->window = o.lane_budget                   ? INT_MAX /* evicts per query (lane_evict_scored) */
+                 : o.policy == DMS_POLICY_DMS    ? window
                  : o.policy == DMS_POLICY_WINDOW ? o.budget - 1
                  : o.policy == DMS_POLICY_SINKS  ? o.budget - o.sinks - 1
                                                  : INT_MAX;
@@ -397,6 +439,7 @@ void dms_kv_free(dms_kv_paged *kv) {
     free(kv->tok_pos);
     free(kv->zhost);
     free(kv->views);
+    free(kv->lane_budget);
     free(kv);
 }
 
@@ -476,7 +519,7 @@ int dms_kv_prefill(dms_kv_paged *kv, int id, const int32_t *ids, int n, float *l
     if (kv->seqs[id].len + n > kv->m->cfg.max_pos)
         return dms_errf(err, "prefill: %d tokens would pass the model's context of %d", n, kv->m->cfg.max_pos);
     /* scored policies evict after every query, so their prompt goes token by token */
-    const int chunk = dms_policy_scored(kv->o.policy) ? 1 : kv->o.max_chunk;
+    const int chunk = per_query(kv) ? 1 : kv->o.max_chunk;
     for (int done = 0; done < n;) {
         const int c = n - done < chunk ? n - done : chunk;
         for (int i = 0; i < c; i++) {

@@ -44,6 +44,9 @@ int dms_policy_scored(dms_policy p);
 typedef struct dms_kv_opts {
     dms_policy policy;
     int budget;      /* tokens per (layer, KV head): window, sinks, tova, h2o */
+    const int *lane_budget; /* window, sinks, tova, h2o: [layers * KV heads] a budget per lane instead (NULL:
+                               `budget` in every lane; copied at create). The cache then evicts after every
+                               query, window and sinks their oldest token (prompts go token by token) */
     int sinks;       /* sinks: first tokens kept (default 4) */
     int block_size;  /* tokens per block (0: dms_paged_attention_block_size for DMS models, else 16) */
     int window;      /* dms: eviction delay (0: the model's dms_window_size) */

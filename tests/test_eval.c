@@ -298,6 +298,8 @@ typedef struct {
     dms_eval_kl_window w[8];
     int n;
     int lanes; /* > 0: check each window's per-lane live tokens against its mean */
+    const int *lane_budget; /* non-NULL: each lane's time average must be what its budget holds */
+    int T;
 } kl_sink;
 
 static int kl_collect(const dms_eval_kl_window *w, void *ctx, dms_err *err) {
@@ -308,6 +310,14 @@ static int kl_collect(const dms_eval_kl_window *w, void *ctx, dms_err *err) {
         double sum = 0;
         for (int i = 0; w->lane_end && i < s->lanes; i++) sum += w->lane_end[i];
         CHECK_CLOSE(sum / s->lanes, w->kv.held_mean, 1e-12, 1e-12);
+        CHECK(w->lane_held != NULL);
+        double avg = 0;
+        for (int i = 0; w->lane_held && i < s->lanes; i++) {
+            avg += w->lane_held[i] / s->lanes;
+            if (s->lane_budget)
+                CHECK_CLOSE(w->lane_held[i], dms_eval_budget_held(s->lane_budget[i], s->T), 1e-12, 0);
+        }
+        CHECK_CLOSE(avg, w->held_sum / w->tokens, 1e-12, 1e-12); /* the lanes' time averages make up the mean */
     }
     if (s->n < 8) s->w[s->n++] = *w;
     return 0;
@@ -383,8 +393,56 @@ static void kl_tiny(void) {
             CHECK(one.w[i].reads_sum > one.w[i].held_sum * m.cfg.n_layers * m.cfg.n_kv_heads);
         }
     }
+    /* a budget per lane (--by-lane): each lane ends at its own budget, the
+     * time average is the lanes' mean, and equal lane budgets give what the
+     * uniform budget gives (h2o exactly; window and sinks, which then go
+     * token by token instead of by the rule over chunks, to rounding) */
+    const int lanes = m.cfg.n_layers * m.cfg.n_kv_heads;
+    int *lb = malloc(sizeof(int) * (size_t)lanes);
+    const dms_policy per_lane[] = {DMS_POLICY_H2O, DMS_POLICY_WINDOW, DMS_POLICY_SINKS};
+    for (int pass = 0; lb && pass < 6; pass++) {
+        const dms_policy pol = per_lane[pass / 2];
+        double want = 0;
+        for (int i = 0; i < lanes; i++) {
+            lb[i] = pass % 2 == 0 ? B : 5 + 9 * (i % 3);
+            want += dms_eval_budget_held(lb[i], T) / lanes;
+        }
+        kl_sink s = {.n = 0, .lanes = lanes, .lane_budget = lb, .T = T};
+        dms_kv_opts o;
+        dms_kv_opts_default(&o);
+        o.policy = pol;
+        o.lane_budget = lb;
+        const int32_t *win[NW];
+        for (int i = 0; i < NW; i++) win[i] = ids + (size_t)i * T;
+        CHECK_MSG(dms_eval_kl(&m, NULL, &o, win, NULL, NW, T, 16, 2, kl_collect, &s, NULL, &err) == 0, "%s", err.msg);
+        kl_sink uni = run_kl(&m, pol, B, ids, NW, T, 16, 2);
+        for (int i = 0; i < s.n; i++) {
+            CHECK_CLOSE(s.w[i].held_sum / T, want, 1e-12, 0);
+            if (pass % 2 == 0) CHECK_MSG(fabs(s.w[i].kl_sum - uni.w[i].kl_sum) <= 1e-4 * uni.w[i].kl_sum,
+                                         "policy %s per lane %g uniform %g", dms_policy_name(pol), s.w[i].kl_sum,
+                                         uni.w[i].kl_sum);
+            else CHECK(fabs(s.w[i].kl_sum - uni.w[i].kl_sum) > 1e-3 * uni.w[i].kl_sum);
+        }
+    }
+    /* per-lane budgets: budgeted policies only, every lane at least 1 (sinks: more than the sinks) */
     dms_kv_opts o;
     dms_kv_opts_default(&o);
+    o.policy = DMS_POLICY_FULL;
+    o.lane_budget = lb;
+    CHECK(lb && !dms_kv_create(&m, &o, &err) &&
+          strstr(err.msg, "budgets per lane apply to window, sinks, tova and h2o"));
+    o.policy = DMS_POLICY_SINKS;
+    if (lb) lb[0] = o.sinks;
+    CHECK(lb && !dms_kv_create(&m, &o, &err) &&
+          strstr(err.msg, "lane 0 (layer 0, KV head 0) has a budget of 4 tokens; at least 5"));
+    if (lb) lb[0] = B;
+    o.policy = DMS_POLICY_TOVA;
+    if (lb) lb[lanes - 1] = 0;
+    char msg[64];
+    snprintf(msg, sizeof msg, "lane %d (layer %d, KV head %d)", lanes - 1, m.cfg.n_layers - 1, m.cfg.n_kv_heads - 1);
+    CHECK_MSG(lb && !dms_kv_create(&m, &o, &err) && strstr(err.msg, msg), "%s", err.msg);
+    free(lb);
+    o.lane_budget = NULL;
     o.policy = DMS_POLICY_FULL;
     const int32_t *w0[1] = {ids};
     CHECK(dms_eval_kl(&m, NULL, &o, w0, NULL, 1, m.cfg.max_pos + 1, 8, 1, kl_collect, &(kl_sink){0}, NULL, &err) != 0 &&

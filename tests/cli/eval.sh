@@ -154,10 +154,39 @@ has "$K" '"vanilla":[[:space:]]*"the model under policy full"' kl-vanilla
 kl=$(json_num "$K" kl)
 awk -v k="$kl" 'BEGIN { exit !(k > 0) }' && ok || bad "kl: window 128 over 512 tokens gave KL '$kl'"
 
+# ---- kl --by-lane: each lane matched to its own DMS time average (h2o here) ----
+# (the embedded model has 30 x 3 lanes: half held 35 tokens on average, half 200)
+avgs=$(for i in $(seq 1 90); do if [ "$i" -le 45 ]; then printf '35,'; else printf '200,'; fi; done)
+cat >"$T/dms_lanes.json" <<EOF
+{"task": "kl", "policy": "dms", "metric": {"name": "kl", "value": 0.01, "se": 0.001},
+ "config": {"window_tokens": 512}, "kv": {"kv_cr": 2.18, "held_avg": 117.5},
+ "items": [{"key": "w0", "lane_held_avg": [${avgs%,}]}]}
+EOF
+expect_error by-lane-no-match "--by-lane needs --match RESULT.json" -- \
+  "${E[@]}" --task kl --data "$T/text.jsonl" --policy h2o --budget 64 --by-lane
+expect_error by-lane-no-lanes "$T/dms_kl.json: no items with lane_held_avg" -- \
+  "${E[@]}" --task kl --data "$T/text.jsonl" --policy h2o --match "$T/dms_kl.json" --by-lane
+expect_ok kl-by-lane -- "${E[@]}" --task kl --data "$T/text.jsonl" --policy h2o --match "$T/dms_lanes.json" --by-lane \
+  --windows 1 --out "$OUT"
+K=$OUT/kl-h2o-default-match-lanes.json
+has "$K" '"budget_rule":[[:space:]]*"match-lanes"' by-lane-rule
+python3 - "$K" <<'PY' && ok || bad "kl --by-lane: lane budgets do not hold each lane's DMS time average ($K)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+b, T = d["match"]["lane_budgets"], 512
+H = lambda B: B * (2 * T - B + 1) / (2 * T)
+assert len(b) == 90 and len(set(b[:45])) == 1 and len(set(b[45:])) == 1, b
+assert abs(H(b[0]) - 35) < 1 and abs(H(b[45]) - 200) < 1, b   # each lane its own DMS average
+held = d["kv"]["held_avg"]   # measured: what the lane budgets really held
+assert abs(held - (H(b[0]) + H(b[45])) / 2) < 1e-6 * held and abs(d["match"]["budget_held_avg"] - held) < 1e-6 * held
+lanes = d["items"][0]["lane_held_avg"]
+assert abs(lanes[0] - H(b[0])) < 1e-3 and abs(lanes[89] - H(b[45])) < 1e-3, lanes[:2]  # stored to 3 decimals
+PY
+
 # ---- the table and the plots ----
 expect_ok summary -- "$DMS" eval --summary "$OUT"
 for row in "^aime .*full .*pass@1" "^aime .*window .*32 " "^gpqa .*sinks .*cr 2" "^niah .*h2o .*64 .*accuracy" \
-  "^kl .*window .*128 \\(match\\).*kl "; do
+  "^kl .*window .*128 \\(match\\).*kl " "^kl .*h2o .*lanes \\(match\\)"; do
   has "$T/out" "$row" summary-row
 done
 if command -v gnuplot >/dev/null; then

@@ -21,16 +21,22 @@ def kl(d, name, pol):
             "kv_cr_end": r["kv"]["kv_cr_end"], "budget": r.get("budget")}
 
 
-def lanes(d, name, cfg):
-    p = os.path.join(d, "eval", "kl-dms-%s.jsonl" % name)
-    rows = [json.loads(l) for l in open(p)] if os.path.exists(p) else []
+def lane_shapes(jsonl, cfg, tokens=512):
+    """How many lanes held only window + sinks at the end of a window, and how
+    many nearly everything (>= tokens - 32), from a DMS kl JSONL."""
+    rows = [json.loads(l) for l in open(jsonl)] if os.path.exists(jsonl) else []
     rows = [r for r in rows if "lane_held_end" in r]
     if not rows:
         return None
     n = len(rows[0]["lane_held_end"])
     mean = [sum(r["lane_held_end"][i] for r in rows) / len(rows) for i in range(n)]
     floor = cfg["window"] + cfg.get("sinks", 0) + 1
-    return {"lanes": n, "window_only": sum(m <= floor + 3 for m in mean), "keep_all": sum(m >= 480 for m in mean)}
+    return {"lanes": n, "window_only": sum(m <= floor + 3 for m in mean),
+            "keep_all": sum(m >= tokens - 32 for m in mean)}
+
+
+def lanes(d, name, cfg):
+    return lane_shapes(os.path.join(d, "eval", "kl-dms-%s.jsonl" % name), cfg)
 
 
 def main():

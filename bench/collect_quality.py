@@ -18,10 +18,12 @@ def main():
     for path in sorted(glob.glob(os.path.join(src, "*.json"))):
         d = json.load(open(path))
         kv = d.get("kv", {})
-        rows.append({"task": d["task"], "policy": d["policy"], "model": d["model"], "budget": d.get("budget"),
+        rows.append({"task": d["task"], "policy": d["policy"], "tag": d.get("tag"), "model": d["model"],
+                     "budget": d.get("budget"),
                      "budget_rule": d.get("budget_rule"), "metric": d.get("metric"), "metrics": d.get("metrics"),
                      "kv_cr": kv.get("kv_cr"), "kv_cr_end": kv.get("kv_cr_end"), "decision_cr": kv.get("decision_cr"),
                      "held_time_mean": kv.get("held_time_mean"), "held_peak": kv.get("held_peak"),
+                     "window_tokens": d.get("config", {}).get("window_tokens"),
                      "items": d.get("items_done"), "git_commit": d.get("git_commit")})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     rec = {"bench": "quality", "source": src, "host": platform.node(), "cpu_count": os.cpu_count(),

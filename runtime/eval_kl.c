@@ -93,7 +93,7 @@ int dms_eval_kl(const dms_model *m, const dms_model *ref, const dms_kv_opts *kvo
     if (n <= 0) return 0;
     if (chunk < 1) chunk = 1;
     if (chunk > T) chunk = T;
-    const int scored = dms_policy_scored(kvo->policy) || kvo->lane_budget; /* evicts after every query */
+    const int scored = dms_kv_opts_per_query(kvo); /* token by token through batched decode */
     int g = scored ? (batch < 1 ? 1 : batch) : 1;
     if (g > n) g = n;
     /* the vanilla run goes in longer calls (it needs no live-token samples):

@@ -225,9 +225,7 @@ static void lane_evict_scored(dms_kv_paged *kv, lane *ln, int newest, int budget
     }
 }
 
-/* Whether the cache evicts after every query (scored policies, and any
- * policy with a budget per lane), so that prompts go token by token. */
-static int per_query(const dms_kv_paged *kv) { return dms_policy_scored(kv->o.policy) || kv->lane_budget; }
+int dms_kv_opts_per_query(const dms_kv_opts *o) { return dms_policy_scored(o->policy) || o->lane_budget; }
 
 static void lane_release(dms_kv_paged *kv, lane *ln) {
     for (int b = 0; b < ln->nblk; b++) pool_give(kv, ln->blk_id[b]);
@@ -351,23 +349,22 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
         return NULL;
     }
     const int budgeted = o.policy != DMS_POLICY_DMS && o.policy != DMS_POLICY_FULL;
-    const int lanes = c->n_layers * c->n_kv_heads;
+    const int lanes = c->n_layers * c->n_kv_heads, least = o.policy == DMS_POLICY_SINKS ? o.sinks + 1 : 1;
     if (o.lane_budget) {
         if (!budgeted) {
             dms_errf(err, "policy %s: budgets per lane apply to window, sinks, tova and h2o",
                      dms_policy_name(o.policy));
             return NULL;
         }
-        const int least = o.policy == DMS_POLICY_SINKS ? o.sinks + 1 : 1;
         for (int i = 0; i < lanes; i++)
             if (o.lane_budget[i] < least) {
                 dms_errf(err, "policy %s: lane %d (layer %d, KV head %d) has a budget of %d tokens; at least %d",
                          dms_policy_name(o.policy), i, i / c->n_kv_heads, i % c->n_kv_heads, o.lane_budget[i], least);
                 return NULL;
             }
-    } else if (budgeted && (o.budget < 1 || (o.policy == DMS_POLICY_SINKS && o.budget <= o.sinks))) {
+    } else if (budgeted && o.budget < least) {
         dms_errf(err, "policy %s needs a budget of at least %d tokens per (layer, head) (got %d)",
-                 dms_policy_name(o.policy), o.policy == DMS_POLICY_SINKS ? o.sinks + 1 : 1, o.budget);
+                 dms_policy_name(o.policy), least, o.budget);
         return NULL;
     }
     dms_kv_paged *kv = calloc(1, sizeof *kv);
@@ -518,8 +515,8 @@ int dms_kv_prefill(dms_kv_paged *kv, int id, const int32_t *ids, int n, float *l
     if (check_seq(kv, id, err) || check_ids(kv, ids, n, err)) return -1;
     if (kv->seqs[id].len + n > kv->m->cfg.max_pos)
         return dms_errf(err, "prefill: %d tokens would pass the model's context of %d", n, kv->m->cfg.max_pos);
-    /* scored policies evict after every query, so their prompt goes token by token */
-    const int chunk = per_query(kv) ? 1 : kv->o.max_chunk;
+    /* evicting at every query (kv->o keeps the lane budgets' copy), the prompt goes token by token */
+    const int chunk = kv->lane_budget || dms_policy_scored(kv->o.policy) ? 1 : kv->o.max_chunk;
     for (int done = 0; done < n;) {
         const int c = n - done < chunk ? n - done : chunk;
         for (int i = 0; i < c; i++) {

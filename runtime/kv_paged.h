@@ -60,6 +60,10 @@ typedef struct dms_kv_opts {
 int dms_kv_dtype_from_name(const char *name);
 
 void dms_kv_opts_default(dms_kv_opts *o);
+/* Whether a cache with these options evicts at every query (scored
+ * policies, and any policy with a budget per lane): prompts then go
+ * token by token. */
+int dms_kv_opts_per_query(const dms_kv_opts *o);
 
 /* KV statistics of one sequence. */
 typedef struct dms_kv_stats {

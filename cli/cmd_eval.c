@@ -96,6 +96,9 @@ int dms_cmd_eval(int argc, char **argv) {
         {"--out", ARG_STR, &c.out_dir, "DIR", "result folder (default runs/eval)"},
         {"--tag", ARG_STR, &c.tag, "NAME", "file name tag (default: model name and budget, e.g. default-b128)"},
         {"--sinks", ARG_INT, &c.kv.sinks, "N", "sinks policy: first tokens always kept (default 4)"},
+        {"--dms-offset", ARG_FLOAT, &c.kv.dms_offset, "X",
+         "dms: the decisions' logit offset (default: the model's dms_initial_alpha_offset, 5); a token is "
+         "evicted where its scaled logit exceeds X, so a higher X keeps more tokens (one model, several KV CRs)"},
         {"--block-size", ARG_INT, &c.kv.block_size, "N", "tokens per KV block (default: the model's, else 16)"},
         {"--prefill-chunk", ARG_INT, &c.kv.max_chunk, "N", "aime, gpqa, niah: prompt tokens per forward call (256)"},
         {"--kv-dtype", ARG_STR, &kv_dtype, "T",

@@ -3,6 +3,7 @@
  * and report prefill/decode speed and KV cache use on stderr (and as JSON
  * with --stats-json, which the benchmarks read). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,7 @@ static int write_stats_json(const char *path, const dms_model *m, const dms_gen_
     dms_gen_timing_json(o, s);
     cJSON_AddStringToObject(o, "policy", dms_policy_name(p->kv.policy));
     cJSON_AddNumberToObject(o, "budget", p->kv.budget);
+    if (!isnan(p->kv.dms_offset)) cJSON_AddNumberToObject(o, "dms_offset", p->kv.dms_offset);
     cJSON_AddNumberToObject(o, "block_size", s->kv_block_size);
     cJSON_AddStringToObject(o, "kv_dtype", dms_dtype_name(p->kv.kv_dtype));
     cJSON_AddNumberToObject(o, "kv_tokens_seen", (double)s->kv.seen);
@@ -106,6 +108,8 @@ int dms_cmd_generate(int argc, char **argv) {
         {"--budget", ARG_INT, &gp.kv.budget, "N", "tokens kept per (layer, KV head) by window/sinks/tova/h2o"},
         {"--cr", ARG_FLOAT, &cr, "X", "budget = (prompt + max tokens) / X, instead of --budget"},
         {"--sinks", ARG_INT, &gp.kv.sinks, "N", "sinks policy: first tokens always kept (default 4)"},
+        {"--dms-offset", ARG_FLOAT, &gp.kv.dms_offset, "X",
+         "dms: the decisions' logit offset (default: the model's, 5); higher keeps more tokens"},
         {"--block-size", ARG_INT, &gp.kv.block_size, "N",
          "tokens per KV block (default: the model's dms_paged_attention_block_size, else 16)"},
         {"--prefill-chunk", ARG_INT, &gp.kv.max_chunk, "N", "prompt tokens per forward call (default 256)"},

@@ -93,6 +93,8 @@ static cJSON *config_json(const dms_eval_config *c, int all) {
     add_str_or_null(o, "match", c->match);
     if (c->by_lane) cJSON_AddBoolToObject(o, "by_lane", 1); /* absent otherwise: earlier fingerprints hold */
     cJSON_AddNumberToObject(o, "sinks", c->kv.sinks);
+    if (!isnan(c->kv.dms_offset)) /* absent by default: earlier fingerprints hold */
+        cJSON_AddNumberToObject(o, "dms_offset", c->kv.dms_offset);
     cJSON_AddNumberToObject(o, "block_size", c->kv.block_size);
     if (c->kv.kv_dtype != DMS_F32) /* absent for f32: the fingerprints of earlier results stay valid */
         cJSON_AddStringToObject(o, "kv_dtype", dms_dtype_name(c->kv.kv_dtype));
@@ -134,7 +136,7 @@ static void fingerprint(const dms_eval_config *c, char out[17]) {
     cJSON_Delete(o);
 }
 
-/* "<model name>[-b128 | -cr4 | -match]" */
+/* "<model name>[-b128 | -cr4 | -match | -offset4.5]" */
 static void default_tag(const dms_eval_config *c, char *buf, size_t n) {
     const char *path = c->model;
     size_t len = strlen(path);
@@ -149,6 +151,7 @@ static void default_tag(const dms_eval_config *c, char *buf, size_t n) {
     if (c->kv.budget > 0) snprintf(spec, sizeof spec, "-b%d", c->kv.budget);
     else if (!isnan(c->cr)) snprintf(spec, sizeof spec, "-cr%g", c->cr);
     else if (c->match) snprintf(spec, sizeof spec, c->by_lane ? "-match-lanes" : "-match");
+    else if (!isnan(c->kv.dms_offset)) snprintf(spec, sizeof spec, "-offset%g", c->kv.dms_offset);
     snprintf(buf, n, "%.*s%s", (int)bl, base, spec);
     for (char *p = buf; *p; p++)
         if (*p == ' ' || *p == '/') *p = '_';

@@ -68,6 +68,8 @@ int dms_eval_config_finish(dms_eval_config *c, dms_err *err) {
         return dms_errf(err, "policy %s needs exactly one of --budget N, --cr X, --match RESULT.json",
                         dms_policy_name(p));
     if (has_match && c->task != DMS_EVAL_KL) return dms_errf(err, "--match applies to --task kl only");
+    if (!isnan(c->kv.dms_offset) && (p != DMS_POLICY_DMS || !isfinite(c->kv.dms_offset)))
+        return dms_errf(err, "--dms-offset applies to policy dms only and must be a finite number");
     if (c->by_lane && !has_match) return dms_errf(err, "--by-lane needs --match RESULT.json");
     if (c->reference && c->task != DMS_EVAL_KL) return dms_errf(err, "--reference applies to --task kl only");
     if (niah && c->data) return dms_errf(err, "--task niah makes its own haystacks; --data is not used");

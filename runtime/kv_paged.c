@@ -83,6 +83,7 @@ void dms_kv_opts_default(dms_kv_opts *o) {
     o->sinks = 4;
     o->max_seqs = 1;
     o->max_chunk = 256;
+    o->dms_offset = NAN;
 }
 
 /* ---- the pool ---- */
@@ -348,6 +349,10 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
                  dms_dtype_name(o.kv_dtype));
         return NULL;
     }
+    if (!isnan(o.dms_offset) && (o.policy != DMS_POLICY_DMS || !isfinite(o.dms_offset))) {
+        dms_errf(err, "a decision offset (%g) applies to policy dms only, and must be finite", o.dms_offset);
+        return NULL;
+    }
     const int budgeted = o.policy != DMS_POLICY_DMS && o.policy != DMS_POLICY_FULL;
     const int lanes = c->n_layers * c->n_kv_heads, least = o.policy == DMS_POLICY_SINKS ? o.sinks + 1 : 1;
     if (o.lane_budget) {
@@ -402,7 +407,7 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
     kv->per_layer = c->dms.alpha_per_layer;
     kv->scale = 1.0f / sqrtf((float)kv->hd);
     kv->z_scale = c->dms.alpha_scale;
-    kv->z_offset = c->dms.alpha_offset;
+    kv->z_offset = isnan(o.dms_offset) ? c->dms.alpha_offset : o.dms_offset;
     dms_arena_init(&kv->pool_arena, m->be);
     const int max_tok = o.max_chunk > o.max_seqs ? o.max_chunk : o.max_seqs;
     kv->seqs = calloc((size_t)o.max_seqs, sizeof(seq));

@@ -50,6 +50,9 @@ typedef struct dms_kv_opts {
     int sinks;       /* sinks: first tokens kept (default 4) */
     int block_size;  /* tokens per block (0: dms_paged_attention_block_size for DMS models, else 16) */
     int window;      /* dms: eviction delay (0: the model's dms_window_size) */
+    float dms_offset; /* dms: the decision's logit offset at inference (NAN, the default: the model's
+                         dms_initial_alpha_offset). A token is flagged where alpha_scale * z - offset > 0,
+                         so a higher offset keeps more: one trained model, several KV CRs */
     int max_seqs;    /* sequences at once (default 1) */
     int max_chunk;   /* tokens per forward call (default 256) */
     dms_dtype kv_dtype; /* K and V rows: DMS_F32 (default), or DMS_F16 / DMS_BF16 where the backend has

@@ -240,6 +240,8 @@ static void configs(void) {
     CFG_ERR((c.kv.policy = DMS_POLICY_WINDOW, c.cr = 0.5f), "--cr must be at least 1");
     CFG_ERR((c.kv.policy = DMS_POLICY_DMS, c.kv.budget = 64), "--budget does not apply to policy dms");
     CFG_ERR((c.kv.policy = DMS_POLICY_FULL, c.cr = 2), "--cr does not apply to policy full");
+    CFG_ERR((c.kv.policy = DMS_POLICY_FULL, c.kv.dms_offset = 4), "--dms-offset applies to policy dms only");
+    CFG_ERR((c.kv.policy = DMS_POLICY_DMS, c.kv.dms_offset = INFINITY), "must be a finite number");
     CFG_ERR((c.kv.policy = DMS_POLICY_TOVA), "needs exactly one of --budget");
     CFG_ERR((c.kv.policy = DMS_POLICY_TOVA, c.kv.budget = 8, c.cr = 2), "needs exactly one of --budget");
     CFG_ERR((c.task = DMS_EVAL_NIAH, c.data = NULL, c.kv.policy = DMS_POLICY_WINDOW, c.match = "r.json"),

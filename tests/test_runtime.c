@@ -386,6 +386,56 @@ static void training_kv_cr(dms_model *m) {
     free(logits);
 }
 
+/* held per lane and all logits of ids under policy dms with decision offset off (NAN: the model's) */
+static double held_at_offset(const dms_model *m, const int32_t *ids, float off, float *logits) {
+    dms_kv_opts o;
+    dms_kv_opts_default(&o);
+    o.block_size = BLOCK;
+    o.max_chunk = 16;
+    o.dms_offset = off;
+    dms_err err = {0};
+    dms_kv_paged *kv = dms_kv_create(m, &o, &err);
+    CHECK_MSG(kv != NULL, "%s", err.msg);
+    if (!kv) return -1;
+    int s = dms_kv_admit(kv, &err);
+    CHECK(dms_kv_prefill(kv, s, ids, T_SEQ, logits, 1, &err) == 0);
+    dms_kv_stats st;
+    dms_kv_seq_stats(kv, s, &st);
+    dms_kv_free(kv);
+    return st.held_mean;
+}
+
+/* --dms-offset: the threshold moves with it (a higher offset keeps more,
+ * a huge one keeps everything), and an override acts exactly as a model
+ * whose dms_initial_alpha_offset is that value */
+static void decision_offset(dms_model *m) {
+    const size_t n = (size_t)T_SEQ * m->cfg.vocab;
+    int32_t ids[T_SEQ];
+    random_ids(ids, T_SEQ, m->cfg.vocab);
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    const double h3 = held_at_offset(m, ids, 3.0f, a), h5 = held_at_offset(m, ids, NAN, b),
+                 h7 = held_at_offset(m, ids, 7.0f, b), hall = held_at_offset(m, ids, 1e9f, b);
+    printf("dms decision offset 3 / model's (5) / 7 / 1e9: held %.1f / %.1f / %.1f / %.1f of %d\n", h3, h5, h7,
+           hall, T_SEQ);
+    CHECK_MSG(h3 < h5 && h5 < h7 && h7 <= hall, "held does not grow with the offset");
+    CHECK_MSG(hall == T_SEQ, "an offset of 1e9 still evicts (held %.1f of %d)", hall, T_SEQ);
+    const float saved = m->cfg.dms.alpha_offset;
+    m->cfg.dms.alpha_offset = 3.0f;
+    const double hc = held_at_offset(m, ids, NAN, b);
+    m->cfg.dms.alpha_offset = saved;
+    CHECK_MSG(hc == h3 && memcmp(a, b, sizeof(float) * n) == 0,
+              "offset 3 differs from a model whose dms_initial_alpha_offset is 3");
+    dms_kv_opts o;
+    dms_kv_opts_default(&o);
+    o.policy = DMS_POLICY_H2O;
+    o.budget = 8;
+    o.dms_offset = 3.0f;
+    dms_err err = {0};
+    CHECK(dms_kv_create(m, &o, &err) == NULL && strstr(err.msg, "applies to policy dms only"));
+    free(a);
+    free(b);
+}
+
 static void bad_options(const dms_model *m, const dms_model *base) {
     dms_kv_opts o;
     dms_kv_opts_default(&o);
@@ -427,6 +477,7 @@ int main(void) {
     no_leaks(&m);
     baselines(&m);
     training_kv_cr(&m);
+    decision_offset(&m);
     bad_options(&m, &base);
     dms_model_free(&m);
     dms_model_free(&base);

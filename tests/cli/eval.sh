@@ -65,6 +65,8 @@ expect_error no-policy "--policy is required" -- "${E[@]}" --task niah
 expect_error unknown-policy "unknown policy 'lru'" -- "${E[@]}" --task niah --policy lru
 expect_error cr-below-1 "--cr must be at least 1 \\(got 0.5\\)" -- "${E[@]}" --task niah --policy window --cr 0.5
 expect_error budget-dms "--budget does not apply to policy dms" -- "${E[@]}" --task niah --policy dms --budget 64
+expect_error offset-not-dms "--dms-offset applies to policy dms only" -- \
+  "${E[@]}" --task niah --policy h2o --budget 64 --dms-offset 4
 expect_error cr-full "--cr does not apply to policy full" -- "${E[@]}" --task niah --policy full --cr 2
 expect_error no-budget "policy tova needs exactly one of --budget N, --cr X, --match" -- "${E[@]}" --task niah --policy tova
 expect_error two-budgets "needs exactly one of" -- "${E[@]}" --task niah --policy h2o --budget 8 --cr 2

@@ -24,6 +24,7 @@ def main():
                      "kv_cr": kv.get("kv_cr"), "kv_cr_end": kv.get("kv_cr_end"), "decision_cr": kv.get("decision_cr"),
                      "held_time_mean": kv.get("held_time_mean"), "held_peak": kv.get("held_peak"),
                      "window_tokens": d.get("config", {}).get("window_tokens"),
+                     "dms_offset": d.get("config", {}).get("dms_offset"),
                      "items": d.get("items_done"), "git_commit": d.get("git_commit")})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     rec = {"bench": "quality", "source": src, "host": platform.node(), "cpu_count": os.cpu_count(),

@@ -383,7 +383,7 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
     kv->m = m;
     kv->be = m->be;
     kv->o = o;
-    kv->o.lane_budget = NULL; /* the caller's array may go; kv->lane_budget is the copy */
+    kv->o.lane_budget = NULL; /* the caller's array may go: kv->o points at the copy, kv->lane_budget */
     if (o.lane_budget) {
         kv->lane_budget = malloc(sizeof(int) * (size_t)lanes);
         if (!kv->lane_budget) {
@@ -392,6 +392,7 @@ dms_kv_paged *dms_kv_create(const dms_model *m, const dms_kv_opts *opts, dms_err
             return NULL;
         }
         memcpy(kv->lane_budget, o.lane_budget, sizeof(int) * (size_t)lanes);
+        kv->o.lane_budget = kv->lane_budget;
     }
     kv->L = c->n_layers;
     kv->KV = c->n_kv_heads;
@@ -520,8 +521,8 @@ int dms_kv_prefill(dms_kv_paged *kv, int id, const int32_t *ids, int n, float *l
     if (check_seq(kv, id, err) || check_ids(kv, ids, n, err)) return -1;
     if (kv->seqs[id].len + n > kv->m->cfg.max_pos)
         return dms_errf(err, "prefill: %d tokens would pass the model's context of %d", n, kv->m->cfg.max_pos);
-    /* evicting at every query (kv->o keeps the lane budgets' copy), the prompt goes token by token */
-    const int chunk = kv->lane_budget || dms_policy_scored(kv->o.policy) ? 1 : kv->o.max_chunk;
+    /* evicting at every query, the prompt goes token by token */
+    const int chunk = dms_kv_opts_per_query(&kv->o) ? 1 : kv->o.max_chunk;
     for (int done = 0; done < n;) {
         const int c = n - done < chunk ? n - done : chunk;
         for (int i = 0; i < c; i++) {

@@ -186,11 +186,12 @@ typedef struct dms_backend {
     void (*swiglu_bwd)(void *ctx, float *dgate, float *dup, const float *dout, const float *gate,
                        const float *up, size_t n);
     /* Distillation on a chunk of rows: zs, zt[rows, V] are student and
-     * teacher logits. loss[r] = sum_v p_s (log p_s - log p_t) (KL(s||t)),
-     * and dzs[r] = weight[r] * dloss[r]/dzs[r] (dzs may alias zs). loss and
-     * dzs may be NULL (skipped); weight NULL means 1. */
+     * teacher logits. forward 0: loss[r] = sum_v p_s (log p_s - log p_t)
+     * (KL(s||t), NVIDIA's); forward 1: sum_v p_t (log p_t - log p_s)
+     * (KL(t||s)). dzs[r] = weight[r] * dloss[r]/dzs[r] (dzs may alias zs).
+     * loss and dzs may be NULL (skipped); weight NULL means 1. */
     void (*kd_chunk)(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
-                     const float *weight, int rows, int V);
+                     const float *weight, int rows, int V, int forward);
     /* AdamW step on one fp32 tensor: g is scaled by grad_scale first (for
      * clipping); bias-corrected with step t (1-based). */
     void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,

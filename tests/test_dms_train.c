@@ -186,8 +186,10 @@ static void fresh_adapter_step(dms_model *m, const dms_safetensors *fx) {
 
 /* LoRA has no PyTorch fixture: its gradients are checked against central
  * differences of the trainer's own KD loss (smooth: compression weight 0),
- * on the largest-gradient elements of every LoRA tensor of layer 1. */
-static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
+ * on the largest-gradient elements of every LoRA tensor of layer 1, for
+ * either direction of the KL. Returns the KD at the unperturbed point (-1
+ * if the trainer could not be made). */
+static double lora_finite_differences(dms_model *m, const dms_safetensors *fx, dms_kd_dir kd) {
     dms_err err = {0};
     const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
     const int T = (int)ids_t->shape[0];
@@ -196,9 +198,10 @@ static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
     cfg.lora_rank = 2;
     cfg.lora_alpha = 4;
     cfg.compression_weight = 0;
+    cfg.kd = kd;
     dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
     CHECK_MSG(tr != NULL, "%s", err.msg);
-    if (!tr) return;
+    if (!tr) return -1;
     const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
                          NULL, 0, 0};
     const float *noise = tensor(fx, "noise");
@@ -247,6 +250,7 @@ static void lora_finite_differences(dms_model *m, const dms_safetensors *fx) {
     free(g0);
     CHECK_MSG(checked == 8, "checked %d LoRA tensors", checked);
     dms_trainer_free(tr);
+    return st.kd;
 }
 
 /* alpha_per = layer: KV head 0's logit and noise decide for every head,
@@ -469,7 +473,12 @@ int main(void) {
         run_variant("neuron", kd_only, &m, &fx);
     }
     fresh_adapter_step(&m, &fx);
-    lora_finite_differences(&m, &fx);
+    /* kd: forward trains KL(teacher || student): a different loss, the same checks */
+    const double kd_rev = lora_finite_differences(&m, &fx, DMS_KD_REVERSE);
+    const double kd_fwd = lora_finite_differences(&m, &fx, DMS_KD_FORWARD);
+    printf("KD at the LoRA test point: KL(s||t) %.6g, KL(t||s) %.6g\n", kd_rev, kd_fwd);
+    CHECK_MSG(kd_rev > 1e-6 && kd_fwd > 1e-6 && fabs(kd_fwd - kd_rev) > 1e-4 * kd_rev,
+              "kd reverse %g, forward %g: the direction changed nothing", kd_rev, kd_fwd);
     per_layer_decisions(&m, &fx);
     per_head_compression(&m, &fx);
     neuron_warmup(&m, &fx);

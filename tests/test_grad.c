@@ -575,50 +575,57 @@ static void test_matmul(void) {
 /* ---- KD ---- */
 
 typedef struct {
-    int rows, V;
+    int rows, V, forward;
     float *zs, *zt, *w, *loss;
 } kd_prob;
 static double kd_loss(void *st) {
     kd_prob *p = st;
-    dms_cpu_kd_chunk(NULL, p->loss, NULL, p->zs, p->zt, p->w, p->rows, p->V);
+    dms_cpu_kd_chunk(NULL, p->loss, NULL, p->zs, p->zt, p->w, p->rows, p->V, p->forward);
     double s = 0.0;
     for (int r = 0; r < p->rows; r++) s += (double)p->w[r] * p->loss[r];
     return s;
 }
 
-static void test_kd(void) {
+/* forward 0: KL(s||t); 1: KL(t||s). Both against a direct double
+ * computation and finite differences. */
+static void test_kd_dir(int forward) {
     float w[4] = {0.5f, 1.0f, 2.5f, 0.125f};
-    kd_prob p = {.rows = 4, .V = 37, .w = w};
+    kd_prob p = {.rows = 4, .V = 37, .forward = forward, .w = w};
     const size_t n = (size_t)p.rows * p.V;
     p.zs = rand_buf(n, -3.0f, 3.0f);
     p.zt = rand_buf(n, -3.0f, 3.0f);
     for (int v = 0; v < p.V; v++) p.zt[v] = p.zs[v] + 0.1f * p.zt[v]; /* a row close to the teacher */
     p.loss = malloc(sizeof(float) * p.rows);
     float *dz = malloc(sizeof(float) * n);
-    dms_cpu_kd_chunk(NULL, p.loss, dz, p.zs, p.zt, w, p.rows, p.V);
+    dms_cpu_kd_chunk(NULL, p.loss, dz, p.zs, p.zt, w, p.rows, p.V, forward);
     /* loss against a direct double computation */
     for (int r = 0; r < p.rows; r++) {
         double ss = 0.0, st = 0.0, kl = 0.0;
         for (int v = 0; v < p.V; v++) ss += exp(p.zs[r * p.V + v]), st += exp(p.zt[r * p.V + v]);
         for (int v = 0; v < p.V; v++) {
             double ps = exp(p.zs[r * p.V + v]) / ss, pt = exp(p.zt[r * p.V + v]) / st;
-            kl += ps * (log(ps) - log(pt));
+            kl += forward ? pt * (log(pt) - log(ps)) : ps * (log(ps) - log(pt));
         }
         CHECK_CLOSE(p.loss[r], kl, 1e-5, 1e-7);
         CHECK(p.loss[r] >= 0.0f);
     }
-    fd_check("kd dzs", p.zs, dz, n, kd_loss, &p, 1e-3f, 2e-3, 1e-3, 1e-2);
+    fd_check(forward ? "kd forward dzs" : "kd dzs", p.zs, dz, n, kd_loss, &p, 1e-3f, 2e-3, 1e-3, 1e-2);
     /* dzs aliasing zs; huge logits stay finite */
     float *z2 = dup_buf(p.zs, n);
-    dms_cpu_kd_chunk(NULL, p.loss, z2, z2, p.zt, w, p.rows, p.V);
+    dms_cpu_kd_chunk(NULL, p.loss, z2, z2, p.zt, w, p.rows, p.V, forward);
     CHECK(max_abs_diff(z2, dz, n) == 0.0);
     for (size_t i = 0; i < n; i++) z2[i] = p.zs[i] * 1000.0f;
-    dms_cpu_kd_chunk(NULL, p.loss, z2, z2, p.zt, w, p.rows, p.V);
+    dms_cpu_kd_chunk(NULL, p.loss, z2, z2, p.zt, w, p.rows, p.V, forward);
     int finite = 1;
     for (size_t i = 0; i < n; i++) finite &= isfinite(z2[i]);
     for (int r = 0; r < p.rows; r++) finite &= isfinite(p.loss[r]);
     CHECK(finite);
     free(z2), free(dz), free(p.zs), free(p.zt), free(p.loss);
+}
+
+static void test_kd(void) {
+    test_kd_dir(0);
+    test_kd_dir(1);
 }
 
 /* ---- AdamW and sumsq ---- */

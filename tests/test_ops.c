@@ -1310,37 +1310,42 @@ static void test_attention_dms(void) {
 /* ---------------- distillation ---------------- */
 
 static void run_kd(const dms_backend *b, float *loss, float *dzs, const float *zs, const float *zt, const float *w,
-                   int rows, int V, int alias) {
+                   int rows, int V, int alias, int forward) {
     const size_t n = (size_t)rows * V;
     float *dzsrc = put_f(b, zs, n), *dl = loss ? put_nan(b, rows) : NULL;
     float *dg = !dzs ? NULL : alias ? dzsrc : put_nan(b, n);
-    b->kd_chunk(b->ctx, dl, dg, dzsrc, put_f(b, zt, n), w ? put_f(b, w, rows) : NULL, rows, V);
+    b->kd_chunk(b->ctx, dl, dg, dzsrc, put_f(b, zt, n), w ? put_f(b, w, rows) : NULL, rows, V, forward);
     if (loss) get_f(b, loss, dl, rows);
     if (dzs) get_f(b, dzs, dg, n);
     run_end(b, "kd_chunk");
 }
-/* loss_r = KL(p_s || p_t); dzs = w_r p_s (log p_s - log p_t - loss_r) */
-static void naive_kd(float *loss, float *dzs, const float *zs, const float *zt, const float *w, int rows, int V) {
+/* forward 0: loss_r = KL(p_s || p_t), dzs = w_r p_s (log p_s - log p_t - loss_r);
+ * forward 1: loss_r = KL(p_t || p_s), dzs = w_r (p_s - p_t) */
+static void naive_kd(float *loss, float *dzs, const float *zs, const float *zt, const float *w, int rows, int V,
+                     int forward) {
     for (int r = 0; r < rows; r++) {
         const float *s = zs + (size_t)r * V, *t = zt + (size_t)r * V;
         double ms = -INFINITY, mt = -INFINITY, ss = 0.0, st = 0.0, kl = 0.0;
         for (int v = 0; v < V; v++) ms = s[v] > ms ? s[v] : ms, mt = t[v] > mt ? t[v] : mt;
         for (int v = 0; v < V; v++) ss += exp(s[v] - ms), st += exp(t[v] - mt);
         const double ls = ms + log(ss), lt = mt + log(st);
-        for (int v = 0; v < V; v++) kl += exp(s[v] - ls) * ((s[v] - ls) - (t[v] - lt));
+        for (int v = 0; v < V; v++)
+            kl += forward ? exp(t[v] - lt) * ((t[v] - lt) - (s[v] - ls)) : exp(s[v] - ls) * ((s[v] - ls) - (t[v] - lt));
         if (loss) loss[r] = (float)kl;
         for (int v = 0; dzs && v < V; v++)
-            dzs[(size_t)r * V + v] = (float)((w ? w[r] : 1.0) * exp(s[v] - ls) * ((s[v] - ls) - (t[v] - lt) - kl));
+            dzs[(size_t)r * V + v] =
+                (float)((w ? w[r] : 1.0) * (forward ? exp(s[v] - ls) - exp(t[v] - lt)
+                                                    : exp(s[v] - ls) * ((s[v] - ls) - (t[v] - lt) - kl)));
     }
 }
 
 typedef struct {
     float *zs, *zt, *w, *loss;
-    int rows, V;
+    int rows, V, forward;
 } kd_fd;
 static double kd_loss(void *p) {
     kd_fd *s = p;
-    run_kd(&be, s->loss, NULL, s->zs, s->zt, NULL, s->rows, s->V, 0);
+    run_kd(&be, s->loss, NULL, s->zs, s->zt, NULL, s->rows, s->V, 0, s->forward);
     return dot_hf(s->loss, s->w, s->rows);
 }
 
@@ -1349,30 +1354,34 @@ static void test_kd(void) {
         int rows, V, weight, alias, loss, dzs;
     } cases[] = {{1, 1, 0, 0, 1, 1}, {3, 7, 1, 0, 1, 1}, {4, 1000, 1, 0, 1, 1},
                  {2, 5000, 0, 1, 1, 1}, {3, 7, 0, 0, 0, 1}, {3, 7, 1, 0, 1, 0}};
-    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        const int rows = cases[c].rows, V = cases[c].V;
-        const size_t n = (size_t)rows * V;
-        setcase("rows=%d V=%d weight=%s%s%s%s", rows, V, cases[c].weight ? "given" : "NULL",
-                cases[c].alias ? " dzs==zs" : "", cases[c].loss ? "" : " loss=NULL", cases[c].dzs ? "" : " dzs=NULL");
-        float *zs = rnd(n, -4, 4), *zt = rnd(n, -4, 4), *w = cases[c].weight ? rnd(rows, 0.1f, 2) : NULL;
-        float *gl = cases[c].loss ? hf(rows) : NULL, *rl = cases[c].loss ? hf(rows) : NULL;
-        float *gg = cases[c].dzs ? hf(n) : NULL, *rg = cases[c].dzs ? hf(n) : NULL;
-        run_kd(&be, gl, gg, zs, zt, w, rows, V, cases[c].alias);
-        if (vs_cpu) run_kd(&oracle, rl, rg, zs, zt, w, rows, V, cases[c].alias);
-        else naive_kd(rl, rg, zs, zt, w, rows, V);
-        if (gl) cmp("kd_chunk", "loss", gl, rl, rows);
-        if (gg) cmp("kd_chunk", "dzs", gg, rg, n);
+    for (int fwd = 0; fwd < 2; fwd++)
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            const int rows = cases[c].rows, V = cases[c].V;
+            const size_t n = (size_t)rows * V;
+            setcase("%s rows=%d V=%d weight=%s%s%s%s", fwd ? "KL(t||s)" : "KL(s||t)", rows, V,
+                    cases[c].weight ? "given" : "NULL", cases[c].alias ? " dzs==zs" : "",
+                    cases[c].loss ? "" : " loss=NULL", cases[c].dzs ? "" : " dzs=NULL");
+            float *zs = rnd(n, -4, 4), *zt = rnd(n, -4, 4), *w = cases[c].weight ? rnd(rows, 0.1f, 2) : NULL;
+            float *gl = cases[c].loss ? hf(rows) : NULL, *rl = cases[c].loss ? hf(rows) : NULL;
+            float *gg = cases[c].dzs ? hf(n) : NULL, *rg = cases[c].dzs ? hf(n) : NULL;
+            run_kd(&be, gl, gg, zs, zt, w, rows, V, cases[c].alias, fwd);
+            if (vs_cpu) run_kd(&oracle, rl, rg, zs, zt, w, rows, V, cases[c].alias, fwd);
+            else naive_kd(rl, rg, zs, zt, w, rows, V, fwd);
+            if (gl) cmp("kd_chunk", "loss", gl, rl, rows);
+            if (gg) cmp("kd_chunk", "dzs", gg, rg, n);
+            hfree_all();
+        }
+    /* d(sum_r w_r loss_r)/dzs = dzs, both directions */
+    for (int fwd = 0; fwd < 2; fwd++) {
+        kd_fd st = {NULL, NULL, NULL, NULL, 3, 7, fwd};
+        const size_t n = (size_t)st.rows * st.V;
+        setcase("fd %s rows=%d V=%d", fwd ? "KL(t||s)" : "KL(s||t)", st.rows, st.V);
+        st.zs = rnd(n, -3, 3), st.zt = rnd(n, -3, 3), st.w = rnd(st.rows, 0.1f, 2), st.loss = hf(st.rows);
+        float *g = hf(n), *l = hf(st.rows);
+        run_kd(&be, l, g, st.zs, st.zt, st.w, st.rows, st.V, 0, fwd);
+        fd_compare("kd_chunk/fd", "dzs", st.zs, g, n, n, 1e-2f, kd_loss, &st);
         hfree_all();
     }
-    /* d(sum_r w_r loss_r)/dzs = dzs */
-    kd_fd st = {NULL, NULL, NULL, NULL, 3, 7};
-    const size_t n = (size_t)st.rows * st.V;
-    setcase("fd rows=%d V=%d", st.rows, st.V);
-    st.zs = rnd(n, -3, 3), st.zt = rnd(n, -3, 3), st.w = rnd(st.rows, 0.1f, 2), st.loss = hf(st.rows);
-    float *g = hf(n), *l = hf(st.rows);
-    run_kd(&be, l, g, st.zs, st.zt, st.w, st.rows, st.V, 0);
-    fd_compare("kd_chunk/fd", "dzs", st.zs, g, n, n, 1e-2f, kd_loss, &st);
-    hfree_all();
 }
 
 /* ---------------- AdamW ---------------- */

@@ -70,6 +70,14 @@ int main(void) {
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"compression_per\": \"layer\"}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "compression_per") != NULL, "%s", err.msg);
 
+    /* kd: reverse (NVIDIA's KL(s||t)) unless asked */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0);
+    CHECK(c.kd == DMS_KD_REVERSE);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"kd\": \"forward\"}", &err) == 0);
+    CHECK(c.kd == DMS_KD_FORWARD);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"kd\": \"jsd\"}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "'kd' must be one of: reverse, forward") != NULL, "%s", err.msg);
+
     /* LR: warm-up, then constant / cosine / linear to min_lr_ratio */
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"lr\": 1, \"steps\": 110, \"warmup_steps\": 10, "
                     "\"lr_schedule\": \"cosine\", \"min_lr_ratio\": 0.1}", &err) == 0);

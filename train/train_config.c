@@ -31,6 +31,7 @@ static const char *const backends[] = {"cpu", "cuda", NULL};
 static const char *const comp_pers[] = {"row", "head", NULL};
 static const char *const packings[] = {"documents", "reference", NULL}; /* dms_packing order */
 static const char *const cr_schedules[] = {"linear", "nvidia", NULL};
+static const char *const kd_dirs[] = {"reverse", "forward", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
 static const key_spec keys[] = {
@@ -71,6 +72,8 @@ static const key_spec keys[] = {
     {"compression_weight", K_FLOAT, F(compression_weight), 0, 1e6, NULL, "weight of the compression loss"},
     {"compression_per", K_ENUM, F(compression_per), 0, 0, comp_pers,
      "row (NVIDIA) or head (extension: every layer and KV head held to the target)"},
+    {"kd", K_ENUM, F(kd), 0, 0, kd_dirs,
+     "reverse: KL(student||teacher) (NVIDIA); forward: KL(teacher||student) (extension, FastDMS)"},
     {"lora_rank", K_INT, F(lora_rank), 0, 4096, NULL, "LoRA rank on q/k/v/o (0 = off)"},
     {"lora_alpha", K_FLOAT, F(lora_alpha), 0, 1e6, NULL, "LoRA scaling numerator (scale = alpha/rank)"},
     {"save_every", K_INT, F(save_every), 1, 1e9, NULL, "checkpoint every N steps"},

@@ -17,6 +17,10 @@ typedef enum { DMS_ALPHA_PER_HEAD = 0, DMS_ALPHA_PER_LAYER } dms_alpha_per;
  * (NVIDIA's loss), or, an optional extension, each (layer, KV head) of a row
  * on its own (against all-or-nothing heads; docs/quality.md). */
 typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
+/* The distillation loss: KL(student || teacher) (NVIDIA's), or, an optional
+ * extension, KL(teacher || student) (FastDMS's; the direction that
+ * dms eval --task kl measures). The value is the kd_chunk op's `forward`. */
+typedef enum { DMS_KD_REVERSE = 0, DMS_KD_FORWARD } dms_kd_dir;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
 /* The target CR over the steps: ours (linear from 1, one unit every
  * steps_per_cr steps, held at cr_final), or NVIDIA's (configs/qwen3_8b.yaml
@@ -62,6 +66,7 @@ typedef struct dms_train_config {
     dms_cr_schedule cr_schedule;
     float compression_weight;
     dms_comp_per compression_per;
+    dms_kd_dir kd;          /* direction of the KL */
     int lora_rank;          /* 0 = no LoRA */
     float lora_alpha;
     /* bookkeeping */

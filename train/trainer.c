@@ -345,7 +345,7 @@ static void kd_backward(dms_trainer *tr) {
         const int rows = T - r0 < chunk ? T - r0 : chunk;
         be->matmul(ctx, tr->zs, tr->h_student + (size_t)r0 * d, &tr->m->lm_head, NULL, rows);
         be->matmul(ctx, tr->zt, tr->h_teacher + (size_t)r0 * d, &tr->m->lm_head, NULL, rows);
-        be->kd_chunk(ctx, tr->kd_rows, tr->zs, tr->zs, tr->zt, tr->kd_w + r0, rows, V);
+        be->kd_chunk(ctx, tr->kd_rows, tr->zs, tr->zs, tr->zt, tr->kd_w + r0, rows, V, (int)tr->cfg.kd);
         be->matmul_bwd_x(ctx, tr->dx + (size_t)r0 * d, tr->zs, &tr->m->lm_head, rows, 0);
         be->sum_acc(ctx, tr->stats + ST_KD, tr->kd_rows, tr->kd_w + r0, (size_t)rows);
     }

@@ -86,7 +86,7 @@ void dms_cpu_embedding(void *ctx, float *out, const dms_mat *table, const int32_
 
 /* kd.c */
 void dms_cpu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
-                      const float *weight, int rows, int V);
+                      const float *weight, int rows, int V, int forward);
 
 /* adamw.c */
 void dms_cpu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,

@@ -1,5 +1,6 @@
 /* kd.c - distillation on a chunk of LM-head rows: KL(student || teacher)
- * per row and its gradient w.r.t. the student logits, in double. */
+ * (NVIDIA's) or KL(teacher || student) per row and its gradient w.r.t. the
+ * student logits, in double. */
 #include <math.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -13,9 +14,11 @@ static double row_lse(const float *z, int V) {
     return mx + log(s);
 }
 
-/* loss and dzs may be NULL (skipped); weight NULL means 1. */
+/* loss and dzs may be NULL (skipped); weight NULL means 1. forward 0:
+ * KL(s||t), gradient p_s ((log p_s - log p_t) - KL); forward 1: KL(t||s),
+ * gradient p_s - p_t. */
 void dms_cpu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const float *zt,
-                      const float *weight, int rows, int V) {
+                      const float *weight, int rows, int V, int forward) {
     (void)ctx;
 #pragma omp parallel for schedule(dynamic)
     for (int r = 0; r < rows; r++) {
@@ -24,7 +27,7 @@ void dms_cpu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const
         double kl = 0.0;
         for (int v = 0; v < V; v++) {
             const double lps = s[v] - ls, lpt = t[v] - lt;
-            kl += exp(lps) * (lps - lpt);
+            kl += forward ? exp(lpt) * (lpt - lps) : exp(lps) * (lps - lpt);
         }
         if (loss) loss[r] = (float)kl;
         if (dzs) {
@@ -32,7 +35,7 @@ void dms_cpu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const
             float *g = dzs + (size_t)r * V;
             for (int v = 0; v < V; v++) { /* reads s[v] before writing g[v]: aliasing is fine */
                 const double lps = s[v] - ls, lpt = t[v] - lt;
-                g[v] = (float)(wr * exp(lps) * ((lps - lpt) - kl));
+                g[v] = (float)(wr * (forward ? exp(lps) - exp(lpt) : exp(lps) * ((lps - lpt) - kl)));
             }
         }
     }

@@ -166,7 +166,7 @@ void cu_embedding(void *ctx, float *out, const dms_mat *table, const int32_t *id
 
 /* kd.cu */
 void cu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const float *zt, const float *weight,
-                 int rows, int V);
+                 int rows, int V, int forward);
 
 /* adamw.cu */
 void cu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,

@@ -1,5 +1,6 @@
 /* kd.cu - distillation on a chunk of LM-head rows: KL(student || teacher)
- * per row and its gradient w.r.t. the student logits. Twin of
+ * (NVIDIA's) or KL(teacher || student) per row and its gradient w.r.t. the
+ * student logits. Twin of
  * kernels/cpu/kd.c: one block per row, max in float, log-sum-exp and KL in
  * double; block tree reductions (deterministic). */
 #include "kernels/cuda/cuda_internal.cuh"
@@ -17,14 +18,15 @@ static __device__ __forceinline__ double row_lse(const float *z, int V) {
 
 /* Every read of the row zs happens before the KL reduction's barriers, and
  * afterwards each thread reads s[v] before writing g[v]: dzs may alias zs. */
-__global__ void k_kd_chunk(float *loss, float *dzs, const float *zs, const float *zt, const float *weight, int V) {
+__global__ void k_kd_chunk(float *loss, float *dzs, const float *zs, const float *zt, const float *weight, int V,
+                           int forward) {
     const size_t r = blockIdx.x;
     const float *s = zs + r * V, *t = zt + r * V;
     const double ls = row_lse(s, V), lt = row_lse(t, V);
     double kl = 0.0;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
         const double lps = s[v] - ls, lpt = t[v] - lt;
-        kl += exp(lps) * (lps - lpt);
+        kl += forward ? exp(lpt) * (lpt - lps) : exp(lps) * (lps - lpt);
     }
     kl = cu_block_sum_d(kl);
     if (loss && threadIdx.x == 0) loss[r] = (float)kl;
@@ -33,15 +35,15 @@ __global__ void k_kd_chunk(float *loss, float *dzs, const float *zs, const float
         float *g = dzs + r * V;
         for (int v = threadIdx.x; v < V; v += blockDim.x) {
             const double lps = s[v] - ls, lpt = t[v] - lt;
-            g[v] = (float)(wr * exp(lps) * ((lps - lpt) - kl));
+            g[v] = (float)(wr * (forward ? exp(lps) - exp(lpt) : exp(lps) * ((lps - lpt) - kl)));
         }
     }
 }
 
 void cu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const float *zt, const float *weight,
-                 int rows, int V) {
+                 int rows, int V, int forward) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (rows <= 0 || (!loss && !dzs)) return;
-    k_kd_chunk<<<rows, CU_THREADS, 0, c->stream>>>(loss, dzs, zs, zt, weight, V);
+    k_kd_chunk<<<rows, CU_THREADS, 0, c->stream>>>(loss, dzs, zs, zt, weight, V, forward);
     cu_check(c, "kd_chunk");
 }

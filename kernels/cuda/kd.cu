@@ -1,8 +1,8 @@
 /* kd.cu - distillation on a chunk of LM-head rows: KL(student || teacher)
  * (NVIDIA's) or KL(teacher || student) per row and its gradient w.r.t. the
- * student logits. Twin of
- * kernels/cpu/kd.c: one block per row, max in float, log-sum-exp and KL in
- * double; block tree reductions (deterministic). */
+ * student logits. Twin of kernels/cpu/kd.c: one block per row, max in
+ * float, log-sum-exp and KL in double; block tree reductions
+ * (deterministic). */
 #include "kernels/cuda/cuda_internal.cuh"
 
 /* log-sum-exp of a row, max-shifted, double accumulation (all threads). */

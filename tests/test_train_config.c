@@ -91,6 +91,20 @@ int main(void) {
     CHECK_CLOSE(dms_lr_at(&c, 85), 0.325, 1e-5, 0);
     c.lr_schedule = DMS_LR_CONSTANT;
     CHECK_CLOSE(dms_lr_at(&c, 85), 1.0, 1e-6, 0);
+    /* decay_steps: constant after warm-up, the decay over the last N steps */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"lr\": 1, \"steps\": 110, \"warmup_steps\": 10, "
+                    "\"lr_schedule\": \"linear\", \"min_lr_ratio\": 0.1, \"decay_steps\": 40}", &err) == 0);
+    CHECK_CLOSE(dms_lr_at(&c, 5), 0.6, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 60), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 70), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 90), 0.55, 1e-5, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 110), 0.1, 1e-5, 0);
+    c.lr_schedule = DMS_LR_COSINE;
+    CHECK_CLOSE(dms_lr_at(&c, 70), 1.0, 1e-6, 0);
+    CHECK_CLOSE(dms_lr_at(&c, 90), 0.55, 1e-5, 0);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"steps\": 110, \"warmup_steps\": 10, "
+                    "\"decay_steps\": 101}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "decay_steps (101) exceeds the steps after warm-up (100)") != NULL, "%s", err.msg);
 
     /* the shipped recipes load (a renamed key would otherwise surface only
      * when a user runs them) */

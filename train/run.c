@@ -102,8 +102,13 @@ static int name_kept_checkpoint(const char *dir, dms_err *err) {
 }
 
 /* Whether two resolved configs agree on every key that shapes the run; if
- * not, why names the keys that differ with both values. */
-static int configs_compatible(const char *a_json, const dms_train_config *b, char *why, size_t why_len) {
+ * not, why names the keys that differ with both values. The lr schedule's
+ * keys (and steps, which a decay spans) may change only where every one of
+ * the `done` steps already taken keeps its learning rate bit for bit: then
+ * the resumed run is a fresh run of the new config (a decay branched off a
+ * constant run, warm-up / stable / decay). */
+static int configs_compatible(const char *a_json, const dms_train_config *b, int64_t done, char *why,
+                              size_t why_len) {
     dms_train_config a;
     dms_train_config_defaults(&a);
     dms_err e;
@@ -112,7 +117,22 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
         return 0;
     }
     dms_train_config x = a, y = *b;
+    for (int64_t s = 0; s < done; s++) {
+        const float la = dms_lr_at(&a, (int)s), lb = dms_lr_at(b, (int)s);
+        if (memcmp(&la, &lb, sizeof la) != 0) {
+            snprintf(why, why_len,
+                     "the learning rate of step %lld, already taken, would change (checkpoint %.9g, config %.9g): "
+                     "the lr schedule (lr, lr_schedule, warmup_steps, min_lr_ratio, decay_steps, steps) may "
+                     "change only after the steps taken",
+                     (long long)s, (double)la, (double)lb);
+            return 0;
+        }
+    }
     /* blank out what may change */
+    x.lr_schedule = y.lr_schedule; /* the lr of the steps taken is unchanged (above) */
+    x.warmup_steps = y.warmup_steps;
+    x.min_lr_ratio = y.min_lr_ratio;
+    x.decay_steps = y.decay_steps;
     x.steps = y.steps;
     x.save_every = y.save_every;
     x.keep_last = y.keep_last;
@@ -143,7 +163,7 @@ static int configs_compatible(const char *a_json, const dms_train_config *b, cha
         if (n < why_len)
             snprintf(why + strlen(why), why_len - strlen(why),
                      "; only steps, save_every, keep_last, log_every, threads, backend, max_bad_steps, "
-                     "rank_timeout_s, batch_size and output may change");
+                     "rank_timeout_s, batch_size, the lr schedule after the steps taken and output may change");
     }
     cJSON_Delete(oa);
     cJSON_Delete(ob);
@@ -176,13 +196,14 @@ static int resume_from(dms_trainer *tr, const dms_train_config *cfg, int *start_
     if (verbose && !dms_ckpt_verified(ck))
         fprintf(stderr, "[dms] note: %s has no checksums (written by an older dms): loaded unverified\n", path);
     int rc = 0;
+    int64_t step = 0;
     char *stored = dms_ckpt_read_str(ck, "config", err);
     char why[512];
     if (!stored) rc = -1;
-    else if (!configs_compatible(stored, cfg, why, sizeof why)) rc = dms_errf(err, "%s: cannot resume: %s", path, why);
-    free(stored);
-    int64_t step = 0;
     if (rc == 0) rc = dms_ckpt_read_i64(ck, "step", &step, err);
+    if (rc == 0 && !configs_compatible(stored, cfg, step, why, sizeof why))
+        rc = dms_errf(err, "%s: cannot resume: %s", path, why);
+    free(stored);
     if (rc == 0) rc = dms_ckpt_read_i64(ck, "samples_seen", samples_seen, err);
     char name[256];
     for (int i = 0; rc == 0 && i < dms_trainer_n_params(tr); i++) {

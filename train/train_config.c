@@ -49,6 +49,7 @@ static const key_spec keys[] = {
     {"lr_schedule", K_ENUM, F(lr_schedule), 0, 0, schedules, "constant, cosine or linear decay"},
     {"warmup_steps", K_INT, F(warmup_steps), 0, 1e9, NULL, "linear warm-up steps"},
     {"min_lr_ratio", K_FLOAT, F(min_lr_ratio), 0, 1, NULL, "decay floor as a fraction of lr"},
+    {"decay_steps", K_INT, F(decay_steps), 0, 1e9, NULL, "cosine/linear: decay over the last N steps only (0 = all after warm-up)"},
     {"beta1", K_FLOAT, F(beta1), 0, 0.999999, NULL, "AdamW beta1"},
     {"beta2", K_FLOAT, F(beta2), 0, 0.999999, NULL, "AdamW beta2"},
     {"adam_eps", K_FLOAT, F(adam_eps), 0, 1, NULL, "AdamW epsilon"},
@@ -225,6 +226,9 @@ int dms_train_config_parse(dms_train_config *c, const char *json, const char *wh
     if (!c->model[0]) return dms_errf(err, "%s: 'model' is required", what);
     if (!c->data[0]) return dms_errf(err, "%s: 'data' is required", what);
     if (c->warmup_steps > c->steps) return dms_errf(err, "%s: warmup_steps exceeds steps", what);
+    if (c->decay_steps > c->steps - c->warmup_steps)
+        return dms_errf(err, "%s: decay_steps (%d) exceeds the steps after warm-up (%d)", what, c->decay_steps,
+                        c->steps - c->warmup_steps);
     if (c->cr_schedule == DMS_CR_NVIDIA && c->cr_final > DMS_NVIDIA_CR_FINAL)
         return dms_errf(err, "%s: cr_final %g is beyond the nvidia schedule's final CR %g", what, c->cr_final,
                         DMS_NVIDIA_CR_FINAL);
@@ -291,8 +295,13 @@ int dms_train_steps(const dms_train_config *c) {
 float dms_lr_at(const dms_train_config *c, int step) {
     if (c->warmup_steps > 0 && step < c->warmup_steps) return c->lr * (float)(step + 1) / (float)c->warmup_steps;
     if (c->lr_schedule == DMS_LR_CONSTANT) return c->lr;
-    int span = c->steps - c->warmup_steps;
-    float frac = span > 0 ? (float)(step - c->warmup_steps) / (float)span : 1.0f;
+    /* the decay runs from the end of warm-up to the last step, or, with
+     * decay_steps N, over the last N steps only (constant before them:
+     * warm-up, stable, decay) */
+    const int span = c->decay_steps > 0 ? c->decay_steps : c->steps - c->warmup_steps;
+    const int start = c->steps - span;
+    float frac = span > 0 ? (float)(step - start) / (float)span : 1.0f;
+    if (frac < 0) frac = 0;
     if (frac > 1) frac = 1;
     float floor_lr = c->lr * c->min_lr_ratio;
     float shape = c->lr_schedule == DMS_LR_COSINE ? 0.5f * (1.0f + cosf((float)M_PI * frac)) : 1.0f - frac;

@@ -49,6 +49,7 @@ typedef struct dms_train_config {
     dms_lr_schedule lr_schedule;
     int warmup_steps;
     float min_lr_ratio;     /* cosine/linear floor, as a fraction of lr */
+    int decay_steps;        /* cosine/linear: decay over the last N steps only; 0: all after warm-up */
     float beta1, beta2, adam_eps, weight_decay, grad_clip;
     /* DMS method (DESIGN.md section 1) */
     dms_variant variant;

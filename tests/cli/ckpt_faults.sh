@@ -13,18 +13,24 @@
 #     loadable --resume stops with one line;
 #  4. a run folder copied elsewhere resumes from there (output may change)
 #     and ends as the uninterrupted run; a resume that changes the method
-#     (the window) is refused in one line naming the key and both values.
+#     (the window) is refused in one line naming the key and both values;
+#  5. a decay branched off a constant run (warm-up / stable / decay): a
+#     resume may change the lr schedule where the steps already taken keep
+#     their learning rate, and then ends as a fresh run of the new config;
+#     one that would change a step already taken is refused by its step.
 set -u
 DMS=$1
 . "$(dirname "$0")/lib/harness.sh"
 . "$(dirname "$0")/lib/faults.sh"
 fixture_data || bad "prep on the fixture"
-# same_as_ref NAME RUN: RUN's steps and final weights equal the uninterrupted run's
+# same_as_ref NAME RUN [REF]: RUN's steps and final weights equal those of
+# the uninterrupted run REF (default $T/ref; REF-export holds its export)
 same_as_ref() {
-  if [ "$(steps_of "$2")" = "$(steps_of "$T/ref")" ]; then ok; else
-    bad "$1: metrics differ from the uninterrupted run: $(diff <(steps_of "$T/ref") <(steps_of "$2") | head -c 400)"; fi
+  local ref=${3:-$T/ref}
+  if [ "$(steps_of "$2")" = "$(steps_of "$ref")" ]; then ok; else
+    bad "$1: metrics differ from the uninterrupted run: $(diff <(steps_of "$ref") <(steps_of "$2") | head -c 400)"; fi
   if "$DMS" export --run "$2" --out "$2-export" --dtype fp32 2>"$T/exp_err" &&
-    cmp -s "$2-export/model.safetensors" "$T/ref-export/model.safetensors"; then ok; else
+    cmp -s "$2-export/model.safetensors" "$ref-export/model.safetensors"; then ok; else
     bad "$1: exported weights differ from the uninterrupted run's $(tail -1 "$T/exp_err")"; fi
 }
 
@@ -112,6 +118,24 @@ fixture_config "$T/moved.json" "$T/moved" 8
 if "$DMS" train --config "$T/moved.json" --resume 2>"$T/err"; then ok; else bad "moved: resume: $(tail -1 "$T/err")"; fi
 grep -q "resuming from $T/moved/ckpt-00000004.h5 at step 4" "$T/err" && ok || bad "moved: $(grep resum "$T/err")"
 same_as_ref moved "$T/moved"
+
+# ---- 5. a decay branched off a constant run at its step-4 checkpoint ----
+decay=', "lr_schedule": "linear", "decay_steps": 4'
+fixture_config "$T/wsd.json" "$T/wsd" 8 "$decay"
+"$DMS" train --config "$T/wsd.json" 2>"$T/err" &&
+  "$DMS" export --run "$T/wsd" --out "$T/wsd-export" --dtype fp32 2>>"$T/err" || bad "decay: reference run: $(tail -1 "$T/err")"
+fixture_config "$T/branch.json" "$T/branch" 4
+"$DMS" train --config "$T/branch.json" 2>"$T/err" || bad "decay: constant run: $(tail -1 "$T/err")"
+fixture_config "$T/branch.json" "$T/branch" 8 ', "lr_schedule": "linear", "decay_steps": 6'
+"$DMS" train --config "$T/branch.json" --resume 2>"$T/err"
+rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$T/err")" -eq 1 ] &&
+  grep -q "^dms train: $T/branch/ckpt-00000004.h5: cannot resume: the learning rate of step 3, already taken, would change (checkpoint 0.00999999978, config 0.008333" "$T/err" &&
+  ok || bad "decay: over steps taken: rc $rc: $(cat "$T/err")"
+fixture_config "$T/branch.json" "$T/branch" 8 "$decay"
+if "$DMS" train --config "$T/branch.json" --resume 2>"$T/err"; then ok; else bad "decay: resume: $(tail -1 "$T/err")"; fi
+grep -q "resuming from $T/branch/ckpt-00000004.h5 at step 4" "$T/err" && ok || bad "decay: $(grep resum "$T/err")"
+same_as_ref decay "$T/branch" "$T/wsd"
 
 # none loadable: one error line naming the newest and why
 fixture_config "$T/none.json" "$T/none" 2

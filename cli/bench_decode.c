@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/bench_decode.h"
+#include "cli/bench_host.h"
 #include "cli/commands.h"
 #include "core/fs.h"
 #include "kernels/dtype.h"
@@ -31,36 +32,6 @@
 #define MAX_CTX 8
 enum { RUN_VANILLA = 0, RUN_DMS4, RUN_DMS8, RUN_OURS, RUN_PEER = RUN_OURS, RUN_PEER_FA, RUN_ALL };
 static const char *const run_names[RUN_ALL] = {"dms_vanilla", "dms_4x", "dms_8x", "llama_cpp", "llama_cpp_flash_attn"};
-
-static void read_line(const char *path, const char *key, char *out, size_t cap) {
-    snprintf(out, cap, "unknown");
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (key && strncmp(line, key, strlen(key)) != 0) continue;
-        char *s = key ? strchr(line, ':') : line;
-        if (!s) continue;
-        s += key ? 1 : 0;
-        while (*s == ' ' || *s == '\t') s++;
-        s[strcspn(s, "\n")] = 0;
-        snprintf(out, cap, "%s", s);
-        break;
-    }
-    fclose(f);
-}
-
-/* The source tree's revision now ("-dirty" with uncommitted changes). */
-static void source_revision(char *out, size_t cap) {
-    snprintf(out, cap, "unknown");
-    FILE *p = popen("git -C '" DMS_SOURCE_DIR "' describe --always --dirty 2>/dev/null", "r");
-    char line[96];
-    if (p && fgets(line, sizeof line, p) && line[0] && line[0] != '\n') {
-        line[strcspn(line, "\n")] = 0;
-        snprintf(out, cap, "%s", line);
-    }
-    if (p) pclose(p);
-}
 
 /* The first n ids of the text, repeated as needed (BOS first if the tokenizer has one). */
 static int32_t *prompt_ids(const dms_model *m, const char *text_path, int n, dms_err *err) {
@@ -244,8 +215,8 @@ int dms_bench_decode(const dms_bench_decode_opts *o) {
             rc = 2;
         }
     char cpu[256], load0[128], load1[128], host[64] = "host", date[32], path[1024];
-    read_line("/proc/cpuinfo", "model name", cpu, sizeof cpu);
-    read_line("/proc/loadavg", NULL, load0, sizeof load0);
+    dms_bench_read_line("/proc/cpuinfo", "model name", cpu, sizeof cpu);
+    dms_bench_read_line("/proc/loadavg", NULL, load0, sizeof load0);
     gethostname(host, sizeof host - 1);
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -254,7 +225,7 @@ int dms_bench_decode(const dms_bench_decode_opts *o) {
                             "cpu greedy decode: dms (vanilla, DMS) vs llama.cpp, same GGUF, prompt ids, threads, tokens");
     cJSON_AddStringToObject(root, "date", date);
     char commit[96];
-    source_revision(commit, sizeof commit);
+    dms_bench_source_revision(commit, sizeof commit);
     cJSON_AddStringToObject(root, "commit", commit);
     cJSON_AddStringToObject(root, "cpu", cpu);
     cJSON_AddNumberToObject(root, "cores_online", (double)sysconf(_SC_NPROCESSORS_ONLN));
@@ -355,7 +326,7 @@ int dms_bench_decode(const dms_bench_decode_opts *o) {
         free(ids);
         cJSON_AddItemToArray(rows, row);
     }
-    read_line("/proc/loadavg", NULL, load1, sizeof load1);
+    dms_bench_read_line("/proc/loadavg", NULL, load1, sizeof load1);
     cJSON_AddStringToObject(root, "loadavg_end", load1);
     if (!peer_ok) cJSON_AddStringToObject(root, "llama_cpp_missing", peer_why);
     if (rc == 0 && o->out_dir) {

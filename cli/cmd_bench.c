@@ -5,7 +5,9 @@
  *            all-reduces over the job's ranks (mpirun -np 2 on the CPU).
  *   decode - (--cpu) greedy decode and prefill speed, vanilla and DMS,
  *            against llama.cpp on the same GGUF (cli/bench_decode.c).
- * Results go to bench/results/<target>-<host>-<date>.json. */
+ *   train  - one DMS training step at a model's real shapes with random
+ *            weights, CPU or GPU: time, MFU, memory, phases (cli/bench_train.c).
+ * Results go to bench/results/<target>-...-<date>.json. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 
 #include "cli/args.h"
 #include "cli/bench_decode.h"
+#include "cli/bench_train.h"
 #include "cli/commands.h"
 #include "core/fs.h"
 #include "model/model.h"
@@ -135,21 +138,31 @@ static int bench_comm(dms_comm *comm, const char *model_path, int lora_rank, int
 
 int dms_cmd_bench(int argc, char **argv) {
     const char *model = NULL, *out = DMS_SOURCE_DIR "/bench/results", *target = NULL, *kv_dtype = "f16";
-    int lora_rank = 16, iters = 20, cpu = 0;
+    int lora_rank = -1, iters = 20, cpu = 0; /* -1: the target's default */
+    const char *shape = NULL, *backend = "cpu";
+    float peak = 0;
+    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, 3, 0, 256, 0, 0};
     dms_bench_decode_opts dec = {NULL, NULL, NULL, "128,2048,8192", "/usr/share/common-licenses/GPL-3", NULL, NULL,
-                                 64, 0, DMS_F16};
+                                 -1, 0, DMS_F16}; /* tokens -1: the target's default */
     dec.python = getenv("DMS_PYTHON") && *getenv("DMS_PYTHON") ? getenv("DMS_PYTHON") : "python3";
     const dms_arg args[] = {
         {"--model", ARG_STR, &model, "PATH", "model folder, .gguf or config-only folder (default: the embedded model)"},
-        {"--lora-rank", ARG_INT, &lora_rank, "R", "comm: LoRA rank for the lora set (default 16)"},
+        {"--shape", ARG_STR, &shape, "NAME", "train: the model of bench/models/NAME (qwen3-8b, qwen3-1.7b, llama3.1-8b, ...)"},
+        {"--backend", ARG_STR, &backend, "NAME", "train: cpu or cuda (default cpu)"},
+        {"--steps", ARG_INT, &tr.steps, "N", "train: timed steps after one warm-up; the median is reported (default 3)"},
+        {"--docs", ARG_INT, &tr.docs, "N", "train: documents of equal length packed in the row (default 1)"},
+        {"--layers", ARG_INT, &tr.layers, "N", "train: only the first N layers (default: all)"},
+        {"--window", ARG_INT, &tr.window, "W", "train: DMS eviction window (default 256)"},
+        {"--peak-tflops", ARG_FLOAT, &peak, "X", "train: the device's dense bf16 peak for MFU (default: from the GPU's name)"},
+        {"--lora-rank", ARG_INT, &lora_rank, "R", "comm: LoRA rank for the lora set (default 16); train: LoRA beside the heads (default 0)"},
         {"--iters", ARG_INT, &iters, "N", "comm: timed repetitions; the median is reported (default 20)"},
         {"--out", ARG_STR, &out, "DIR", "results folder (default bench/results)"},
         {"--cpu", ARG_BOOL, &cpu, NULL, "decode: on the CPU (the only device it times)"},
         {"--dms4", ARG_STR, &dec.dms4, "DIR", "decode: a DMS export (adapter variant) of a run on --model, timed at ~4x"},
         {"--dms8", ARG_STR, &dec.dms8, "DIR", "decode: the same at ~8x (the JSON records each one's measured KV CR)"},
         {"--contexts", ARG_STR, &dec.contexts, "C,C,..", "decode: context lengths (default 128,2048,8192; 2K, 8K allowed)"},
-        {"--tokens", ARG_INT, &dec.tokens, "N", "decode: new tokens per run, the last at context - 1 (default 64)"},
-        {"--threads", ARG_INT, &dec.threads, "N", "decode: threads for both runtimes (default: all cores)"},
+        {"--tokens", ARG_INT, &dec.tokens, "N", "decode: new tokens per run, the last at context - 1 (default 64); train: tokens per step (default 4096)"},
+        {"--threads", ARG_INT, &dec.threads, "N", "decode: threads for both runtimes; train: CPU threads (default: all cores)"},
         {"--kv-dtype", ARG_STR, &kv_dtype, "T", "decode: our KV cache rows, f32, f16 or bf16 (default f16, as llama.cpp's)"},
         {"--text", ARG_STR, &dec.text, "FILE", "decode: prompt text, repeated to length (default the GPL-3 text)"},
         {"--python", ARG_STR, &dec.python, "PY", "decode: python with llama-cpp-python (default $DMS_PYTHON or python3)"},
@@ -160,7 +173,9 @@ int dms_cmd_bench(int argc, char **argv) {
         .usage = "dms bench comm [--model PATH] [--lora-rank R] [--iters N]\n"
                  "       mpirun -np 2 dms bench comm ...   (times the all-reduces)\n"
                  "       dms bench decode --cpu [--model GGUF] [--dms4 DIR] [--dms8 DIR] [--contexts 128,2K,8K]\n"
-                 "                        [--tokens N] [--threads N] [--kv-dtype f16] [--python PY]",
+                 "                        [--tokens N] [--threads N] [--kv-dtype f16] [--python PY]\n"
+                 "       dms bench train [--shape NAME | --model PATH] [--tokens N] [--backend cpu|cuda] [--steps N]\n"
+                 "                       [--docs N] [--layers N] [--window W] [--lora-rank R] [--peak-tflops X]",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .positional = "TARGET",
@@ -170,10 +185,46 @@ int dms_cmd_bench(int argc, char **argv) {
                   "  decode greedy decode and prefill tokens/s on the CPU: ours vanilla and with DMS (exports whose\n"
                   "         base weights are swapped for the GGUF's blocks) against llama.cpp (llama-cpp-python:\n"
                   "         pip install llama-cpp-python) on the same GGUF, prompt ids, threads and tokens, at each\n"
-                  "         context; docs/runtime.md",
+                  "         context; docs/runtime.md\n"
+                  "  train  one DMS training step at a model's real shapes with random weights: step time,\n"
+                  "         tokens/s, model FLOPs and MFU, peak memory, time per phase; docs/training.md\n\n"
+                  "examples:\n"
+                  "  dms bench train --shape qwen3-8b --tokens 32768 --backend cuda\n"
+                  "  dms bench train --shape qwen3-0.6b --layers 2 --tokens 1024   # the CPU, a slice of the model",
     };
     int pr = dms_args_parse(&spec, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
+    if (target && !strcmp(target, "train")) {
+        char path[512];
+        if (shape && model) {
+            fprintf(stderr, "dms bench train: give --shape or --model, not both\n");
+            return 2;
+        }
+        if (shape) { /* qwen3-8b -> bench/models/qwen3_8b */
+            snprintf(path, sizeof path, "%s/bench/models/%s", DMS_SOURCE_DIR, shape);
+            for (char *c = path + strlen(path) - strlen(shape); *c; c++) *c = *c == '-' ? '_' : *c;
+            if (!dms_is_dir(path)) {
+                fprintf(stderr, "dms bench train: --shape %s: no %s (the shapes: the folders of bench/models)\n", shape,
+                        path);
+                return 2;
+            }
+            model = path;
+        }
+        if (dec.threads < 0) {
+            fprintf(stderr, "dms bench train: --threads must be >= 0\n");
+            return 2;
+        }
+        dms_set_threads(dec.threads);
+        tr.model = model ? model : dms_default_model();
+        tr.backend = backend;
+        tr.out_dir = out;
+        tr.tokens = dec.tokens < 0 ? 4096 : dec.tokens;
+        tr.lora_rank = lora_rank < 0 ? 0 : lora_rank;
+        tr.peak_tflops = peak;
+        return dms_bench_train(&tr);
+    }
+    if (dec.tokens < 0) dec.tokens = 64;
+    if (lora_rank < 0) lora_rank = 16;
     if (target && !strcmp(target, "decode")) {
         if (!cpu) {
             fprintf(stderr, "dms bench decode: only --cpu is measured (dms bench decode --cpu)\n");
@@ -190,7 +241,7 @@ int dms_cmd_bench(int argc, char **argv) {
         return dms_bench_decode(&dec);
     }
     if (!target || strcmp(target, "comm") != 0) {
-        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: comm, decode)\n", target ? target : "");
+        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: comm, decode, train)\n", target ? target : "");
         return 2;
     }
     if (lora_rank <= 0 || iters <= 0) {

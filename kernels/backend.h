@@ -99,6 +99,11 @@ typedef struct dms_backend {
      * rounded to nearest even - the rows of a 16-bit KV cache, which
      * attention_paged then reads (dms_kv_lane_view.dtype). Backend memory. */
     void (*narrow)(void *ctx, void *dst, dms_dtype t, const float *src, size_t n);
+    /* Optional (not in the op lists; NULL on the CPU): the device's name
+     * and its memory in use and in total, in bytes (every allocation on the
+     * device, its context included), for benchmarks. 0, or -1 if the
+     * device cannot say. */
+    int (*device_info)(void *ctx, char *name, size_t cap, size_t *used, size_t *total);
 
     /* ---- memory (device memory for accelerators); sizes in bytes ---- */
     void *(*alloc)(void *ctx, size_t bytes);            /* zero-filled; NULL on failure */

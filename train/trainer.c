@@ -18,6 +18,7 @@
 #include "kernels/arena.h"
 #include "kernels/backend_check.h"
 #include "model/layer.h"
+#include "train/progress.h"
 #include "train/trainer_testing.h"
 
 static const char *const lora_names[DMS_LORA_N] = {"q_proj", "k_proj", "v_proj", "o_proj"};
@@ -72,7 +73,26 @@ struct dms_trainer {
     const float *test_noise;   /* test seam: fixed [test_noise_rows, L, T, KV] noise */
     int test_noise_rows;
     train_attn teacher, student, recompute;
+    double *phase_s;    /* dms_trainer_time_phases: seconds per phase, or NULL */
+    double phase_t0;
 };
+
+const char *const dms_phase_names[DMS_PHASE_N] = {"setup", "teacher", "student", "kd", "backward"};
+
+void dms_trainer_time_phases(dms_trainer *tr, double *phase_s) {
+    tr->phase_s = phase_s;
+    tr->phase_t0 = dms_now_s();
+}
+
+/* Closes phase `ph` (a no-op unless timing): the backend's queued work is
+ * waited for, so the time is the phase's own. */
+static void phase_end(dms_trainer *tr, int ph) {
+    if (!tr->phase_s) return;
+    tr->be->sync(tr->be->ctx);
+    const double t = dms_now_s();
+    tr->phase_s[ph] += t - tr->phase_t0;
+    tr->phase_t0 = t;
+}
 
 int dms_trainer_n_params(const dms_trainer *tr) { return tr->n_params; }
 const dms_backend *dms_trainer_backend(const dms_trainer *tr) { return tr->be; }
@@ -552,10 +572,17 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
      * head below target is the same coefficient. */
     const float coef = (float)(-tr->cfg.compression_weight / (per_row_decisions * (double)rows_total));
     const int LK = tr->L * tr->KV;
+    if (tr->phase_s) {
+        tr->be->sync(tr->be->ctx);
+        tr->phase_t0 = dms_now_s();
+    }
     for (int r = 0; r < n_rows; r++) {
         if (row_setup(tr, &rows[r], kd_tokens_total, step, r, err) != 0) return -1;
+        phase_end(tr, DMS_PHASE_SETUP);
         teacher_forward(tr);
+        phase_end(tr, DMS_PHASE_TEACHER);
         student_forward(tr);
+        phase_end(tr, DMS_PHASE_STUDENT);
         if (tr->cfg.compression_per == DMS_COMP_PER_HEAD) {
             for (int lh = 0; lh < LK; lh++)
                 be->dms_comp_grad(be->ctx, tr->dhard + lh, 1, tr->stats + ST_COMP,
@@ -567,9 +594,11 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
                               per_row_decisions, (float)st->target, 1.0f / (float)rows_total, coef);
         }
         kd_backward(tr);
+        phase_end(tr, DMS_PHASE_KD);
         be->rmsnorm_bwd(be->ctx, tr->dx, NULL, tr->dx, tr->xs + (size_t)tr->L * tr->T * tr->d, tr->m->final_norm,
                         tr->T, tr->d, tr->m->cfg.rms_eps);
         for (int l = tr->L - 1; l >= 0; l--) layer_backward(tr, l);
+        phase_end(tr, DMS_PHASE_BACKWARD);
     }
     /* the one read of the step's statistics */
     dms_download_f64(be, tr->host_stats, tr->stats, n_stats(tr));

@@ -87,6 +87,14 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
  * tensor) and the loss parts over ranks, then recomputes the loss, the
  * gradient norm and finiteness. Nothing to do for a single process. */
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err);
+/* Phases of dms_trainer_grads, for `dms bench train`. */
+enum { DMS_PHASE_SETUP, DMS_PHASE_TEACHER, DMS_PHASE_STUDENT, DMS_PHASE_KD, DMS_PHASE_BACKWARD, DMS_PHASE_N };
+extern const char *const dms_phase_names[DMS_PHASE_N];
+/* With phase_s non-NULL, every later dms_trainer_grads synchronises the
+ * backend at each phase's end and adds the phase's wall seconds to
+ * phase_s[DMS_PHASE_*] (a benchmark's breakdown; the syncs cost what
+ * overlap between phases would have hidden). NULL: off, no syncs. */
+void dms_trainer_time_phases(dms_trainer *tr, double *phase_s);
 /* Global grad-norm clip and one AdamW step on every trainable tensor. */
 void dms_trainer_apply(dms_trainer *tr, int64_t step, dms_step_stats *st);
 /* KD token weight of a row (mask and not-EOS), for computing batch totals. */

@@ -113,6 +113,20 @@ void cu_sync(void *ctx) {
     cu_check_err(c, "sync", cudaStreamSynchronize(c->stream));
 }
 
+static int cu_device_info(void *ctx, char *name, size_t cap, size_t *used, size_t *total) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    cudaDeviceProp prop;
+    size_t free_b = 0, total_b = 0;
+    if (cudaGetDeviceProperties(&prop, c->device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    if (name && cap) snprintf(name, cap, "%s", prop.name);
+    *used = total_b - free_b;
+    *total = total_b;
+    return 0;
+}
+
 /* ---------------- construction ---------------- */
 static void cu_ctx_free(cu_ctx *c) {
     if (c->stream) cudaStreamSynchronize(c->stream);
@@ -165,6 +179,7 @@ extern "C" int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err
     be->name = "cuda";
     be->ctx = c;
     be->weight_dtype = DMS_BF16;
+    be->device_info = cu_device_info;
     /* Every op of the table, by name: a missing cu_<op> fails to compile. */
 #define CU_SET_OP(op) be->op = cu_##op;
     DMS_OPS_INFER(CU_SET_OP)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# bench_train.sh - `dms bench train` through the real binary ($1): the
+# refusals (one stderr line, exit 2); a short CPU run on one layer of
+# Qwen3-0.6B at its real width (bench/models/qwen3_0.6b, random weights):
+# the JSON holds the shape, the step times, tokens/s from the median, every
+# phase, and model FLOPs equal to the formula of docs/training.md worked out
+# here from config.json; --peak-tflops gives the MFU.
+set -u
+DMS=$1
+. "$(dirname "$0")/lib/harness.sh"
+
+expect_error "few tokens" "tokens must be at least 16" -- "$DMS" bench train --tokens 8
+expect_error "docs" "docs must be between" -- "$DMS" bench train --tokens 64 --docs 65
+expect_error "shape" "--shape nosuch: no .*bench/models/nosuch" -- "$DMS" bench train --shape nosuch
+expect_error "shape and model" "not both" -- "$DMS" bench train --shape qwen3-8b --model x
+expect_error "backend" "backend" -- "$DMS" bench train --shape qwen3-0.6b --layers 1 --tokens 32 --backend tpu
+"$DMS" bench --help 2>&1 | grep -q -- "--peak-tflops" && ok || bad "bench help does not document --peak-tflops"
+
+if "$DMS" bench train --shape qwen3-0.6b --layers 1 --tokens 64 --docs 2 --steps 3 --threads 1 \
+    --peak-tflops 2 --out "$T/res" >"$T/out" 2>"$T/err"; then ok; else bad "bench run: rc=$? $(head -c 600 "$T/err")"; fi
+grep -q "^step .* tokens/s, .* MFU " "$T/out" && ok || bad "no summary line: $(cat "$T/out")"
+J=$(ls "$T"/res/train-qwen3_0.6b-64-cpu-*.json 2>/dev/null | head -1)
+if [ -n "$J" ] && python3 - "$J" bench/models/qwen3_0.6b/config.json <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+c = json.load(open(sys.argv[2]))
+assert d["layers"] == 1 and d["tokens"] == 64 and d["docs"] == 2 and d["backend"] == "cpu", d
+assert d["steps_timed"] == 3 and 0 < d["step_s_min"] <= d["step_s_median"] <= d["step_s_max"], d
+assert abs(d["tokens_per_s"] - 64 / d["step_s_median"]) < 1e-6 * d["tokens_per_s"]
+ph = d["phase_s_mean"]
+assert set(ph) == {"setup", "teacher", "student", "kd", "backward", "optimizer"}, ph
+assert all(v >= 0 for v in ph.values()) and ph["teacher"] > 0 and ph["backward"] > 0
+# the phases tile the step: their sum is within the spread of the steps
+assert d["step_s_min"] * 0.9 <= sum(ph.values()) <= d["step_s_max"] * 1.1, (ph, d)
+# model FLOPs, from the published shapes: teacher + student forward, input-gradient backward
+dm, H, KV, hd = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+ff, V, L, T = c["intermediate_size"], c["vocab_size"], 1, 64
+pairs = 2 * (32 * 33 // 2)
+lin = 2 * T * L * (dm * H * hd * 2 + 2 * dm * KV * hd + 3 * dm * ff)
+head = 2 * T * V * dm
+att = 4 * pairs * H * hd * L
+f = d["model_flops"]
+assert f["causal_pairs"] == pairs and f["linear_pass"] == lin and f["lm_head_pass"] == head, f
+assert f["attention_forward"] == att and f["step_total"] == 3 * (lin + head) + 4 * att, f
+assert abs(d["achieved_tflops"] - f["step_total"] / d["step_s_median"] / 1e12) < 1e-9
+assert d["peak_tflops"] == 2 and abs(d["mfu"] - d["achieved_tflops"] / 2) < 1e-12
+assert d["peak_memory_bytes"] > 0 and d["commit"] and d["device"]
+PY
+then ok; else bad "results JSON: $J"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -17,7 +17,7 @@ BASE=${BASE:-$EXP}
 WINDOW=${WINDOW:-512}
 OUT=runs/quality/$TAG
 TEXT=/usr/share/common-licenses/GPL-3
-DMS=./build/dms
+DMS=${DMS:-./build/dms}  # another build: DMS=build-final/dms
 common=(--out "$OUT" --tag "$TAG" --threads "$THREADS" --quiet)
 kl=(--task kl --data "$TEXT" --windows 8 --window-tokens "$WINDOW")
 $DMS eval "${kl[@]}" --policy dms --model "$EXP" --reference "$BASE" "${common[@]}" | grep '^kl'

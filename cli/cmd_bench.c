@@ -200,9 +200,12 @@ int dms_cmd_bench(int argc, char **argv) {
             fprintf(stderr, "dms bench train: give --shape or --model, not both\n");
             return 2;
         }
-        if (shape) { /* qwen3-8b -> bench/models/qwen3_8b */
-            snprintf(path, sizeof path, "%s/bench/models/%s", DMS_SOURCE_DIR, shape);
-            for (char *c = path + strlen(path) - strlen(shape); *c; c++) *c = *c == '-' ? '_' : *c;
+        if (shape) { /* qwen3-8b -> bench/models/qwen3_8b, under the working directory, else the source tree's */
+            for (int k = 0; k < 2; k++) {
+                snprintf(path, sizeof path, "%s%sbench/models/%s", k ? DMS_SOURCE_DIR : "", k ? "/" : "", shape);
+                for (char *c = path + strlen(path) - strlen(shape); *c; c++) *c = *c == '-' ? '_' : *c;
+                if (dms_is_dir(path)) break;
+            }
             if (!dms_is_dir(path)) {
                 fprintf(stderr, "dms bench train: --shape %s: no %s (the shapes: the folders of bench/models)\n", shape,
                         path);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - build, then run every CPU test suite with ctest. Suites labelled
-# `gpu` need the device machine: run them there with `ctest -L gpu`.
+# `gpu` need the device machine: scripts/gpu_pack.sh here, then
+# scripts/gpu_check.sh there (docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# gpu_pack.sh - prepares .gpupack/ (ignored) for the device machine, the GPU
+# a session is sometimes lent (docs/gpu.md): the CUDA build of dms and of
+# its GPU suites, built here with nvcc for sm_90, and the shared libraries
+# of the stack that the device's image lacks (cJSON, PCRE2, utf8proc, HDF5,
+# OpenBLAS, ...), so that the device installs nothing. CUDA's own libraries
+# (cuBLAS) are the device image's. MPI is left out of this build: the
+# device has one GPU, and the multi-rank suites run on the CPU here.
+# Then, on the device: bash scripts/gpu_check.sh (carry: .gpupack).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${GPU_BUILD:-build-gpu}
+cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DDMS_CUDA=ON -DDMS_MPI=OFF >/dev/null
+grep -q '^CMAKE_CUDA_COMPILER:.*nvcc' "$B/CMakeCache.txt" || { echo "gpu_pack: nvcc not found: no CUDA build" >&2; exit 1; }
+cmake --build "$B" -j"$(nproc)" --target dms test_ops test_gpu_train
+S=$B/pack # staged here, then one compressed file (the device's working tree is limited to 64 MiB)
+rm -rf "$S" .gpupack
+mkdir -p "$S/bin" "$S/lib" .gpupack
+cp "$B/dms" "$B/tests/test_ops" "$B/tests/test_gpu_train" "$S/bin/"
+# every library the binaries resolve here, except the C library's own and CUDA's
+for b in "$S"/bin/*; do ldd "$b"; done | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u |
+  grep -Ev '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt|libnccl|libcudnn[^/]*)\.so' |
+  while read -r lib; do cp -L "$lib" "$S/lib/"; done
+git describe --always --dirty >"$S/commit"
+tar -C "$S" -cJf .gpupack/pack.tar.xz .
+echo "gpu_pack: .gpupack/pack.tar.xz $(du -h .gpupack/pack.tar.xz | cut -f1) ($(ls "$S/lib" | wc -l) libraries, $(du -sh "$S" | cut -f1) unpacked) at $(cat "$S/commit")"

@@ -1,0 +1,184 @@
+/* test_gpu_train.c - a whole DMS training step, and a 50-step run, on a
+ * backend (argument: cuda, the default; or cpu) against the CPU oracle.
+ * Both sides build the tiny Qwen3 shape (tests/fixtures/models/tiny_qwen3)
+ * with the same random bf16 weights (the CPU backend reads bf16 weights as
+ * they are), the same LoRA and heads, rows and counter-RNG noise, so the
+ * only difference left is the backend's arithmetic:
+ *  - step: KD, compression loss, decision and KV fractions and gradient
+ *    norm to 1e-4 relative, every trainable tensor's gradient to 2e-3 of
+ *    its largest element (the CUDA backend computes in fp32 like the CPU:
+ *    what is left is summation order; bf16 activations, when they come,
+ *    must widen these to the bf16 epsilon they state);
+ *  - run: 50 AdamW steps of both; the KD of every step within 5% of the
+ *    oracle's and their mean within 1%, the heads' final weights within 5%
+ *    (a flipped hard decision may move one step, not the run).
+ * `test_gpu_train cpu` runs the same harness CPU against CPU, where
+ * everything must agree bit for bit (label cpu: the harness itself is
+ * checked on every machine). `step` as a second argument runs the step part
+ * only (for compute-sanitizer). Label gpu for cuda: it needs the device. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/registry.h"
+#include "model/model.h"
+#include "model/model_random.h"
+#include "tests/check.h"
+#include "train/trainer.h"
+
+#define T_ROW 64
+#define RUN_STEPS 50
+#define TINY "tests/fixtures/models/tiny_qwen3"
+
+typedef struct side {
+    dms_backend be;
+    dms_model m;
+    dms_trainer *tr;
+    int ok;
+} side;
+
+static void side_config(dms_train_config *cfg) {
+    dms_train_config_defaults(cfg);
+    snprintf(cfg->model, sizeof cfg->model, TINY);
+    snprintf(cfg->data, sizeof cfg->data, "-");
+    cfg->max_len = T_ROW;
+    cfg->window = 8;       /* eviction acts inside the row */
+    cfg->sinks = 2;
+    cfg->alpha_offset = 0; /* zero heads: decisions of either sign, the eviction bias in play */
+    cfg->tau = 0.5f;
+    cfg->kd_chunk = 24;    /* several chunks, the last one partial */
+    cfg->lora_rank = 4;
+    cfg->lr = 1e-3f;
+    cfg->cr_final = 4;
+    cfg->steps_per_cr = 10;
+    cfg->compression_weight = 2;
+}
+
+static int side_open(side *s, const char *backend) {
+    dms_err err = {0};
+    memset(s, 0, sizeof *s);
+    if (dms_backend_open(&s->be, backend, 0, &err) != 0) {
+        CHECK_MSG(0, "%s", err.msg);
+        return -1;
+    }
+    s->be.weight_dtype = DMS_BF16; /* both sides hold the same bf16 weights */
+    if (dms_model_init_random(&s->m, TINY, &s->be, 3, 0, 1, &err) != 0) {
+        CHECK_MSG(0, "%s: %s", backend, err.msg);
+        dms_backend_close(&s->be);
+        return -1;
+    }
+    dms_train_config cfg;
+    side_config(&cfg);
+    if (!(s->tr = dms_trainer_create(&s->m, &cfg, &err))) {
+        CHECK_MSG(0, "%s: %s", backend, err.msg);
+        dms_model_free(&s->m);
+        dms_backend_close(&s->be);
+        return -1;
+    }
+    s->ok = 1;
+    return 0;
+}
+
+static void side_close(side *s) {
+    if (!s->ok) return;
+    dms_trainer_free(s->tr);
+    dms_model_free(&s->m);
+    dms_backend_close(&s->be);
+}
+
+/* Row r of the test: random ids, two documents (the second starts at 23 + r % 7). */
+static void make_row(int r, int32_t *ids, int32_t *seg, int vocab) {
+    uint64_t x = 0x2545f4914f6cdd1dull ^ (uint64_t)(r + 1) * 0x9e3779b97f4a7c15ull;
+    for (int t = 0; t < T_ROW; t++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[t] = (int32_t)(x % (uint64_t)vocab);
+        seg[t] = t >= 23 + r % 7;
+    }
+}
+
+static int grads(side *s, int64_t step, int r, dms_step_stats *st) {
+    int32_t ids[T_ROW], seg[T_ROW];
+    make_row(r, ids, seg, s->m.cfg.vocab);
+    const dms_row row = {ids, seg, NULL, (int64_t)r * T_ROW, 0};
+    dms_err err = {0};
+    const int rc = dms_trainer_grads(s->tr, &row, 1, step, dms_trainer_row_kd_tokens(s->tr, &row), 1, st, &err);
+    CHECK_MSG(rc == 0, "%s step %lld: %s", s->be.name, (long long)step, err.msg);
+    return rc;
+}
+
+/* The largest relative error over the trainable tensors of (gradient: 1;
+ * value: 0) between the sides; names the worst one. */
+static double tensors_rel_err(side *a, side *b, int gradient, char *worst, size_t cap) {
+    double mx = 0;
+    for (int i = 0; i < dms_trainer_n_params(a->tr); i++) {
+        dms_param *pa = dms_trainer_param(a->tr, i), *pb = dms_trainer_param(b->tr, i);
+        float *ha = malloc(sizeof(float) * pa->n), *hb = malloc(sizeof(float) * pb->n);
+        CHECK(ha && hb && pa->n == pb->n);
+        if (ha && hb && pa->n == pb->n) {
+            dms_download_f32(&a->be, ha, gradient ? pa->g : pa->p, pa->n);
+            dms_download_f32(&b->be, hb, gradient ? pb->g : pb->p, pb->n);
+            const double e = dms_rel_err(ha, hb, pa->n);
+            if (e > mx || i == 0) snprintf(worst, cap, "%s", pa->name);
+            mx = e > mx ? e : mx;
+        }
+        free(ha);
+        free(hb);
+    }
+    return mx;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / (fabs(b) > 1e-30 ? fabs(b) : 1e-30); }
+
+static void test_step(side *x, side *cpu, int exact) {
+    dms_step_stats sx, sc;
+    if (grads(x, 30, 0, &sx) || grads(cpu, 30, 0, &sc)) return; /* target CR 4: above the decisions */
+    const double tol = exact ? 0 : 1e-4;
+    CHECK_MSG(rel(sx.kd, sc.kd) <= tol, "kd %.9g vs oracle %.9g", sx.kd, sc.kd);
+    CHECK_MSG(rel(sx.comp, sc.comp) <= tol, "compression %.9g vs %.9g", sx.comp, sc.comp);
+    CHECK_MSG(rel(sx.frac, sc.frac) <= tol, "decisions %.9g vs %.9g", sx.frac, sc.frac);
+    CHECK_MSG(rel(sx.kv_frac, sc.kv_frac) <= tol, "kv fraction %.9g vs %.9g", sx.kv_frac, sc.kv_frac);
+    CHECK_MSG(rel(sx.grad_norm, sc.grad_norm) <= tol, "grad norm %.9g vs %.9g", sx.grad_norm, sc.grad_norm);
+    /* the step must exercise what it compares: losses, evictions, gradients */
+    CHECK_MSG(sc.kd > 0 && sc.comp > 0 && sc.frac > 0.05 && sc.frac < 0.95 && sc.grad_norm > 0,
+              "oracle step: kd %g comp %g frac %g grad %g", sc.kd, sc.comp, sc.frac, sc.grad_norm);
+    char worst[128] = "";
+    const double e = tensors_rel_err(x, cpu, 1, worst, sizeof worst);
+    CHECK_MSG(exact ? e == 0 : e <= 2e-3, "gradients: %.3g relative error (worst: %s)", e, worst);
+    printf("step: kd %.6f vs %.6f, grad norm %.6f vs %.6f, worst gradient %s at %.2e\n", sx.kd, sc.kd,
+           sx.grad_norm, sc.grad_norm, worst, e);
+}
+
+static void test_run(side *x, side *cpu, int exact) {
+    double worst = 0, mean_x = 0, mean_c = 0;
+    int worst_step = 0;
+    for (int s = 0; s < RUN_STEPS; s++) {
+        dms_step_stats sx, sc;
+        if (grads(x, s, s % 5, &sx) || grads(cpu, s, s % 5, &sc)) return;
+        dms_trainer_apply(x->tr, s, &sx);
+        dms_trainer_apply(cpu->tr, s, &sc);
+        const double e = rel(sx.kd, sc.kd);
+        if (e > worst) worst = e, worst_step = s;
+        mean_x += sx.kd / RUN_STEPS;
+        mean_c += sc.kd / RUN_STEPS;
+    }
+    CHECK_MSG(exact ? worst == 0 : worst <= 0.05, "run: step %d's KD %.3g off the oracle's", worst_step, worst);
+    CHECK_MSG(exact ? mean_x == mean_c : rel(mean_x, mean_c) <= 0.01, "run: mean KD %.6f vs %.6f", mean_x, mean_c);
+    char name[128] = "";
+    const double e = tensors_rel_err(x, cpu, 0, name, sizeof name);
+    CHECK_MSG(exact ? e == 0 : e <= 0.05, "run: final weights %.3g off (worst: %s)", e, name);
+    printf("run of %d steps: mean KD %.6f vs %.6f, worst step %d at %.2e, final weights %.2e (%s)\n", RUN_STEPS,
+           mean_x, mean_c, worst_step, worst, e, name);
+}
+
+int main(int argc, char **argv) {
+    const char *backend = argc > 1 ? argv[1] : "cuda";
+    const int step_only = argc > 2 && !strcmp(argv[2], "step");
+    const int exact = !strcmp(backend, "cpu");
+    side x = {0}, cpu = {0};
+    if (side_open(&x, backend) == 0 && side_open(&cpu, "cpu") == 0) {
+        test_step(&x, &cpu, exact);
+        if (!step_only) test_run(&x, &cpu, exact);
+    }
+    side_close(&x);
+    side_close(&cpu);
+    return dms_check_finish();
+}

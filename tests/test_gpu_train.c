@@ -3,12 +3,15 @@
  * Both sides build the tiny Qwen3 shape (tests/fixtures/models/tiny_qwen3)
  * with the same random bf16 weights (the CPU backend reads bf16 weights as
  * they are), the same LoRA and heads, rows and counter-RNG noise, so the
- * only difference left is the backend's arithmetic:
- *  - step: KD, compression loss, decision and KV fractions and gradient
- *    norm to 1e-4 relative, every trainable tensor's gradient to 2e-3 of
- *    its largest element (the CUDA backend computes in fp32 like the CPU:
- *    what is left is summation order; bf16 activations, when they come,
- *    must widen these to the bf16 epsilon they state);
+ * only difference left is the backend's arithmetic. The CUDA forward GEMMs
+ * round their fp32 activations to bf16 for the tensor cores (relative
+ * error 2^-9 an element, about 1e-3 a product) where the CPU keeps fp32, so
+ * the tolerances are bf16 ones, an order above that and far below what a
+ * wrong kernel gives:
+ *  - step: KD and compression loss to 1e-2 relative, decision and KV
+ *    fractions to 1e-3 (zero heads: decided by the shared noise alone),
+ *    grad norm to 2e-2, every trainable tensor's gradient to 3e-2 of its
+ *    largest element;
  *  - run: 50 AdamW steps of both; the KD of every step within 5% of the
  *    oracle's and their mean within 1%, the heads' final weights within 5%
  *    (a flipped hard decision may move one step, not the run).
@@ -131,18 +134,18 @@ static double rel(double a, double b) { return fabs(a - b) / (fabs(b) > 1e-30 ? 
 static void test_step(side *x, side *cpu, int exact) {
     dms_step_stats sx, sc;
     if (grads(x, 30, 0, &sx) || grads(cpu, 30, 0, &sc)) return; /* target CR 4: above the decisions */
-    const double tol = exact ? 0 : 1e-4;
-    CHECK_MSG(rel(sx.kd, sc.kd) <= tol, "kd %.9g vs oracle %.9g", sx.kd, sc.kd);
-    CHECK_MSG(rel(sx.comp, sc.comp) <= tol, "compression %.9g vs %.9g", sx.comp, sc.comp);
-    CHECK_MSG(rel(sx.frac, sc.frac) <= tol, "decisions %.9g vs %.9g", sx.frac, sc.frac);
-    CHECK_MSG(rel(sx.kv_frac, sc.kv_frac) <= tol, "kv fraction %.9g vs %.9g", sx.kv_frac, sc.kv_frac);
-    CHECK_MSG(rel(sx.grad_norm, sc.grad_norm) <= tol, "grad norm %.9g vs %.9g", sx.grad_norm, sc.grad_norm);
+    const double loss_tol = exact ? 0 : 1e-2, frac_tol = exact ? 0 : 1e-3, norm_tol = exact ? 0 : 2e-2;
+    CHECK_MSG(rel(sx.kd, sc.kd) <= loss_tol, "kd %.9g vs oracle %.9g", sx.kd, sc.kd);
+    CHECK_MSG(rel(sx.comp, sc.comp) <= loss_tol, "compression %.9g vs %.9g", sx.comp, sc.comp);
+    CHECK_MSG(fabs(sx.frac - sc.frac) <= frac_tol, "decisions %.9g vs %.9g", sx.frac, sc.frac);
+    CHECK_MSG(fabs(sx.kv_frac - sc.kv_frac) <= frac_tol, "kv fraction %.9g vs %.9g", sx.kv_frac, sc.kv_frac);
+    CHECK_MSG(rel(sx.grad_norm, sc.grad_norm) <= norm_tol, "grad norm %.9g vs %.9g", sx.grad_norm, sc.grad_norm);
     /* the step must exercise what it compares: losses, evictions, gradients */
     CHECK_MSG(sc.kd > 0 && sc.comp > 0 && sc.frac > 0.05 && sc.frac < 0.95 && sc.grad_norm > 0,
               "oracle step: kd %g comp %g frac %g grad %g", sc.kd, sc.comp, sc.frac, sc.grad_norm);
     char worst[128] = "";
     const double e = tensors_rel_err(x, cpu, 1, worst, sizeof worst);
-    CHECK_MSG(exact ? e == 0 : e <= 2e-3, "gradients: %.3g relative error (worst: %s)", e, worst);
+    CHECK_MSG(exact ? e == 0 : e <= 3e-2, "gradients: %.3g relative error (worst: %s)", e, worst);
     printf("step: kd %.6f vs %.6f, grad norm %.6f vs %.6f, worst gradient %s at %.2e\n", sx.kd, sc.kd,
            sx.grad_norm, sc.grad_norm, worst, e);
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # gpu_check.sh - the device checks, in one call (docs/gpu.md): run from the
 # repository root on the device machine with .gpupack/ carried
-# (scripts/gpu_pack.sh built it here). Writes to $OUT (at most 8 files):
-# gpu_check.log (the GPU, every suite's output, compute-sanitizer on the
-# training step) and the `dms bench train` records. Each part has its own
+# (scripts/gpu_pack.sh built it here; unpacked into a temporary folder) and
+# .peer/ for NVIDIA's trainer (scripts/peer_pack.sh). Writes to $OUT (at
+# most 8 files): gpu_check.log (the GPU, every suite's output,
+# compute-sanitizer on the training step), the `dms bench train` records
+# and the peer's. Each part has its own
 # time limit, so one that hangs cannot take the others with it. Exit 1 if
 # a suite failed.
 set -u
@@ -36,16 +38,23 @@ part() { # part NAME SECONDS command...
 } >>"$LOG" 2>&1
 part "test_ops cuda" 240 $P/bin/test_ops cuda || fail=1
 part "test_gpu_train cuda" 240 $P/bin/test_gpu_train cuda || fail=1
+# the peer's shape first (ours and NVIDIA's back to back), then ours alone at the real job's
+part "bench train qwen3-1.7b 8K" 180 $P/bin/dms bench train --backend cuda --shape qwen3-1.7b --tokens 8192 \
+  --steps 3 --out "$OUT" || echo "(bench qwen3-1.7b did not finish)" >>"$LOG"
+if [ -f .peer/nvidia_dms/dms/training/engine.py ]; then
+  part "peer: NVIDIA Model-Optimizer trainer, qwen3-1.7b 8K" 300 env PYTHONUNBUFFERED=1 python3 bench/nvidia_peer.py \
+    --config bench/models/qwen3_1.7b/config.json --tokens 8192 --steps 3 --device cuda --out "$OUT" ||
+    echo "(peer did not finish: rerun with --no-kernel-options, or --activation-checkpointing if out of memory)" >>"$LOG"
+else
+  echo "==== peer: no .peer/ carried (scripts/peer_pack.sh)" >>"$LOG"
+fi
+part "bench train qwen3-8b 4 layers 32K" 180 $P/bin/dms bench train --backend cuda --shape qwen3-8b --layers 4 \
+  --tokens 32768 --steps 3 --out "$OUT" || echo "(bench qwen3-8b did not finish)" >>"$LOG"
 if command -v compute-sanitizer >/dev/null; then
-  part "compute-sanitizer test_gpu_train step" 300 compute-sanitizer --error-exitcode 9 \
+  part "compute-sanitizer test_gpu_train step" 240 compute-sanitizer --error-exitcode 9 \
     $P/bin/test_gpu_train cuda step || fail=1
 else
   echo "==== compute-sanitizer: not installed" >>"$LOG"
 fi
-for shape in "qwen3-0.6b --tokens 4096" "qwen3-1.7b --tokens 8192" "qwen3-8b --layers 4 --tokens 32768"; do
-  # shellcheck disable=SC2086
-  part "bench train $shape" 240 $P/bin/dms bench train --backend cuda --shape $shape --steps 3 --out "$OUT" ||
-    echo "(bench $shape did not finish)" >>"$LOG"
-done
 tail -n 40 "$LOG"
 exit $fail

@@ -92,9 +92,19 @@ int dms_bench_train(const dms_bench_train_opts *o) {
         dms_backend_close(&be);
         return 1;
     }
-    /* one row: random ids (never EOS-like in a way that matters here), --docs documents of equal length */
+    /* one row: random ids (an EOS among them only leaves that token out of
+     * the KD weights), --docs documents of equal length */
     const int T = o->tokens;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)T), *seg = malloc(sizeof(int32_t) * (size_t)T);
+    double *step_s = calloc((size_t)o->steps, sizeof(double));
+    if (!ids || !seg || !step_s) {
+        fprintf(stderr, "dms bench train: out of memory\n");
+        free(ids), free(seg), free(step_s);
+        dms_trainer_free(tr);
+        dms_model_free(&m);
+        dms_backend_close(&be);
+        return 1;
+    }
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (int t = 0; t < T; t++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -105,7 +115,7 @@ int dms_bench_train(const dms_bench_train_opts *o) {
     const double kd_tokens = dms_trainer_row_kd_tokens(tr, &row);
     const dms_step_flops fl = dms_step_flops_of(&m.cfg, seg, T);
 
-    double phase[PHASES] = {0}, *step_s = calloc((size_t)o->steps, sizeof(double));
+    double phase[PHASES] = {0};
     char device[128] = "cpu", cpu[160];
     dms_bench_read_line("/proc/cpuinfo", "model name", cpu, sizeof cpu);
     int rc = 0;
@@ -182,7 +192,7 @@ int dms_bench_train(const dms_bench_train_opts *o) {
                                                  "included; the trainer's buffers and scratch persist across steps)"
                                                : "process peak resident set (getrusage), model build included");
         for (int k = 0; k < PHASES; k++)
-            cJSON_AddNumberToObject(ph, k < DMS_PHASE_N ? dms_phase_names[k] : "optimizer", phase[k]);
+            cJSON_AddNumberToObject(ph, k < DMS_PHASE_N ? dms_phase_name(k) : "optimizer", phase[k]);
         cJSON_AddItemToObject(root, "phase_s_mean", ph);
 
         printf("%s, %d layers, %d tokens (%d document%s), %s on %s\n", o->model, m.cfg.n_layers, T, o->docs,
@@ -191,7 +201,7 @@ int dms_bench_train(const dms_bench_train_opts *o) {
                med, o->steps, step_s[0], step_s[o->steps - 1], T / med, tflops);
         if (peak > 0) printf(", MFU %.1f%% of %.1f", 100 * tflops / peak, peak);
         printf("\npeak memory %.2f GiB\nphases (mean s):", mem / (1024.0 * 1024 * 1024));
-        for (int k = 0; k < PHASES; k++) printf(" %s %.4f", k < DMS_PHASE_N ? dms_phase_names[k] : "optimizer", phase[k]);
+        for (int k = 0; k < PHASES; k++) printf(" %s %.4f", k < DMS_PHASE_N ? dms_phase_name(k) : "optimizer", phase[k]);
         printf("\n");
         char name[256];
         snprintf(name, sizeof name, "%s", o->model);

@@ -77,7 +77,10 @@ struct dms_trainer {
     double phase_t0;
 };
 
-const char *const dms_phase_names[DMS_PHASE_N] = {"setup", "teacher", "student", "kd", "backward"};
+const char *dms_phase_name(int phase) {
+    static const char *const names[DMS_PHASE_N] = {"setup", "teacher", "student", "kd", "backward"};
+    return phase >= 0 && phase < DMS_PHASE_N ? names[phase] : "?";
+}
 
 void dms_trainer_time_phases(dms_trainer *tr, double *phase_s) {
     tr->phase_s = phase_s;

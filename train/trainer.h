@@ -89,7 +89,8 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err);
 /* Phases of dms_trainer_grads, for `dms bench train`. */
 enum { DMS_PHASE_SETUP, DMS_PHASE_TEACHER, DMS_PHASE_STUDENT, DMS_PHASE_KD, DMS_PHASE_BACKWARD, DMS_PHASE_N };
-extern const char *const dms_phase_names[DMS_PHASE_N];
+/* "setup", "teacher", "student", "kd", "backward". */
+const char *dms_phase_name(int phase);
 /* With phase_s non-NULL, every later dms_trainer_grads synchronises the
  * backend at each phase's end and adds the phase's wall seconds to
  * phase_s[DMS_PHASE_*] (a benchmark's breakdown; the syncs cost what

@@ -13,8 +13,9 @@
  *    grad norm to 2e-2, every trainable tensor's gradient to 3e-2 of its
  *    largest element;
  *  - run: 50 AdamW steps of both; the KD of every step within 5% of the
- *    oracle's and their mean within 1%, the heads' final weights within 5%
- *    (a flipped hard decision may move one step, not the run).
+ *    oracle's and their mean within 1%, every trainable tensor's final
+ *    values (heads and LoRA) within 5% of its largest element (a flipped
+ *    hard decision may move one step, not the run).
  * `test_gpu_train cpu` runs the same harness CPU against CPU, where
  * everything must agree bit for bit (label cpu: the harness itself is
  * checked on every machine). `step` as a second argument runs the step part

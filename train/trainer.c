@@ -74,7 +74,7 @@ struct dms_trainer {
     int test_noise_rows;
     train_attn teacher, student, recompute;
     double *phase_s;    /* dms_trainer_time_phases: seconds per phase, or NULL */
-    double phase_t0;
+    double phase_t0;    /* when the phase now running began (set at the start of each dms_trainer_grads) */
 };
 
 const char *dms_phase_name(int phase) {
@@ -82,10 +82,7 @@ const char *dms_phase_name(int phase) {
     return phase >= 0 && phase < DMS_PHASE_N ? names[phase] : "?";
 }
 
-void dms_trainer_time_phases(dms_trainer *tr, double *phase_s) {
-    tr->phase_s = phase_s;
-    tr->phase_t0 = dms_now_s();
-}
+void dms_trainer_time_phases(dms_trainer *tr, double *phase_s) { tr->phase_s = phase_s; }
 
 /* Closes phase `ph` (a no-op unless timing): the backend's queued work is
  * waited for, so the time is the phase's own. */

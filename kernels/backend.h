@@ -59,7 +59,7 @@ typedef struct dms_mat {
 #define DMS_OPS_TRAIN(X)                                                                          \
     X(attention_dms_fwd) X(attention_dms_bwd) X(matmul_bwd_x) X(matmul_bwd_w) X(rmsnorm_bwd)      \
     X(rope_bwd) X(swiglu_bwd) X(kd_chunk) X(adamw) X(sumsq) X(sum_acc) X(dms_noise) X(dms_decide) \
-    X(dms_decide_bwd) X(dms_comp_grad)
+    X(dms_decide_bwd) X(dms_comp_grad) X(attention_future_max) X(dms_guide_grad)
 
 /* The ops the runtime's paged KV cache needs (runtime/kv_paged.c). */
 #define DMS_OPS_RUNTIME(X) X(attention_paged)
@@ -238,6 +238,23 @@ typedef struct dms_backend {
      * comp > 0 ? coef : 0; then *count = 0 for the next row. */
     void (*dms_comp_grad)(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
                           float target, float weight, float coef);
+
+    /* ---- attention guidance (an optional extension, docs/training.md) ----
+     * imp[T, KV]: for key j and KV head kh, the largest attention
+     * probability exp(scale q_i.k_j - lse[i, h]) over the heads h of kh's
+     * group and the queries i of j's document with i - j > window (the
+     * queries that an eviction of j would hide it from); 0 where there is
+     * none. lse[T, H] is attention_dms_fwd's (no bias: the teacher's). */
+    void (*attention_future_max)(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+                                 const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
+                                 float scale);
+    /* The guidance loss of one layer's decisions: where mask[t, h] != 0,
+     * binary cross-entropy of the decision logit x = scale * z_raw - offset
+     * against target[t, h] (1 = evict), times coef: *loss_acc += coef *
+     * (softplus(x) - y x) and dz_raw += coef (sigmoid(x) - y) scale
+     * (accumulated; per_layer: into column 0, in head order). */
+    void (*dms_guide_grad)(void *ctx, float *dz_raw, double *loss_acc, const float *z_raw, const float *target,
+                           const float *mask, int T, int KV, float scale, float offset, float coef, int per_layer);
     /* Neuron variant: out[t, h] = q[t, (h*H/KV)*hd + hd-1], the last channel
      * of the first query head of each KV group; that channel of q is then
      * multiplied by keep (0: zeroed, DMS; 1: left; in between: the neuron

@@ -459,6 +459,95 @@ static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
     dms_trainer_free(tr);
 }
 
+/* Attention guidance (guide_weight): the targets rank each layer's keys by
+ * the teacher's future attention (the fraction 1 - 1/CR(step) with the
+ * smallest maxima, among the decisions the mask allows, are 1); the loss is
+ * logged and added; its gradient matches central differences of the total
+ * loss (compression off, tau 1: smooth) on the largest W_a entries; and it
+ * changes the gradient that plain DMS gives. */
+static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], L = m->cfg.n_layers, KV = m->cfg.n_kv_heads;
+    const dms_row row = {(const int32_t *)ids_t->data, (const int32_t *)dms_st_find(fx, "segment_ids")->data,
+                         NULL, 0, 0};
+    const float *noise = tensor(fx, "noise");
+    const int step = 2;
+    float *g_plain = NULL;
+    for (int on = 0; on < 2; on++) {
+        dms_train_config cfg;
+        small_config(&cfg, T);
+        cfg.compression_weight = 0;
+        cfg.tau = 1.0f;
+        cfg.steps_per_cr = 1; /* CR 3 at step 2: target 2/3 */
+        cfg.cr_final = 8;
+        cfg.guide_weight = on ? 2.0f : 0.0f;
+        cfg.guide_steps = 4; /* weight 1 at step 2 */
+        dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+        CHECK_MSG(tr != NULL, "%s", err.msg);
+        if (!tr) break;
+        dms_trainer_test_fix_noise(tr, noise);
+        dms_step_stats st;
+        CHECK(dms_trainer_grads(tr, &row, 1, step, T, 1, &st, &err) == 0);
+        dms_param *wa = dms_trainer_param(tr, 0);
+        const float *imp, *y, *mask;
+        if (!on) {
+            CHECK(st.guide == 0.0 && dms_trainer_test_guide(tr, &imp, &y, &mask) == -1);
+            g_plain = malloc(sizeof(float) * wa->n);
+            memcpy(g_plain, wa->g, sizeof(float) * wa->n);
+            dms_trainer_free(tr);
+            continue;
+        }
+        CHECK_MSG(st.guide > 0.1 && fabs(st.loss - (st.kd + st.guide)) <= 1e-9 * st.loss, "guide %g, loss %g, kd %g",
+                  st.guide, st.loss, st.kd);
+        CHECK(dms_trainer_test_guide(tr, &imp, &y, &mask) == 0);
+        const size_t TK = (size_t)T * KV;
+        for (int l = 0; l < L; l++) {
+            size_t n = 0, ones = 0;
+            float max_one = -1.0f, min_zero = INFINITY;
+            for (size_t i = 0; i < TK; i++) {
+                const float v = y[(size_t)l * TK + i];
+                if (mask[i] == 0.0f) {
+                    CHECK_MSG(v == 0.0f, "layer %d: target 1 outside the mask at %zu", l, i);
+                    continue;
+                }
+                const float s = imp[(size_t)l * TK + i - KV]; /* decision t is about key t - 1 */
+                n++;
+                if (v == 1.0f) ones++, max_one = s > max_one ? s : max_one;
+                else min_zero = s < min_zero ? s : min_zero;
+            }
+            CHECK_MSG(n > 4 && ones == (size_t)((1.0 - 1.0 / 3.0) * (double)n) && max_one <= min_zero,
+                      "layer %d: %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, ones, n,
+                      (size_t)((1.0 - 1.0 / 3.0) * (double)n), max_one, min_zero);
+        }
+        float *g = malloc(sizeof(float) * wa->n);
+        memcpy(g, wa->g, sizeof(float) * wa->n);
+        double diff = 0.0, gmax = 0.0;
+        for (size_t k = 0; k < wa->n; k++)
+            diff = fmax(diff, fabs((double)g[k] - g_plain[k])), gmax = fmax(gmax, fabs((double)g[k]));
+        CHECK_MSG(diff > 0.1 * gmax, "guidance moved W_a's gradient by %g (max %g)", diff, gmax);
+        for (int probe = 0; probe < 3; probe++) { /* the three largest entries */
+            size_t best = 0;
+            for (size_t k = 1; k < wa->n; k++)
+                if (fabsf(g[k]) > fabsf(g[best])) best = k;
+            const float h = 1e-4f, keep = wa->p[best], gb = g[best];
+            g[best] = 0.0f;
+            dms_step_stats sp, sm;
+            wa->p[best] = keep + h;
+            CHECK(dms_trainer_grads(tr, &row, 1, step, T, 1, &sp, &err) == 0);
+            wa->p[best] = keep - h;
+            CHECK(dms_trainer_grads(tr, &row, 1, step, T, 1, &sm, &err) == 0);
+            wa->p[best] = keep;
+            const double fd = (sp.loss - sm.loss) / (2.0 * h);
+            CHECK_MSG(fabs(fd - gb) <= 2e-2 * fabs(gb) + 1e-7, "%s[%zu]: analytic %.6g vs finite difference %.6g",
+                      wa->name, best, gb, fd);
+        }
+        free(g);
+        dms_trainer_free(tr);
+    }
+    free(g_plain);
+}
+
 int main(void) {
     dms_err err = {0};
     dms_model m;
@@ -485,6 +574,7 @@ int main(void) {
     per_layer_decisions(&m, &fx);
     per_head_compression(&m, &fx);
     neuron_warmup(&m, &fx);
+    attention_guidance(&m, &fx);
     dms_st_close(&fx);
     dms_model_free(&m);
     return dms_check_finish();

@@ -8,7 +8,8 @@
  * error 2^-9 an element, about 1e-3 a product) where the CPU keeps fp32, so
  * the tolerances are bf16 ones, an order above that and far below what a
  * wrong kernel gives:
- *  - step: KD and compression loss to 1e-2 relative, decision and KV
+ *  - step: KD, compression and attention guidance loss (on in these
+ *    runs to step 40, docs/training.md) to 1e-2 relative, decision and KV
  *    fractions to 1e-3 (zero heads: decided by the shared noise alone),
  *    grad norm to 2e-2, every trainable tensor's gradient to 3e-2 of its
  *    largest element;
@@ -55,6 +56,8 @@ static void side_config(dms_train_config *cfg) {
     cfg->cr_final = 4;
     cfg->steps_per_cr = 10;
     cfg->compression_weight = 2;
+    cfg->guide_weight = 1;  /* attention guidance on to step 40 (weight 0.25 at the step test's step 30) */
+    cfg->guide_steps = 40;
 }
 
 static int side_open(side *s, const char *backend) {
@@ -138,12 +141,13 @@ static void test_step(side *x, side *cpu, int exact) {
     const double loss_tol = exact ? 0 : 1e-2, frac_tol = exact ? 0 : 1e-3, norm_tol = exact ? 0 : 2e-2;
     CHECK_MSG(rel(sx.kd, sc.kd) <= loss_tol, "kd %.9g vs oracle %.9g", sx.kd, sc.kd);
     CHECK_MSG(rel(sx.comp, sc.comp) <= loss_tol, "compression %.9g vs %.9g", sx.comp, sc.comp);
+    CHECK_MSG(rel(sx.guide, sc.guide) <= loss_tol, "guidance loss %.9g vs %.9g", sx.guide, sc.guide);
     CHECK_MSG(fabs(sx.frac - sc.frac) <= frac_tol, "decisions %.9g vs %.9g", sx.frac, sc.frac);
     CHECK_MSG(fabs(sx.kv_frac - sc.kv_frac) <= frac_tol, "kv fraction %.9g vs %.9g", sx.kv_frac, sc.kv_frac);
     CHECK_MSG(rel(sx.grad_norm, sc.grad_norm) <= norm_tol, "grad norm %.9g vs %.9g", sx.grad_norm, sc.grad_norm);
     /* the step must exercise what it compares: losses, evictions, gradients */
-    CHECK_MSG(sc.kd > 0 && sc.comp > 0 && sc.frac > 0.05 && sc.frac < 0.95 && sc.grad_norm > 0,
-              "oracle step: kd %g comp %g frac %g grad %g", sc.kd, sc.comp, sc.frac, sc.grad_norm);
+    CHECK_MSG(sc.kd > 0 && sc.comp > 0 && sc.guide > 0 && sc.frac > 0.05 && sc.frac < 0.95 && sc.grad_norm > 0,
+              "oracle step: kd %g comp %g guide %g frac %g grad %g", sc.kd, sc.comp, sc.guide, sc.frac, sc.grad_norm);
     char worst[128] = "";
     const double e = tensors_rel_err(x, cpu, 1, worst, sizeof worst);
     CHECK_MSG(exact ? e == 0 : e <= 3e-2, "gradients: %.3g relative error (worst: %s)", e, worst);

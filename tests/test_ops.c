@@ -86,12 +86,15 @@ static tol_row TOL[] = {
     {"dms_decide", TOL_F32, TOL_CU_EW, 0, 0},
     {"dms_decide_bwd", TOL_F32, TOL_CU_EW, 0, 0},
     {"dms_comp_grad", TOL_F64, TOL_F64, 0, 0},
+    {"attention_future_max", TOL_F32, TOL_CU_RED, 0, 0},
+    {"dms_guide_grad", TOL_F32, TOL_CU_EW, 0, 0},
     /* derivative checks on the backend alone (same tolerance in both runs) */
     {"attention_dms_bwd/fd", TOL_FD, TOL_FD, 0, 0},
     {"rmsnorm_bwd/fd", TOL_FD, TOL_FD, 0, 0},
     {"swiglu_bwd/fd", TOL_FD, TOL_FD, 0, 0},
     {"kd_chunk/fd", TOL_FD, TOL_FD, 0, 0},
     {"dms_decide_bwd/fd", TOL_FD, TOL_FD, 0, 0},
+    {"dms_guide_grad/fd", TOL_FD, TOL_FD, 0, 0},
     {"matmul_bwd/adjoint", TOL_ADJ, TOL_ADJ, 0, 0},
     {"rope_bwd/adjoint", TOL_ADJ, TOL_ADJ, 0, 0},
 };
@@ -1227,6 +1230,37 @@ static void naive_att_dms_bwd(float *dq, float *dk, float *dv, float *dlk, const
         for (size_t x = 0; x < (size_t)s->T * s->KV; x++) dlk[x] = (float)gl[x];
 }
 
+static void run_future_max(const dms_backend *b, float *imp, const float *lse, const dms_in *a) {
+    const dms_shape *s = a->s;
+    const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
+    float *di = put_nan(b, nl);
+    b->attention_future_max(b->ctx, di, put_f(b, a->q, nq), put_f(b, a->k, nk), put_f(b, lse, (size_t)s->T * s->H),
+                            put_i(b, a->seg, s->T), s->T, s->H, s->KV, s->hd, s->window, a->scale);
+    get_f(b, imp, di, nl);
+    run_end(b, "attention_future_max");
+}
+/* imp[j, kh] = max over the group's heads h and the queries i of j's
+ * document with i - j > window of exp(scale q_i.k_j - lse[i, h]); 0 if none */
+static void naive_future_max(float *imp, const float *lse, const dms_in *a) {
+    const dms_shape *s = a->s;
+    const int group = s->H / s->KV;
+    for (int j = 0; j < s->T; j++)
+        for (int kh = 0; kh < s->KV; kh++) {
+            double m = 0.0;
+            for (int i = j + s->window + 1; i < s->T; i++) {
+                if (a->seg[i] != a->seg[j]) continue;
+                for (int h = kh * group; h < (kh + 1) * group; h++) {
+                    const double li = lse[(size_t)i * s->H + h];
+                    if (li == -INFINITY) continue;
+                    const double p = exp(a->scale * dot_hf(a->q + ((size_t)i * s->H + h) * s->hd,
+                                                           a->k + ((size_t)j * s->KV + kh) * s->hd, s->hd) - li);
+                    m = p > m ? p : m;
+                }
+            }
+            imp[(size_t)j * s->KV + kh] = (float)m;
+        }
+}
+
 static dms_in make_dms_in(const dms_shape *s) {
     dms_in a = {s, NULL, NULL, NULL, NULL, NULL, 1.0f / sqrtf((float)s->hd)};
     if (s->nlens >= 0) {
@@ -1278,6 +1312,16 @@ static void test_attention_dms(void) {
         else naive_att_dms_fwd(rout, rlse, &a);
         cmp("attention_dms_fwd", "out", out, rout, nq);
         cmp("attention_dms_fwd", "lse", lse, rlse, (size_t)s->T * s->H);
+        { /* the guidance statistic, from this forward's lse */
+            float *imp = hf(nl), *rimp = hf(nl);
+            run_future_max(&be, imp, lse, &a);
+            if (vs_cpu) run_future_max(&oracle, rimp, lse, &a);
+            else naive_future_max(rimp, lse, &a);
+            cmp("attention_future_max", "imp", imp, rimp, nl);
+            int some = 0; /* the case must exercise the op: a key with later queries past the window */
+            for (size_t x = 0; x < nl; x++) some |= rimp[x] > 0.0f;
+            CHECK_MSG(some || s->T == 1 || s->window >= 200, "attention_future_max [%s]: every entry 0", case_name);
+        }
         float *dout = rnd(nq, -1, 1);
         float *g[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
         float *r[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
@@ -1665,6 +1709,73 @@ static void test_comp_grad(void) {
     }
 }
 
+/* ---------------- attention guidance loss ---------------- */
+
+typedef struct {
+    int T, KV, per_layer;
+    float scale, offset, coef;
+    float *z, *y, *mask;
+} guide_in;
+/* dz_raw (accumulated into) and *loss (added to) */
+static void run_guide(const dms_backend *b, float *dz, double *loss, const guide_in *g) {
+    const size_t n = (size_t)g->T * g->KV;
+    float *ddz = put_f(b, dz, n);
+    double *dl = put_d(b, loss, 1);
+    b->dms_guide_grad(b->ctx, ddz, dl, put_f(b, g->z, n), put_f(b, g->y, n), put_f(b, g->mask, n), g->T, g->KV,
+                      g->scale, g->offset, g->coef, g->per_layer);
+    get_f(b, dz, ddz, n);
+    get_d(b, loss, dl, 1);
+    run_end(b, "dms_guide_grad");
+}
+/* loss += coef sum_masked softplus(x) - y x, x = scale z - offset (per_layer:
+ * column 0's z for every head); dz += coef (sigmoid(x) - y) scale */
+static void naive_guide(float *dz, double *loss, const guide_in *g) {
+    for (int t = 0; t < g->T; t++)
+        for (int h = 0; h < g->KV; h++) {
+            const size_t i = (size_t)t * g->KV + h, src = (size_t)t * g->KV + (g->per_layer ? 0 : h);
+            if (g->mask[i] == 0.0f) continue;
+            const double x = (double)g->scale * g->z[src] - g->offset;
+            *loss += g->coef * ((x > 0 ? x + log1p(exp(-x)) : log1p(exp(x))) - g->y[i] * x);
+            dz[src] += (float)(g->coef * (sigm(x) - g->y[i]) * g->scale);
+        }
+}
+typedef struct {
+    guide_in g;
+    float *dz;
+} guide_fd;
+static double guide_loss(void *p) {
+    guide_fd *st = p;
+    double loss = 0.0;
+    memset(st->dz, 0, sizeof(float) * (size_t)st->g.T * st->g.KV);
+    run_guide(&be, st->dz, &loss, &st->g);
+    return loss;
+}
+
+static void test_guide(void) {
+    for (int pl = 0; pl < 2; pl++) {
+        guide_in g = {37, 3, pl, 10.0f, 0.5f, 0.03f, NULL, NULL, NULL};
+        const size_t n = (size_t)g.T * g.KV;
+        setcase("T=%d KV=%d per_layer=%d", g.T, g.KV, pl);
+        g.z = rnd(n, -1, 1), g.y = hf(n), g.mask = hf(n);
+        for (size_t i = 0; i < n; i++) g.y[i] = (float)rnd_int(2), g.mask[i] = i % 5 ? 1.0f : 0.0f;
+        float *gz = rnd(n, -1, 1), *rz = dupf(gz, n);
+        double gl = 1.5, rl = 1.5;
+        run_guide(&be, gz, &gl, &g);
+        if (vs_cpu) run_guide(&oracle, rz, &rl, &g);
+        else naive_guide(rz, &rl, &g);
+        cmp("dms_guide_grad", "dz_raw", gz, rz, n);
+        cmp1("dms_guide_grad", "loss", gl, rl);
+        CHECK_MSG(fabs(gl - 1.5) > 1e-3, "dms_guide_grad [%s]: no loss added", case_name);
+        /* the gradient is the loss's: central differences through the backend */
+        guide_fd st = {g, hf(n)};
+        float *dz = hf(n);
+        double l0 = 0.0;
+        run_guide(&be, dz, &l0, &g);
+        fd_compare("dms_guide_grad/fd", "dz_raw", g.z, dz, n, n, 1e-3f, guide_loss, &st);
+        hfree_all();
+    }
+}
+
 /* ---------------- main ---------------- */
 
 int main(int argc, char **argv) {
@@ -1709,6 +1820,7 @@ int main(int argc, char **argv) {
     test_noise();
     test_decide();
     test_comp_grad();
+    test_guide();
     test_status();
 
     printf("%-22s %9s %11s %6s\n", "op", "tol", "max error", "checks");

@@ -70,6 +70,19 @@ int main(void) {
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"compression_per\": \"layer\"}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "compression_per") != NULL, "%s", err.msg);
 
+    /* attention guidance: off by default; on, linear from guide_weight to 0 at guide_steps */
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0);
+    CHECK(c.guide_weight == 0.0f && dms_guide_at(&c, 0) == 0.0f);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_weight\": 2, \"guide_steps\": 40}", &err) == 0);
+    CHECK_CLOSE(dms_guide_at(&c, 0), 2.0, 1e-7, 0);
+    CHECK_CLOSE(dms_guide_at(&c, 10), 1.5, 1e-6, 0);
+    CHECK_CLOSE(dms_guide_at(&c, 40), 0.0, 0, 0);
+    CHECK_CLOSE(dms_guide_at(&c, 400), 0.0, 0, 0);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_weight\": -1}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "guide_weight") != NULL, "%s", err.msg);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_steps\": 0}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "guide_steps") != NULL, "%s", err.msg);
+
     /* kd: reverse (NVIDIA's KL(s||t)) unless asked */
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0);
     CHECK(c.kd == DMS_KD_REVERSE);

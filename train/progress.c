@@ -55,6 +55,7 @@ int dms_progress_step(dms_progress *p, int step, const dms_step_stats *st, doubl
     cJSON_AddNumberToObject(o, "loss", st->loss);
     cJSON_AddNumberToObject(o, "kd", st->kd);
     cJSON_AddNumberToObject(o, "compression", st->comp);
+    if (st->guide != 0) cJSON_AddNumberToObject(o, "guide", st->guide);
     cJSON_AddNumberToObject(o, "target_cr", st->target < 1 ? 1.0 / (1.0 - st->target) : 0);
     cJSON_AddNumberToObject(o, "decision_cr", cr_of(st->frac));
     cJSON_AddNumberToObject(o, "kv_cr", cr_of(st->kv_frac));

@@ -62,6 +62,9 @@ static const key_spec keys[] = {
     {"tau", K_FLOAT, F(tau), 1e-4, 100, NULL, "temperature of the relaxed decisions"},
     {"tau_start", K_FLOAT, F(tau_start), 0, 100, NULL, "extension: anneal the temperature from this (0 = off)"},
     {"tau_steps", K_INT, F(tau_steps), 1, 1e9, NULL, "steps of the temperature anneal"},
+    {"guide_weight", K_FLOAT, F(guide_weight), 0, 1e6, NULL,
+     "extension: attention guidance, weight at step 0 (0 = off; docs/training.md)"},
+    {"guide_steps", K_INT, F(guide_steps), 1, 1e9, NULL, "steps over which the guidance weight falls to 0"},
     {"neuron_warmup", K_INT, F(neuron_warmup), 0, 1e9, NULL,
      "neuron variant: steps over which the borrowed channel fades out of attention (0 = off)"},
     {"alpha_scale", K_FLOAT, F(alpha_scale), 1e-3, 1e6, NULL, "decision logit scale s"},
@@ -110,6 +113,7 @@ void dms_train_config_defaults(dms_train_config *c) {
     c->window = 256;
     c->tau = 0.1f;
     c->tau_steps = 100;
+    c->guide_steps = 100;
     c->alpha_scale = 100.0f;
     c->alpha_offset = 5.0f;
     c->cr_final = 8.0f;
@@ -259,6 +263,11 @@ char *dms_train_config_to_json(const dms_train_config *c) {
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     return s;
+}
+
+float dms_guide_at(const dms_train_config *c, int step) {
+    if (c->guide_weight <= 0 || step >= c->guide_steps) return 0.0f;
+    return c->guide_weight * (1.0f - (float)step / (float)c->guide_steps);
 }
 
 float dms_tau_at(const dms_train_config *c, int step) {

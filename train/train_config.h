@@ -59,6 +59,8 @@ typedef struct dms_train_config {
     float tau;
     float tau_start;        /* optional extension: anneal from tau_start to tau (0: off) */
     int tau_steps;          /* over this many steps */
+    float guide_weight;     /* optional extension: attention guidance weight at step 0 (0: off) */
+    int guide_steps;        /* falling linearly to 0 at this step */
     int neuron_warmup;      /* neuron variant: steps of the borrowed channel's fade (0: off) */
     float alpha_scale;
     float alpha_offset;
@@ -96,6 +98,9 @@ int dms_train_steps(const dms_train_config *c);
 /* Temperature of the relaxed decisions at `step`: tau, or, with tau_start
  * set, linear from tau_start at step 0 to tau at tau_steps, then tau. */
 float dms_tau_at(const dms_train_config *c, int step);
+/* Weight of the attention guidance loss at `step`: guide_weight falling
+ * linearly to 0 at guide_steps (0 when off). */
+float dms_guide_at(const dms_train_config *c, int step);
 /* Neuron warm-up at `step`: the fraction g = 1 - step / neuron_warmup of
  * the borrowed channel that attention still sees (the decision logit is
  * scaled by 1 - g); 0 after the warm-up or when it is off. */

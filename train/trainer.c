@@ -7,7 +7,9 @@
  * decisions emitted by token j+1 about key j, soft log-keep bias outside
  * the window, straight-through hard decisions in the compression loss
  * (clamped per row), KL(student || teacher) over tokens whose input is not
- * EOS. Per-step statistics stay on the backend until one read per step. */
+ * EOS; optionally, attention guidance (targets for the decisions from the
+ * teacher's future attention). Per-step statistics stay on the backend
+ * until one read per step. */
 #include "train/trainer.h"
 
 #include <math.h>
@@ -28,7 +30,7 @@ static const char *const lora_names[DMS_LORA_N] = {"q_proj", "k_proj", "v_proj",
  * tokens the inference rule drops (ST_LAYER0 + L), then L x KV per-head
  * counts of the step (st_head), then, when the compression loss is per
  * head, L x KV per-head counts of the current row (st_head_row). */
-enum { ST_KD = 0, ST_COMP, ST_ROW_COUNT, ST_LAYER0 };
+enum { ST_KD = 0, ST_COMP, ST_GUIDE, ST_ROW_COUNT, ST_LAYER0 };
 
 /* The attention strategy of training rows: DMS attention over the packed
  * row, with the delayed-eviction bias from this layer's decisions when
@@ -73,6 +75,13 @@ struct dms_trainer {
     const float *test_noise;   /* test seam: fixed [test_noise_rows, L, T, KV] noise */
     int test_noise_rows;
     train_attn teacher, student, recompute;
+    /* attention guidance (cfg.guide_weight > 0): the teacher's future
+     * attention maxima [L, T, KV], and the eviction targets [L, T, KV]
+     * (1 = evict) set from them on the host (docs/training.md) */
+    float *imp, *guide_y;
+    float *imp_host, *guide_y_host, *kvw_host, *rank_buf;
+    float guide_w;      /* this step's guidance weight (0: off this step) */
+    float guide_coef;   /* the current row's per-decision coefficient (guide_targets) */
     double *phase_s;    /* dms_trainer_time_phases: seconds per phase, or NULL */
     double phase_t0;    /* when the phase now running began (set at the start of each dms_trainer_grads) */
 };
@@ -137,6 +146,9 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
     }
     be->attention_dms_fwd(be->ctx, a->att, a->lse, a->q, a->k, a->v, log_keep, tr->seg, n, tr->H, tr->KV, tr->hd,
                           dc->window, 1.0f / sqrtf((float)tr->hd));
+    if (!self->student && tr->guide_w > 0.0f)
+        be->attention_future_max(be->ctx, tr->imp + (size_t)l * TK, a->q, a->k, a->lse, tr->seg, n, tr->H, tr->KV,
+                                 tr->hd, dc->window, 1.0f / sqrtf((float)tr->hd));
 }
 
 static dms_param *add_param(dms_trainer *tr, const char *name, dms_mat w) {
@@ -197,7 +209,17 @@ static int alloc_activations(dms_trainer *tr) {
     tr->head_sel = dms_arena_f32(A, KV * T * KV);
     tr->host_stats = malloc(sizeof(double) * n_stats(tr));
     tr->head_frac = calloc(L * KV, sizeof(double));
-    return tr->host_stats && tr->head_frac ? 0 : -1;
+    tr->kvw_host = malloc(sizeof(float) * T * KV);
+    int ok = tr->host_stats && tr->head_frac && tr->kvw_host;
+    if (tr->cfg.guide_weight > 0) {
+        tr->imp = dms_arena_f32(A, L * T * KV);
+        tr->guide_y = dms_arena_f32(A, L * T * KV);
+        tr->imp_host = malloc(sizeof(float) * L * T * KV);
+        tr->guide_y_host = malloc(sizeof(float) * L * T * KV);
+        tr->rank_buf = malloc(sizeof(float) * T * KV);
+        ok = ok && tr->imp_host && tr->guide_y_host && tr->rank_buf;
+    }
+    return ok ? 0 : -1;
 }
 
 int dms_trainer_prepare_model(dms_model *m, const dms_train_config *cfg, dms_err *err) {
@@ -318,6 +340,10 @@ void dms_trainer_free(dms_trainer *tr) {
     free(tr->p_lora_b);
     free(tr->host_stats);
     free(tr->head_frac);
+    free(tr->kvw_host);
+    free(tr->imp_host);
+    free(tr->guide_y_host);
+    free(tr->rank_buf);
     free(tr);
 }
 
@@ -437,6 +463,9 @@ static void layer_backward(dms_trainer *tr, int l) {
     be->dms_decide_bwd(ctx, tr->dzraw, tr->u, tr->dlogkeep, tr->dhard + (size_t)l * KV, tr->seg, a->pos, c->dms.sink_tokens, T, KV,
                        c->dms.alpha_scale, tr->tau,
                        c->dms.alpha_per_layer);
+    if (tr->guide_w > 0.0f && tr->guide_coef != 0.0f)
+        be->dms_guide_grad(ctx, tr->dzraw, tr->stats + ST_GUIDE, a->zraw, tr->guide_y + (size_t)l * T * KV, tr->kv_w,
+                           T, KV, c->dms.alpha_scale, c->dms.alpha_offset, tr->guide_coef, c->dms.alpha_per_layer);
     const float g = neuron ? tr->student.base.neuron_keep : 0.0f; /* warm-up fade (layer.c) */
     if (neuron) be->dms_neuron_take(ctx, NULL, tr->dq, T, H, KV, hd, g); /* zeroed (faded) after RoPE */
     be->rope_bwd(ctx, tr->dq, a->pos, m->inv_freq, T, H, hd);
@@ -515,6 +544,7 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     if (rc == 0) {
         const dms_backend *be = tr->be;
         dms_upload_f32(be, tr->kv_w, kvw, (size_t)T * tr->KV);
+        memcpy(tr->kvw_host, kvw, sizeof(float) * (size_t)T * tr->KV);
         dms_upload_i32(be, tr->ids, row->ids, (size_t)T);
         dms_upload_i32(be, tr->seg, row->seg, (size_t)T);
         dms_upload_i32(be, tr->acts.pos, pos, (size_t)T);
@@ -533,6 +563,53 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     return rc;
 }
 
+static int cmp_f32(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Attention guidance, after the teacher's forward of a row: in each layer,
+ * of the decisions that the inference rule can carry out (kv_w: the key is
+ * not a sink and is more than `window` behind its document's last token),
+ * the fraction `frac` about the keys with the smallest future attention
+ * maxima get the target 1 (evict), the others 0; ties go to the earlier
+ * token. Sets the row's per-decision coefficient: the loss is the mean
+ * over those decisions, layers and the step's rows. */
+static void guide_targets(dms_trainer *tr, double frac, int rows_total) {
+    const dms_backend *be = tr->be;
+    const int T = tr->T, KV = tr->KV, L = tr->L;
+    const size_t TK = (size_t)T * KV;
+    dms_download_f32(be, tr->imp_host, tr->imp, (size_t)L * TK);
+    memset(tr->guide_y_host, 0, sizeof(float) * (size_t)L * TK);
+    size_t n = 0;
+    for (int l = 0; l < L; l++) {
+        const float *imp = tr->imp_host + (size_t)l * TK;
+        float *y = tr->guide_y_host + (size_t)l * TK;
+        n = 0;
+        for (size_t i = KV; i < TK; i++)
+            if (tr->kvw_host[i] != 0.0f) tr->rank_buf[n++] = imp[i - KV]; /* decision t is about key t - 1 */
+        size_t k = (size_t)(frac * (double)n);
+        if (k == 0) continue;
+        qsort(tr->rank_buf, n, sizeof(float), cmp_f32);
+        const float thr = tr->rank_buf[k - 1];
+        size_t below = 0;
+        for (size_t i = KV; i < TK; i++)
+            if (tr->kvw_host[i] != 0.0f && imp[i - KV] < thr) y[i] = 1.0f, below++;
+        for (size_t i = KV; i < TK && below < k; i++)
+            if (tr->kvw_host[i] != 0.0f && imp[i - KV] == thr) y[i] = 1.0f, below++;
+    }
+    dms_upload_f32(be, tr->guide_y, tr->guide_y_host, (size_t)L * TK);
+    tr->guide_coef = n ? (float)(tr->guide_w / ((double)n * L * rows_total)) : 0.0f;
+}
+
+int dms_trainer_test_guide(const dms_trainer *tr, const float **imp, const float **y, const float **mask) {
+    if (!tr->imp_host) return -1;
+    *imp = tr->imp_host;
+    *y = tr->guide_y_host;
+    *mask = tr->kvw_host;
+    return 0;
+}
+
 double dms_trainer_row_kd_tokens(const dms_trainer *tr, const dms_row *row) {
     double n = 0;
     for (int t = 0; t < tr->T; t++) n += (!row->mask || row->mask[t]) && row->ids[t] != tr->m->cfg.eos_id;
@@ -541,7 +618,7 @@ double dms_trainer_row_kd_tokens(const dms_trainer *tr, const dms_row *row) {
 
 /* Total loss, gradient norm and finiteness from the (reduced) parts. */
 static void finish_stats(dms_trainer *tr, dms_step_stats *st) {
-    st->loss = st->kd + tr->cfg.compression_weight * st->comp;
+    st->loss = st->kd + tr->cfg.compression_weight * st->comp + st->guide;
     st->grad_norm = sqrt(tr->be->sumsq(tr->be->ctx, tr->grad_arena, tr->n_grad));
     st->finite = isfinite(st->loss) && isfinite(st->grad_norm);
     st->heads_all = st->heads_none = 0;
@@ -562,6 +639,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     if (kd_tokens_total < 1) kd_tokens_total = 1;
     const float cr = dms_cr_at(&tr->cfg, (int)step);
     tr->tau = dms_tau_at(&tr->cfg, (int)step);
+    tr->guide_w = dms_guide_at(&tr->cfg, (int)step);
     tr->student.base.neuron_keep = tr->recompute.base.neuron_keep = dms_neuron_keep_at(&tr->cfg, (int)step);
     st->target = 1.0 - 1.0 / cr;
     const double per_row_decisions = (double)tr->L * tr->T * tr->KV;
@@ -580,6 +658,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
         if (row_setup(tr, &rows[r], kd_tokens_total, step, r, err) != 0) return -1;
         phase_end(tr, DMS_PHASE_SETUP);
         teacher_forward(tr);
+        if (tr->guide_w > 0.0f) guide_targets(tr, st->target, rows_total);
         phase_end(tr, DMS_PHASE_TEACHER);
         student_forward(tr);
         phase_end(tr, DMS_PHASE_STUDENT);
@@ -606,6 +685,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     if (be->status(be->ctx, msg, sizeof msg) != 0) return dms_errf(err, "training step %lld: %s", (long long)step, msg);
     st->kd = tr->host_stats[ST_KD];
     st->comp = tr->host_stats[ST_COMP];
+    st->guide = tr->host_stats[ST_GUIDE];
     const double per_layer = (double)tr->T * tr->KV * rows_total;
     for (int l = 0; l < tr->L; l++) {
         st->frac_layer[l] = tr->host_stats[ST_LAYER0 + l] / per_layer;
@@ -625,21 +705,23 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err) {
     if (comm->size == 1) return 0;
     if (comm->allreduce_f32(comm, tr->grad_arena, tr->n_grad, err) != 0) return -1;
-    double v[4 + 2 * DMS_MAX_LAYERS];
+    double v[5 + 2 * DMS_MAX_LAYERS];
     const size_t L = (size_t)tr->L;
     v[0] = st->kd;
     v[1] = st->comp;
     v[2] = st->frac;
     v[3] = st->kv_frac;
-    memcpy(v + 4, st->frac_layer, sizeof(double) * L);
-    memcpy(v + 4 + L, st->kv_frac_layer, sizeof(double) * L);
-    if (comm->allreduce_f64(comm, v, 4 + 2 * L, err) != 0) return -1;
+    v[4] = st->guide;
+    memcpy(v + 5, st->frac_layer, sizeof(double) * L);
+    memcpy(v + 5 + L, st->kv_frac_layer, sizeof(double) * L);
+    if (comm->allreduce_f64(comm, v, 5 + 2 * L, err) != 0) return -1;
     st->kd = v[0];
     st->comp = v[1];
     st->frac = v[2];
     st->kv_frac = v[3];
-    memcpy(st->frac_layer, v + 4, sizeof(double) * L);
-    memcpy(st->kv_frac_layer, v + 4 + L, sizeof(double) * L);
+    st->guide = v[4];
+    memcpy(st->frac_layer, v + 5, sizeof(double) * L);
+    memcpy(st->kv_frac_layer, v + 5 + L, sizeof(double) * L);
     if (comm->allreduce_f64(comm, tr->head_frac, L * tr->KV, err) != 0) return -1;
     finish_stats(tr, st);
     return 0;

@@ -39,6 +39,7 @@ typedef struct dms_row {
 
 typedef struct dms_step_stats {
     double loss, kd, comp;          /* batch means */
+    double guide;                   /* attention guidance loss (weighted; 0 when off) */
     double frac;                    /* mean hard decision (fraction flagged): decision CR = 1/(1-frac) */
     double frac_layer[DMS_MAX_LAYERS];
     /* Fraction of the row's tokens the inference rule would really have

@@ -16,5 +16,11 @@ void dms_trainer_test_fix_noise_rows(dms_trainer *tr, const float *noise, int n_
 /* The student logits [T, V] (host) of the last row of the last step,
  * through the backend's LM-head matmul as the KD computes them. */
 void dms_trainer_test_student_logits(dms_trainer *tr, float *out);
+/* Attention guidance (guide_weight > 0) of the last row of the last step,
+ * host copies [L, T, KV]: the teacher's future attention maxima (imp,
+ * indexed by key) and the targets (y, indexed by the deciding token t, about
+ * key t - 1); mask [T, KV] the decisions the loss covers. Returns 0, or -1
+ * when guidance is off. */
+int dms_trainer_test_guide(const dms_trainer *tr, const float **imp, const float **y, const float **mask);
 
 #endif

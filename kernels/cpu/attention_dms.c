@@ -276,3 +276,64 @@ void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float
     free(first);
     free(end);
 }
+
+/* Attention guidance (an optional training extension): per (kv head, tile
+ * of ATT_KTILE keys), the scores of the tile's keys against every query of
+ * their documents, for each head of the group; the largest probability
+ * exp(s - lse) among queries more than `window` after the key. Each item
+ * owns its keys' entries, so the result does not depend on scheduling. */
+void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+                                  const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
+                                  float scale) {
+    if (T <= 0) return;
+    const int group = n_heads / n_kv_heads;
+    const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
+    const int nktile = (T + ATT_KTILE - 1) / ATT_KTILE;
+    int *first = NULL, *end = NULL, oom = doc_bounds(seg, T, &first, &end) != 0;
+    const int blas = blas_serial_begin();
+#pragma omp parallel if (!oom)
+    {
+        float *P = oom ? NULL : malloc(sizeof(float) * (size_t)ATT_KTILE * (size_t)ATT_TILE);
+        if (!P) {
+#pragma omp atomic write
+            oom = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int it = 0; it < n_kv_heads * nktile; it++) {
+            if (!P) continue;
+            const int kh = it % n_kv_heads;
+            const int j0 = (it / n_kv_heads) * ATT_KTILE;
+            const int j1 = j0 + ATT_KTILE < T ? j0 + ATT_KTILE : T;
+            const int nk = j1 - j0, iend = end[j1 - 1];
+            const float *kt = k + (size_t)j0 * ks + (size_t)kh * head_dim;
+            float mx[ATT_KTILE] = {0};
+            for (int i0 = j0 + window + 1; i0 < iend; i0 += ATT_TILE) {
+                const int nr = iend - i0 < ATT_TILE ? iend - i0 : ATT_TILE;
+                for (int h = kh * group; h < (kh + 1) * group; h++) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nk, nr, head_dim, scale, kt, ks,
+                                q + (size_t)i0 * qs + (size_t)h * head_dim, qs, 0.0f, P, nr);
+                    for (int c = 0; c < nk; c++) {
+                        const int j = j0 + c;
+                        const float *prow = P + (size_t)c * nr;
+                        for (int r = 0; r < nr; r++) {
+                            const int i = i0 + r;
+                            const float li = lse[(size_t)i * n_heads + h];
+                            if (i - j <= window || seg[j] != seg[i] || li == -INFINITY) continue;
+                            const float p = expf(prow[r] - li);
+                            if (p > mx[c]) mx[c] = p;
+                        }
+                    }
+                }
+            }
+            for (int c = 0; c < nk; c++) imp[(size_t)(j0 + c) * n_kv_heads + kh] = mx[c];
+        }
+        free(P);
+    }
+    blas_serial_end(blas);
+    if (oom) {
+        dms_cpu_fail(ctx, "attention_future_max", "out of memory");
+        dms_cpu_fill_nan(imp, (size_t)T * n_kv_heads);
+    }
+    free(first);
+    free(end);
+}

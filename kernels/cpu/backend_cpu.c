@@ -106,6 +106,8 @@ const dms_backend dms_cpu_ops = {
     .dms_decide = dms_cpu_dms_decide,
     .dms_decide_bwd = dms_cpu_dms_decide_bwd,
     .dms_comp_grad = dms_cpu_dms_comp_grad,
+    .attention_future_max = dms_cpu_attention_future_max,
+    .dms_guide_grad = dms_cpu_dms_guide_grad,
     .dms_neuron_take = dms_cpu_dms_neuron_take,
     .dms_neuron_put = dms_cpu_dms_neuron_put,
 };

@@ -81,6 +81,11 @@ void dms_cpu_swiglu(void *ctx, float *out, const float *gate, const float *up, s
 void dms_cpu_swiglu_bwd(void *ctx, float *dgate, float *dup, const float *dout, const float *gate,
                         const float *up, size_t n);
 
+/* attention_dms.c: attention guidance's target statistic */
+void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+                                  const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
+                                  float scale);
+
 /* embedding.c */
 void dms_cpu_embedding(void *ctx, float *out, const dms_mat *table, const int32_t *ids, int n);
 
@@ -103,6 +108,8 @@ void dms_cpu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const floa
                             int per_layer);
 void dms_cpu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom, float target,
                            float weight, float coef);
+void dms_cpu_dms_guide_grad(void *ctx, float *dz_raw, double *loss_acc, const float *z_raw, const float *target,
+                            const float *mask, int T, int KV, float scale, float offset, float coef, int per_layer);
 
 /* dms_neuron.c: the neuron variant's channel gather/scatter */
 void dms_cpu_dms_neuron_take(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads, int head_dim,

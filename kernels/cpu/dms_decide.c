@@ -74,3 +74,21 @@ void dms_cpu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_ac
     for (int i = 0; i < n_dhard; i++) dhard[i] = comp > 0 ? coef : 0.0f;
     *count = 0.0;
 }
+
+/* softplus(x) = log(1 + e^x), stable */
+static double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+
+void dms_cpu_dms_guide_grad(void *ctx, float *dz_raw, double *loss_acc, const float *z_raw, const float *target,
+                            const float *mask, int T, int KV, float scale, float offset, float coef, int per_layer) {
+    (void)ctx;
+    double loss = 0.0;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < KV; h++) {
+            const size_t i = (size_t)t * KV + h, src = (size_t)t * KV + (per_layer ? 0 : h);
+            if (mask[i] == 0.0f) continue;
+            const float x = scale * z_raw[src] - offset, y = target[i];
+            dz_raw[src] += coef * (sigmoid(x) - y) * scale;
+            loss += (double)coef * (softplus((double)x) - (double)y * x);
+        }
+    *loss_acc += loss;
+}

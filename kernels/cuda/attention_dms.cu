@@ -250,3 +250,41 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
         cu_check(c, "attention_dms_bwd");
     }
 }
+
+/* Attention guidance's statistic, one block per (key j, kv head kh): the
+ * largest exp(scale q_i.k_j - lse_ih) over the group's heads and the
+ * queries of j's document more than `window` after it; block max (fixed
+ * tree). No scratch: nothing is kept per query. */
+__global__ void k_att_future_max(float *imp, const float *q, const float *k, const float *lse, const int32_t *seg,
+                                 int T, int n_heads, int n_kv_heads, int head_dim, int window, float scale) {
+    extern __shared__ float ks[]; /* k_j: [head_dim] */
+    const size_t b = blockIdx.x;
+    const int j = (int)(b / n_kv_heads), kh = (int)(b % n_kv_heads), group = n_heads / n_kv_heads;
+    const size_t qstr = (size_t)n_heads * head_dim, kstr = (size_t)n_kv_heads * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) ks[d] = k[j * kstr + (size_t)kh * head_dim + d];
+    __syncthreads();
+    const int32_t sj = seg[j];
+    float mx = 0.0f;
+    for (int i = j + window + 1 + threadIdx.x; i < T; i += blockDim.x) {
+        if (seg[i] != sj) continue;
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            const float li = lse[(size_t)i * n_heads + h];
+            if (li == -INFINITY) continue;
+            const float p = expf(scale * dot_hd(ks, q + i * qstr + (size_t)h * head_dim, head_dim) - li);
+            mx = p > mx ? p : mx;
+        }
+    }
+    mx = cu_block_max(mx);
+    if (threadIdx.x == 0) imp[(size_t)j * n_kv_heads + kh] = mx;
+}
+
+void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+                             const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
+                             float scale) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
+    const size_t nk = (size_t)T * n_kv_heads;
+    k_att_future_max<<<(unsigned)nk, CU_ATT_THREADS, sizeof(float) * (size_t)head_dim, c->stream>>>(
+        imp, q, k, lse, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
+    cu_check(c, "attention_future_max");
+}

@@ -172,6 +172,11 @@ void cu_kd_chunk(void *ctx, float *loss, float *dzs, const float *zs, const floa
 void cu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
               float beta2, float eps, float weight_decay, int t, float grad_scale);
 
+/* attention_dms.cu: attention guidance's statistic */
+void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+                             const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
+                             float scale);
+
 /* dms_decide.cu */
 void cu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,
                   int64_t tok0);
@@ -183,6 +188,8 @@ void cu_dms_decide_bwd(void *ctx, float *dz_raw, const float *u, const float *dl
                        float scale, float tau, int per_layer);
 void cu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, double *count, double denom,
                       float target, float weight, float coef);
+void cu_dms_guide_grad(void *ctx, float *dz_raw, double *loss_acc, const float *z_raw, const float *target,
+                       const float *mask, int T, int KV, float scale, float offset, float coef, int per_layer);
 
 /* dms_neuron.cu */
 void cu_dms_neuron_take(void *ctx, float *out, float *q, int T, int n_heads, int n_kv_heads,

@@ -132,3 +132,33 @@ void cu_dms_comp_grad(void *ctx, float *dhard, int n_dhard, double *comp_acc, do
     k_dms_comp_grad<<<1, 1, 0, c->stream>>>(dhard, n_dhard, comp_acc, count, denom, target, weight, coef);
     cu_check(c, "dms_comp_grad");
 }
+
+/* The guidance loss: one block; thread t0 walks tokens t0, t0 + blockDim,
+ * ... (heads in order, so per_layer's column 0 adds up as on the CPU: one
+ * thread owns a token), then a fixed-tree block sum of the loss. */
+__global__ void k_dms_guide_grad(float *dz_raw, double *loss_acc, const float *z_raw, const float *target,
+                                 const float *mask, int T, int KV, float scale, float offset, float coef,
+                                 int per_layer) {
+    double loss = 0.0;
+    for (int t = threadIdx.x; t < T; t += blockDim.x)
+        for (int h = 0; h < KV; h++) {
+            const size_t i = (size_t)t * KV + h, src = (size_t)t * KV + (per_layer ? 0 : h);
+            if (mask[i] == 0.0f) continue;
+            const float x = scale * z_raw[src] - offset, y = target[i];
+            dz_raw[src] += coef * (sigmoid(x) - y) * scale;
+            const double xd = (double)x;
+            const double sp = xd > 0 ? xd + log1p(exp(-xd)) : log1p(exp(xd));
+            loss += (double)coef * (sp - (double)y * x);
+        }
+    loss = cu_block_sum_d(loss);
+    if (threadIdx.x == 0) *loss_acc += loss;
+}
+
+void cu_dms_guide_grad(void *ctx, float *dz_raw, double *loss_acc, const float *z_raw, const float *target,
+                       const float *mask, int T, int KV, float scale, float offset, float coef, int per_layer) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    if (T <= 0 || KV <= 0) return;
+    k_dms_guide_grad<<<1, CU_THREADS, 0, c->stream>>>(dz_raw, loss_acc, z_raw, target, mask, T, KV, scale, offset,
+                                                      coef, per_layer);
+    cu_check(c, "dms_guide_grad");
+}

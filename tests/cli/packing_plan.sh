@@ -59,6 +59,11 @@ expect_ok plan-cpu -- "$DMS" inspect --plan bench/models/llama3.2_1b --tokens 40
 if grep -qF "base weights (fp32)" "$T/out" && grep -qF "attention tiles" "$T/out"; then ok; else bad "plan: cpu"; fi
 expect_ok plan-config -- "$DMS" inspect --plan bench/models/qwen3_8b --config configs/qwen3_8b_dms8x.json --backend cuda
 if grep -qF "rows of 32768 tokens" "$T/out"; then ok; else bad "plan: --config max_len"; fi
+# attention guidance's buffers are attributed too
+printf '{"model": "m", "data": "d", "max_len": 4096, "guide_weight": 1}\n' >"$T/guide.json"
+expect_ok plan-guide -- "$DMS" inspect --plan bench/models/qwen3_8b --config "$T/guide.json" --backend cuda
+if grep -qF "rows of 4096 tokens" "$T/out" && ! grep -q "other trainer memory" "$T/out"; then ok
+else bad "plan with guidance: $(head -c 1500 "$T/out")"; fi
 expect_error plan-backend "--backend must be cpu or cuda" -- "$DMS" inspect --plan bench/models/qwen3_8b --backend tpu
 expect_error plan-tokens "--tokens and --gpu-gib must be positive" -- \
   "$DMS" inspect --plan bench/models/qwen3_8b --tokens -5

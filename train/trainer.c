@@ -79,7 +79,8 @@ struct dms_trainer {
      * attention maxima [L, T, KV], and the eviction targets [L, T, KV]
      * (1 = evict) set from them on the host (docs/training.md) */
     float *imp, *guide_y;
-    float *imp_host, *guide_y_host, *kvw_host, *rank_buf;
+    float *imp_host, *guide_y_host, *rank_buf;
+    float *kvw_host;    /* [T, KV] host: the current row's kv_w (row_setup builds it here) */
     float guide_w;      /* this step's guidance weight (0: off this step) */
     float guide_coef;   /* the current row's per-decision coefficient (guide_targets) */
     double *phase_s;    /* dms_trainer_time_phases: seconds per phase, or NULL */
@@ -510,9 +511,9 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     const int T = tr->T;
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
     float *w = malloc(sizeof(float) * (size_t)T);
-    float *kvw = malloc(sizeof(float) * (size_t)T * tr->KV);
+    float *kvw = tr->kvw_host; /* kept on the host too: attention guidance's mask */
     const int32_t eos = tr->m->cfg.eos_id;
-    int start = 0, rc = pos && w && kvw ? 0 : dms_errf(err, "out of memory");
+    int start = 0, rc = pos && w ? 0 : dms_errf(err, "out of memory");
     for (int t = 0; rc == 0 && t < T; t++) {
         if (row->ids[t] < 0 || row->ids[t] >= tr->V) {
             rc = dms_errf(err, "row %d: token id %d at position %d is outside the vocabulary (%d)", row_index,
@@ -544,7 +545,6 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     if (rc == 0) {
         const dms_backend *be = tr->be;
         dms_upload_f32(be, tr->kv_w, kvw, (size_t)T * tr->KV);
-        memcpy(tr->kvw_host, kvw, sizeof(float) * (size_t)T * tr->KV);
         dms_upload_i32(be, tr->ids, row->ids, (size_t)T);
         dms_upload_i32(be, tr->seg, row->seg, (size_t)T);
         dms_upload_i32(be, tr->acts.pos, pos, (size_t)T);
@@ -559,7 +559,6 @@ static int row_setup(dms_trainer *tr, const dms_row *row, double kd_tokens_total
     }
     free(pos);
     free(w);
-    free(kvw);
     return rc;
 }
 

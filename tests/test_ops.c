@@ -1300,6 +1300,11 @@ static void test_attention_dms(void) {
         {300, 3, 1, 5, 32, {140, 160}, 2, 1, 1, "3 query tiles, group 3 of one KV head"},
         {1, 1, 1, 1, 0, {0}, 0, 1, 1, "T=1"},
         {40, 2, 1, 4, 2, {0}, -1, 1, 1, "interleaved documents"},
+        /* head dims of real models: CUDA's tiled kernels with every lane
+         * busy (64, 128); 130 takes CUDA's reference kernels */
+        {200, 4, 2, 64, 40, {90, 110}, 2, 1, 1, "hd 64, 2 docs, 4 query tiles of the CUDA kernel"},
+        {160, 2, 1, 128, 16, {0}, 0, 1, 1, "hd 128, one doc"},
+        {70, 2, 1, 130, 8, {30, 40}, 2, 1, 1, "hd 130, past the tiled kernels"},
     };
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         const dms_shape *s = &shapes[c];

@@ -1,8 +1,10 @@
 /* attention_dms.cu - DMS attention over packed training rows, forward and
  * backward: causal, per document (seg), with the delayed-eviction log-keep
  * bias on keys more than `window` tokens back. Twin of
- * kernels/cpu/attention_dms.c, reference-grade (a fused flash kernel comes
- * later):
+ * kernels/cpu/attention_dms.c. Head dims the tiled kernels of
+ * attention_flash.cu take (up to 128: every supported model, where the
+ * device has the shared memory) go there; the reference kernels below
+ * serve the rest:
  *  - forward: one block per (query, head); scaled, masked, biased scores
  *    into a [T] row of global scratch, block softmax, lse, out = P V.
  *  - backward: D = rowsum(dO * O); then two race-free passes that recompute
@@ -85,6 +87,10 @@ void cu_attention_dms_fwd(void *ctx, float *out, float *lse, const float *q, con
                           int head_dim, int window, float scale) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (T <= 0 || n_heads <= 0 || head_dim <= 0) return;
+    if (cu_flash_supported(c, head_dim)) {
+        cu_flash_dms_fwd(c, out, lse, q, k, v, log_keep, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
+        return;
+    }
     const size_t total = (size_t)T * n_heads, chunk = att_chunk((size_t)T, total);
     float *scr = (float *)cu_scratch(c, sizeof(float) * (size_t)T * chunk, "attention_dms_fwd");
     if (!scr) {
@@ -219,9 +225,10 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
     if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     const size_t nq = (size_t)T * n_heads, nk = (size_t)T * n_kv_heads;
     const size_t D_floats = (nq + 63) / 64 * 64; /* keeps the score rows 256-byte aligned */
-    /* one scratch: D, then the score rows of pass B (2T per block), reused
-     * by pass A (T per block, twice as many blocks) */
-    const size_t chunk_b = att_chunk(2 * (size_t)T, nk);
+    const int flash = cu_flash_supported(c, head_dim);
+    /* one scratch: D, then (reference kernels) the score rows of pass B (2T
+     * per block), reused by pass A (T per block, twice as many blocks) */
+    const size_t chunk_b = flash ? 0 : att_chunk(2 * (size_t)T, nk);
     float *D = (float *)cu_scratch(c, sizeof(float) * (D_floats + 2 * (size_t)T * chunk_b), "attention_dms_bwd");
     if (!D) {
         cu_fill_nan(c, dq, nq * head_dim);
@@ -233,6 +240,11 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
     float *scr = D + D_floats;
     k_att_dms_D<<<cu_blocks(nq), CU_THREADS, 0, c->stream>>>(D, dout, out, nq, head_dim);
     cu_check(c, "attention_dms_bwd");
+    if (flash) {
+        cu_flash_dms_bwd(c, dq, dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T, n_heads, n_kv_heads,
+                         head_dim, window, scale);
+        return;
+    }
     const size_t shmem = 2 * sizeof(float) * (size_t)head_dim;
     const size_t chunk_a = 2 * chunk_b < nq ? 2 * chunk_b : nq;
     for (size_t b0 = 0; b0 < nq; b0 += chunk_a) {

@@ -168,6 +168,12 @@ extern "C" int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err
         cu_ctx_free(c);
         return dms_errf(err, "cuda: cuBLAS setup on device %d: %s", device, cublasGetStatusString(s));
     }
+    int smem = 0;
+    if ((e = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) != cudaSuccess) {
+        cu_ctx_free(c);
+        return dms_errf(err, "cuda: device %d: %s", device, cudaGetErrorString(e));
+    }
+    c->smem_optin = (size_t)smem;
     if ((e = cudaMalloc((void **)&c->red, sizeof(double) * (CU_RED_BLOCKS + 1))) != cudaSuccess) {
         (void)cudaGetLastError();
         c->red = NULL;

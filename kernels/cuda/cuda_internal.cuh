@@ -36,6 +36,7 @@ typedef struct cu_ctx {
     void *scratch; /* grow-only scratch shared by the ops (they run in stream order) */
     size_t scratch_bytes;
     double *red; /* CU_RED_BLOCKS partial sums + 1 result slot (allocated at create) */
+    size_t smem_optin; /* shared memory a block may opt in to (attention_flash.cu) */
     int failed;  /* sticky status */
     char msg[256];
 } cu_ctx;
@@ -155,6 +156,18 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
                           const float *dout, const float *out, const float *lse, const float *q,
                           const float *k, const float *v, const float *log_keep, const int32_t *seg,
                           int T, int n_heads, int n_kv_heads, int head_dim, int window, float scale);
+
+/* attention_flash.cu: the tiled kernels attention_dms.cu runs where
+ * cu_flash_supported (head dim and the device's shared memory allow);
+ * D = rowsum(dO * O) comes from the caller */
+int cu_flash_supported(const cu_ctx *c, int head_dim);
+void cu_flash_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const float *k, const float *v,
+                      const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
+                      float scale);
+void cu_flash_dms_bwd(cu_ctx *c, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
+                      const float *lse, const float *D, const float *q, const float *k, const float *v,
+                      const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
+                      float scale);
 
 /* swiglu.cu */
 void cu_swiglu(void *ctx, float *out, const float *gate, const float *up, size_t n);

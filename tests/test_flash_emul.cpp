@@ -1,0 +1,255 @@
+/* test_flash_emul.cpp - the tiled CUDA DMS attention kernels
+ * (kernels/cuda/attention_flash.cu) run on the CPU, so that their logic
+ * (tiling, masks, the log-keep bias, online softmax, the three backward
+ * products) is checked on every machine, not only where a GPU is lent.
+ *
+ * The kernels are compiled as host C++ (-DDMS_CUDA_EMUL): a CUDA block is
+ * 128 std::threads, __syncthreads and __syncwarp are barriers, and a warp
+ * shuffle or vote goes through a per-warp array between barriers, so every
+ * thread runs the kernel's own code in the kernel's own order. Shared
+ * memory is filled with NaN before each block (a read of anything the
+ * kernel did not write poisons the result) and checked past the size the
+ * host code declares (a write outside it is reported). The reference is a
+ * naive double-precision forward and backward. What this cannot see:
+ * timing, occupancy and the device's own float rounding (test_ops cuda,
+ * label gpu, compares the real kernels with the CPU backend). */
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+using std::min;
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+static thread_local dim3 threadIdx, blockIdx;
+static dim3 blockDim, gridDim;
+static std::barrier<> *block_barrier;
+static std::barrier<> *warp_barrier[32];
+static float warp_f[32][32];
+static int warp_i[32][32];
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__
+static void __syncthreads() { block_barrier->arrive_and_wait(); }
+static void __syncwarp(unsigned = 0xffffffffu) { warp_barrier[threadIdx.x >> 5]->arrive_and_wait(); }
+static float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncwarp();
+    warp_f[w][l] = v;
+    __syncwarp();
+    const float r = warp_f[w][l ^ lane_mask];
+    __syncwarp();
+    return r;
+}
+static int __any_sync(unsigned, int p) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncwarp();
+    warp_i[w][l] = p;
+    __syncwarp();
+    int r = 0;
+    for (int x = 0; x < 32; x++) r |= warp_i[w][x] != 0;
+    __syncwarp();
+    return r;
+}
+/* as in kernels/cuda/cuda_internal.cuh */
+static float cu_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static float cu_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+#define SM_FLOATS (1 << 16) /* 256 KiB: more than any GPU gives a block */
+static float sm_all[SM_FLOATS + 1024];
+#define sm sm_all /* the kernels' `extern __shared__ float sm[]` */
+
+#define DMS_CUDA_EMUL
+#include "kernels/cuda/attention_flash.cu"
+
+static int failures;
+
+/* Runs kernel f on grid g with the given shared bytes, one block at a time. */
+template <typename F, typename... A>
+static void launch(const char *name, F f, dim3 g, size_t smem, A... a) {
+    const int threads = FL_WARPS * 32;
+    if (smem > sizeof(float) * SM_FLOATS) {
+        std::printf("FAIL %s: %zu shared bytes\n", name, smem);
+        failures++;
+        return;
+    }
+    gridDim = g;
+    blockDim = dim3(threads);
+    for (unsigned by = 0; by < g.y; by++)
+        for (unsigned bx = 0; bx < g.x; bx++) {
+            for (size_t x = 0; x < sizeof sm_all / sizeof *sm_all; x++) sm_all[x] = NAN;
+            std::barrier<> bb(threads);
+            block_barrier = &bb;
+            std::vector<std::barrier<> *> wb;
+            for (int w = 0; w < threads / 32; w++) wb.push_back(warp_barrier[w] = new std::barrier<>(32));
+            std::vector<std::thread> th;
+            for (int t = 0; t < threads; t++)
+                th.emplace_back([=] {
+                    threadIdx = dim3(t);
+                    blockIdx = dim3(bx, by);
+                    f(a...);
+                });
+            for (auto &x : th) x.join();
+            for (auto p : wb) delete p;
+            size_t bad = 0;
+            for (size_t x = (smem + sizeof(float) - 1) / sizeof(float); x < sizeof sm_all / sizeof *sm_all; x++)
+                bad += !std::isnan(sm_all[x]);
+            if (bad) {
+                std::printf("FAIL %s: block (%u, %u) wrote %zu floats past its %zu shared bytes\n", name, bx, by, bad,
+                            smem);
+                failures++;
+            }
+        }
+}
+
+struct shape {
+    int T, H, KV, hd, window, docs, log_keep; /* docs -1: interleaved documents */
+    const char *what;
+};
+
+/* out, lse and every gradient of sum(dout * out), in double */
+static void reference(const shape &s, float scale, const std::vector<float> &q, const std::vector<float> &k,
+                      const std::vector<float> &v, const float *lk, const std::vector<int32_t> &seg,
+                      const std::vector<float> &dout, std::vector<std::vector<double>> &r) {
+    const int T = s.T, H = s.H, KV = s.KV, hd = s.hd, G = H / KV;
+    r.assign(6, {});
+    r[0].assign((size_t)T * H * hd, 0);
+    r[1].assign((size_t)T * H, 0);
+    r[2].assign((size_t)T * H * hd, 0);
+    r[3].assign((size_t)T * KV * hd, 0);
+    r[4].assign((size_t)T * KV * hd, 0);
+    r[5].assign((size_t)T * KV, 0);
+    for (int i = 0; i < T; i++)
+        for (int h = 0; h < H; h++) {
+            const int kh = h / G;
+            const size_t qo = ((size_t)i * H + h) * hd;
+            std::vector<double> sc(T, -INFINITY), P(T, 0.0);
+            double mx = -INFINITY;
+            for (int j = 0; j <= i; j++) {
+                if (seg[j] != seg[i]) continue;
+                double d = 0;
+                for (int c = 0; c < hd; c++) d += (double)q[qo + c] * k[((size_t)j * KV + kh) * hd + c];
+                d *= scale;
+                if (lk && i - j > s.window) d += lk[(size_t)j * KV + kh];
+                sc[j] = d;
+                mx = std::max(mx, d);
+            }
+            if (mx == -INFINITY) {
+                r[1][(size_t)i * H + h] = -INFINITY;
+                continue;
+            }
+            double sum = 0;
+            for (int j = 0; j <= i; j++) sum += P[j] = sc[j] == -INFINITY ? 0.0 : std::exp(sc[j] - mx);
+            r[1][(size_t)i * H + h] = mx + std::log(sum);
+            for (int j = 0; j <= i; j++) P[j] /= sum;
+            double D = 0;
+            for (int c = 0; c < hd; c++) {
+                double o = 0;
+                for (int j = 0; j <= i; j++) o += P[j] * v[((size_t)j * KV + kh) * hd + c];
+                r[0][qo + c] = o;
+                D += o * dout[qo + c];
+            }
+            for (int j = 0; j <= i; j++) {
+                if (P[j] == 0.0) continue;
+                const size_t ko = ((size_t)j * KV + kh) * hd;
+                double dp = 0;
+                for (int c = 0; c < hd; c++) dp += (double)dout[qo + c] * v[ko + c];
+                const double g = P[j] * (dp - D);
+                for (int c = 0; c < hd; c++) {
+                    r[2][qo + c] += scale * g * k[ko + c];
+                    r[3][ko + c] += scale * g * q[qo + c];
+                    r[4][ko + c] += P[j] * dout[qo + c];
+                }
+                if (i - j > s.window) r[5][(size_t)j * KV + kh] += g;
+            }
+        }
+}
+
+/* largest |got - want| against 1e-5 of the largest |want| (fp32 sums) */
+static void compare(const char *what, const char *name, const std::vector<float> &got,
+                    const std::vector<double> &want) {
+    double scale = 1e-30, err = 0;
+    for (double w : want)
+        if (std::isfinite(w)) scale = std::max(scale, std::fabs(w));
+    for (size_t x = 0; x < want.size(); x++) {
+        const double e = std::isinf(want[x]) && got[x] == want[x] ? 0.0 : std::fabs(got[x] - want[x]);
+        if (!(e <= err)) err = e; /* NaN sticks */
+    }
+    const int ok = err <= 1e-5 * std::max(scale, 1.0);
+    if (!ok) failures++;
+    std::printf("%s %s [%s]: max error %.3g (largest value %.3g)\n", ok ? "ok  " : "FAIL", name, what, err, scale);
+}
+
+int main() {
+    /* the shapes of test_ops' attention_dms cases that the tiled kernels take */
+    static const shape shapes[] = {
+        {130, 6, 2, 6, 4, 4, 1, "4 docs, window < doc, GQA 3"},
+        {130, 6, 2, 6, 4, 4, 0, "4 docs, log_keep NULL"},
+        {130, 2, 2, 16, 200, 1, 1, "one doc, window > doc"},
+        {130, 3, 3, 6, 0, 2, 1, "window 0"},
+        {1, 1, 1, 1, 0, 1, 1, "T=1"},
+        {40, 2, 1, 4, 2, -1, 1, "interleaved documents"},
+        {200, 4, 2, 64, 40, 2, 1, "hd 64, 2 docs, 4 query tiles"},
+        {160, 2, 1, 128, 16, 1, 1, "hd 128, one doc"},
+    };
+    std::mt19937 rng(1234);
+    std::uniform_real_distribution<float> U(-1.5f, 1.5f), L(-3.0f, 4.0f);
+    for (const shape &s : shapes) {
+        char what[160];
+        std::snprintf(what, sizeof what, "%s: T=%d H=%d KV=%d hd=%d window=%d", s.what, s.T, s.H, s.KV, s.hd,
+                      s.window);
+        const size_t nq = (size_t)s.T * s.H * s.hd, nk = (size_t)s.T * s.KV * s.hd, nl = (size_t)s.T * s.KV;
+        std::vector<float> q(nq), k(nk), v(nk), lk(nl), dout(nq);
+        for (auto *x : {&q, &k, &v, &dout})
+            for (float &e : *x) e = U(rng);
+        for (size_t x = 0; x < nl; x++) lk[x] = x % 11 == 5 ? -30.0f : -std::log1p(std::exp(-L(rng)));
+        if (nl > 3) lk[3] = -INFINITY; /* a key nothing past the window sees */
+        std::vector<int32_t> seg(s.T);
+        for (int t = 0; t < s.T; t++) seg[t] = s.docs < 0 ? (t / 3 + t % 2) % 3 : t * s.docs / s.T;
+        const float scale = 1.0f / std::sqrt((float)s.hd);
+        const float *lkp = s.log_keep ? lk.data() : nullptr;
+        std::vector<std::vector<double>> r;
+        reference(s, scale, q, k, v, lkp, seg, dout, r);
+
+        std::vector<float> out(nq), lse((size_t)s.T * s.H), D((size_t)s.T * s.H), dq(nq), dk(nk), dv(nk), dl(nl);
+        const dim3 gq((unsigned)((s.T + FL_BQ - 1) / FL_BQ), (unsigned)s.H);
+        const dim3 gk((unsigned)((s.T + FL_BK - 1) / FL_BK), (unsigned)s.KV);
+        launch("k_flash_fwd", k_flash_fwd, gq, fl_fwd_smem(s.hd), out.data(), lse.data(), (const float *)q.data(),
+               (const float *)k.data(), (const float *)v.data(), lkp, (const int32_t *)seg.data(), s.T, s.H, s.KV,
+               s.hd, s.window, scale);
+        for (size_t ih = 0; ih < D.size(); ih++) { /* attention_dms.cu's k_att_dms_D */
+            float d = 0.0f;
+            for (int c = 0; c < s.hd; c++) d += dout[ih * s.hd + c] * out[ih * s.hd + c];
+            D[ih] = d;
+        }
+        launch("k_flash_dq", k_flash_dq, gq, fl_dq_smem(s.hd), dq.data(), (const float *)dout.data(),
+               (const float *)lse.data(), (const float *)D.data(), (const float *)q.data(), (const float *)k.data(),
+               (const float *)v.data(), lkp, (const int32_t *)seg.data(), s.T, s.H, s.KV, s.hd, s.window, scale);
+        launch("k_flash_dkv", k_flash_dkv, gk, fl_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(),
+               (const float *)dout.data(), (const float *)lse.data(), (const float *)D.data(),
+               (const float *)q.data(), (const float *)k.data(), (const float *)v.data(), lkp,
+               (const int32_t *)seg.data(), s.T, s.H, s.KV, s.hd, s.window, scale);
+        const std::vector<float> *got[] = {&out, &lse, &dq, &dk, &dv, &dl};
+        static const char *const names[] = {"out", "lse", "dq", "dk", "dv", "dlog_keep"};
+        for (int x = 0; x < 6; x++) compare(what, names[x], *got[x], r[x]);
+    }
+    if (failures) std::printf("%d check(s) failed\n", failures);
+    else std::printf("all checks passed\n");
+    return failures ? 1 : 0;
+}

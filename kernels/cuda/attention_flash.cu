@@ -45,6 +45,41 @@ static __device__ __forceinline__ void fl_load(float *s, int ld, const float *x,
     }
 }
 
+/* Key tile j0 of kv head kh for the query-major kernels: K and V rows,
+ * their documents and log-keep values (0 where there is none). */
+static __device__ __forceinline__ void fl_load_keys(float *Ks, float *Vs, int32_t *segk, float *lks, int ld,
+                                                    const float *k, const float *v, const float *log_keep,
+                                                    const int32_t *seg, int j0, int T, int KV, int kh, int hd) {
+    fl_load(Ks, ld, k, j0, 32, T, KV, kh, hd);
+    fl_load(Vs, ld, v, j0, 32, T, KV, kh, hd);
+    if (threadIdx.x < 32) {
+        const int j = j0 + threadIdx.x;
+        segk[threadIdx.x] = j < T ? seg[j] : 0;
+        lks[threadIdx.x] = j < T && log_keep ? log_keep[(size_t)j * KV + kh] : 0.0f;
+    }
+}
+
+/* acc[r][c] += sum over the tile's 32 columns x of W[r][x] X[x][lane + 32c]
+ * (W: this warp's [FL_ROWS][32] weights in shared memory, X: a tile with
+ * row stride ld): P V in the forward, dS K in dq. */
+static __device__ __forceinline__ void fl_accumulate(float (*acc)[FL_CH], const float *W, const float *X, int ld,
+                                                     int hd, int lane) {
+    for (int x = 0; x < 32; x++) {
+        float xv[FL_CH];
+#pragma unroll
+        for (int c = 0; c < FL_CH; c++) {
+            const int ch = lane + 32 * c;
+            xv[c] = ch < hd ? X[x * ld + ch] : 0.0f;
+        }
+#pragma unroll
+        for (int rr = 0; rr < FL_ROWS; rr++) {
+            const float w = W[rr * 32 + x];
+#pragma unroll
+            for (int c = 0; c < FL_CH; c++) acc[rr][c] += w * xv[c];
+        }
+    }
+}
+
 /* Forward: grid (ceil(T / 64), H). */
 __global__ void k_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                             const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
@@ -69,13 +104,7 @@ __global__ void k_flash_fwd(float *out, float *lse, const float *q, const float 
     const int j_end = min(i0 + FL_BQ, T);
     for (int j0 = 0; j0 < j_end; j0 += 32) {
         __syncthreads(); /* the previous tile's readers are done (and Qs, segq are in) */
-        fl_load(Ks, ld, k, j0, 32, T, KV, kh, hd);
-        fl_load(Vs, ld, v, j0, 32, T, KV, kh, hd);
-        if (threadIdx.x < 32) {
-            const int j = j0 + threadIdx.x;
-            segk[threadIdx.x] = j < T ? seg[j] : 0;
-            lks[threadIdx.x] = j < T && log_keep ? log_keep[(size_t)j * KV + kh] : 0.0f;
-        }
+        fl_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
         __syncthreads();
         const int j = j0 + lane;
         int any = 0;
@@ -107,27 +136,14 @@ __global__ void k_flash_fwd(float *out, float *lse, const float *q, const float 
                 const float corr = expf(m[rr] - mnew); /* 0 while m was -inf */
                 p = expf(x - mnew);
                 l[rr] = l[rr] * corr + cu_warp_sum(p);
-    #pragma unroll
+#pragma unroll
                 for (int c = 0; c < FL_CH; c++) acc[rr][c] *= corr;
                 m[rr] = mnew;
             }
             Ps[rr * 32 + lane] = p;
         }
         __syncwarp();
-        for (int jj = 0; jj < 32; jj++) {
-            float vv[FL_CH];
-#pragma unroll
-            for (int c = 0; c < FL_CH; c++) {
-                const int ch = lane + 32 * c;
-                vv[c] = ch < hd ? Vs[jj * ld + ch] : 0.0f;
-            }
-#pragma unroll
-            for (int rr = 0; rr < FL_ROWS; rr++) {
-                const float p = Ps[rr * 32 + jj];
-    #pragma unroll
-                for (int c = 0; c < FL_CH; c++) acc[rr][c] += p * vv[c];
-            }
-        }
+        fl_accumulate(acc, Ps, Vs, ld, hd, lane);
         __syncwarp(); /* Ps is rewritten by the next tile */
     }
 #pragma unroll
@@ -174,13 +190,7 @@ __global__ void k_flash_dq(float *dq, const float *dout, const float *lse, const
     const int j_end = min(i0 + FL_BQ, T);
     for (int j0 = 0; j0 < j_end; j0 += 32) {
         __syncthreads();
-        fl_load(Ks, ld, k, j0, 32, T, KV, kh, hd);
-        fl_load(Vs, ld, v, j0, 32, T, KV, kh, hd);
-        if (threadIdx.x < 32) {
-            const int j = j0 + threadIdx.x;
-            segk[threadIdx.x] = j < T ? seg[j] : 0;
-            lks[threadIdx.x] = j < T && log_keep ? log_keep[(size_t)j * KV + kh] : 0.0f;
-        }
+        fl_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
         __syncthreads();
         const int j = j0 + lane;
         int any = 0;
@@ -213,20 +223,7 @@ __global__ void k_flash_dq(float *dq, const float *dout, const float *lse, const
             Ss[rr * 32 + lane] = g;
         }
         __syncwarp();
-        for (int jj = 0; jj < 32; jj++) {
-            float kk[FL_CH];
-#pragma unroll
-            for (int c = 0; c < FL_CH; c++) {
-                const int ch = lane + 32 * c;
-                kk[c] = ch < hd ? Ks[jj * ld + ch] : 0.0f;
-            }
-#pragma unroll
-            for (int rr = 0; rr < FL_ROWS; rr++) {
-                const float g = Ss[rr * 32 + jj];
-    #pragma unroll
-                for (int c = 0; c < FL_CH; c++) acc[rr][c] += g * kk[c];
-            }
-        }
+        fl_accumulate(acc, Ss, Ks, ld, hd, lane);
         __syncwarp();
     }
 #pragma unroll
@@ -295,7 +292,7 @@ __global__ void k_flash_dkv(float *dk, float *dv, float *dlog_keep, const float 
             for (int rr = 0; rr < FL_KROWS; rr++) s[rr] = dp[rr] = 0.0f;
             for (int d = 0; d < hd; d++) {
                 const float qd = Qs[lane * ld + d], dod = dOs[lane * ld + d];
-    #pragma unroll
+#pragma unroll
                 for (int rr = 0; rr < FL_KROWS; rr++) {
                     s[rr] += Ks[(rw + rr) * ld + d] * qd;
                     dp[rr] += Vs[(rw + rr) * ld + d] * dod;
@@ -318,16 +315,16 @@ __global__ void k_flash_dkv(float *dk, float *dv, float *dlog_keep, const float 
             __syncwarp();
             for (int ii = 0; ii < 32; ii++) {
                 float qq[FL_CH], oo[FL_CH];
-    #pragma unroll
+#pragma unroll
                 for (int c = 0; c < FL_CH; c++) {
                     const int ch = lane + 32 * c;
                     qq[c] = ch < hd ? Qs[ii * ld + ch] : 0.0f;
                     oo[c] = ch < hd ? dOs[ii * ld + ch] : 0.0f;
                 }
-    #pragma unroll
+#pragma unroll
                 for (int rr = 0; rr < FL_KROWS; rr++) {
                     const float g = Gs[rr * 32 + ii], p = Ps[rr * 32 + ii];
-        #pragma unroll
+#pragma unroll
                     for (int c = 0; c < FL_CH; c++) {
                         gk[rr][c] += g * qq[c];
                         gv[rr][c] += p * oo[c];

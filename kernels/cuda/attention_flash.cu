@@ -34,7 +34,6 @@
 #define FL_MAX_HD (32 * FL_CH)          /* 128 */
 #define FL_FULL 0xffffffffu
 
-
 /* rows [r0, r0 + n) of x ([T, heads, hd], head hh) into s[n][ld]; rows
  * past T are zeros */
 static __device__ __forceinline__ void fl_load(float *s, int ld, const float *x, int r0, int n, int T, int heads,

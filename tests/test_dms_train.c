@@ -7,6 +7,7 @@
  * adapter starts with almost no evictions (P(noise > offset) = 0.7%), and
  * the first AdamW step moves every head weight by lr g / (|g| + eps), and
  * LoRA gradients agree with finite differences. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "model/model.h"
@@ -461,7 +462,9 @@ static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
 
 /* Attention guidance (guide_weight): the targets rank each layer's keys by
  * the teacher's future attention (the fraction 1 - 1/CR(step) with the
- * smallest maxima, among the decisions the mask allows, are 1); the loss is
+ * smallest maxima, among the decisions the mask allows, are 1), or with
+ * guide_rank "row" all layers' keys at once (the same fraction overall, one
+ * threshold, uneven layers); the loss is
  * logged and added; its gradient matches central differences of the total
  * loss (compression off, tau 1: smooth) on the largest W_a entries; and it
  * changes the gradient that plain DMS gives. */
@@ -474,7 +477,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
     const float *noise = tensor(fx, "noise");
     const int step = 2;
     float *g_plain = NULL;
-    for (int on = 0; on < 2; on++) {
+    for (int on = 0; on < 3; on++) { /* off, per layer, per row */
         dms_train_config cfg;
         small_config(&cfg, T);
         cfg.compression_weight = 0;
@@ -483,6 +486,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
         cfg.cr_final = 8;
         cfg.guide_weight = on ? 2.0f : 0.0f;
         cfg.guide_steps = 4; /* weight 1 at step 2 */
+        cfg.guide_rank = on == 2 ? DMS_GUIDE_PER_ROW : DMS_GUIDE_PER_LAYER;
         dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
         CHECK_MSG(tr != NULL, "%s", err.msg);
         if (!tr) break;
@@ -502,6 +506,8 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
                   st.guide, st.loss, st.kd);
         CHECK(dms_trainer_test_guide(tr, &imp, &y, &mask) == 0);
         const size_t TK = (size_t)T * KV;
+        size_t n_all = 0, ones_all = 0, ones_min = SIZE_MAX, ones_max = 0;
+        float max_one_all = -1.0f, min_zero_all = INFINITY;
         for (int l = 0; l < L; l++) {
             size_t n = 0, ones = 0;
             float max_one = -1.0f, min_zero = INFINITY;
@@ -516,10 +522,20 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
                 if (v == 1.0f) ones++, max_one = s > max_one ? s : max_one;
                 else min_zero = s < min_zero ? s : min_zero;
             }
-            CHECK_MSG(n > 4 && ones == (size_t)((1.0 - 1.0 / 3.0) * (double)n) && max_one <= min_zero,
-                      "layer %d: %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, ones, n,
-                      (size_t)((1.0 - 1.0 / 3.0) * (double)n), max_one, min_zero);
+            if (on == 1)
+                CHECK_MSG(n > 4 && ones == (size_t)((1.0 - 1.0 / 3.0) * (double)n) && max_one <= min_zero,
+                          "layer %d: %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, ones, n,
+                          (size_t)((1.0 - 1.0 / 3.0) * (double)n), max_one, min_zero);
+            n_all += n, ones_all += ones;
+            ones_min = ones < ones_min ? ones : ones_min, ones_max = ones > ones_max ? ones : ones_max;
+            max_one_all = fmaxf(max_one_all, max_one), min_zero_all = fminf(min_zero_all, min_zero);
         }
+        if (on == 2) /* one threshold over the row, and the layers' shares differ */
+            CHECK_MSG(ones_all == (size_t)((1.0 - 1.0 / 3.0) * (double)n_all) && max_one_all <= min_zero_all &&
+                          ones_max > ones_min,
+                      "row: %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g, per layer %zu-%zu",
+                      ones_all, n_all, (size_t)((1.0 - 1.0 / 3.0) * (double)n_all), max_one_all, min_zero_all,
+                      ones_min, ones_max);
         float *g = malloc(sizeof(float) * wa->n);
         memcpy(g, wa->g, sizeof(float) * wa->n);
         double diff = 0.0, gmax = 0.0;

@@ -80,6 +80,11 @@ int main(void) {
     CHECK_CLOSE(dms_guide_at(&c, 400), 0.0, 0, 0);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_weight\": -1}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_weight") != NULL, "%s", err.msg);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0 && c.guide_rank == DMS_GUIDE_PER_LAYER);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"row\"}", &err) == 0);
+    CHECK(c.guide_rank == DMS_GUIDE_PER_ROW);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"lane\"}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "guide_rank") != NULL, "%s", err.msg);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_steps\": 0}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_steps") != NULL, "%s", err.msg);
 

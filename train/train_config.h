@@ -21,6 +21,7 @@ typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
  * extension, KL(teacher || student) (FastDMS's; the direction that
  * dms eval --task kl measures). The value is the kd_chunk op's `forward`. */
 typedef enum { DMS_KD_REVERSE = 0, DMS_KD_FORWARD } dms_kd_dir;
+typedef enum { DMS_GUIDE_PER_LAYER = 0, DMS_GUIDE_PER_ROW } dms_guide_rank;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
 /* The target CR over the steps: ours (linear from 1, one unit every
  * steps_per_cr steps, held at cr_final), or NVIDIA's (configs/qwen3_8b.yaml
@@ -61,6 +62,7 @@ typedef struct dms_train_config {
     int tau_steps;          /* over this many steps */
     float guide_weight;     /* optional extension: attention guidance weight at step 0 (0: off) */
     int guide_steps;        /* falling linearly to 0 at this step */
+    dms_guide_rank guide_rank; /* keys ranked within each layer, or over all layers of the row */
     int neuron_warmup;      /* neuron variant: steps of the borrowed channel's fade (0: off) */
     float alpha_scale;
     float alpha_offset;

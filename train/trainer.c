@@ -217,7 +217,7 @@ static int alloc_activations(dms_trainer *tr) {
         tr->guide_y = dms_arena_f32(A, L * T * KV);
         tr->imp_host = malloc(sizeof(float) * L * T * KV);
         tr->guide_y_host = malloc(sizeof(float) * L * T * KV);
-        tr->rank_buf = malloc(sizeof(float) * T * KV);
+        tr->rank_buf = malloc(sizeof(float) * L * T * KV);
         ok = ok && tr->imp_host && tr->guide_y_host && tr->rank_buf;
     }
     return ok ? 0 : -1;
@@ -567,36 +567,48 @@ static int cmp_f32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Attention guidance, after the teacher's forward of a row: in each layer,
- * of the decisions that the inference rule can carry out (kv_w: the key is
- * not a sink and is more than `window` behind its document's last token),
- * the fraction `frac` about the keys with the smallest future attention
- * maxima get the target 1 (evict), the others 0; ties go to the earlier
- * token. Sets the row's per-decision coefficient: the loss is the mean
- * over those decisions, layers and the step's rows. */
+/* Attention guidance, after the teacher's forward of a row: of the
+ * decisions that the inference rule can carry out (kv_w: the key is not a
+ * sink and is more than `window` behind its document's last token), the
+ * fraction `frac` about the keys with the smallest future attention maxima
+ * get the target 1 (evict), the others 0; ties go to the earlier token (and
+ * lower layer). Ranked within each layer (guide_rank "layer": every layer
+ * evicts the same fraction) or over all layers at once ("row": a layer whose
+ * keys get little attention may give up more). Sets the row's per-decision
+ * coefficient: the loss is the mean over those decisions, layers and the
+ * step's rows. */
+static void guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, double frac) {
+    const size_t TK = (size_t)tr->T * tr->KV, KV = (size_t)tr->KV;
+    size_t n = 0;
+    for (int l = 0; l < layers; l++)
+        for (size_t i = KV; i < TK; i++)
+            if (tr->kvw_host[i] != 0.0f) tr->rank_buf[n++] = imp[(size_t)l * TK + i - KV]; /* decision t: key t - 1 */
+    const size_t k = (size_t)(frac * (double)n);
+    if (k == 0) return;
+    qsort(tr->rank_buf, n, sizeof(float), cmp_f32);
+    const float thr = tr->rank_buf[k - 1];
+    size_t below = 0;
+    for (int l = 0; l < layers; l++)
+        for (size_t i = KV; i < TK; i++)
+            if (tr->kvw_host[i] != 0.0f && imp[(size_t)l * TK + i - KV] < thr) y[(size_t)l * TK + i] = 1.0f, below++;
+    for (int l = 0; l < layers; l++)
+        for (size_t i = KV; i < TK && below < k; i++)
+            if (tr->kvw_host[i] != 0.0f && imp[(size_t)l * TK + i - KV] == thr) y[(size_t)l * TK + i] = 1.0f, below++;
+}
+
 static void guide_targets(dms_trainer *tr, double frac, int rows_total) {
     const dms_backend *be = tr->be;
     const int T = tr->T, KV = tr->KV, L = tr->L;
     const size_t TK = (size_t)T * KV;
     dms_download_f32(be, tr->imp_host, tr->imp, (size_t)L * TK);
     memset(tr->guide_y_host, 0, sizeof(float) * (size_t)L * TK);
-    size_t n = 0;
-    for (int l = 0; l < L; l++) {
-        const float *imp = tr->imp_host + (size_t)l * TK;
-        float *y = tr->guide_y_host + (size_t)l * TK;
-        n = 0;
-        for (size_t i = KV; i < TK; i++)
-            if (tr->kvw_host[i] != 0.0f) tr->rank_buf[n++] = imp[i - KV]; /* decision t is about key t - 1 */
-        size_t k = (size_t)(frac * (double)n);
-        if (k == 0) continue;
-        qsort(tr->rank_buf, n, sizeof(float), cmp_f32);
-        const float thr = tr->rank_buf[k - 1];
-        size_t below = 0;
-        for (size_t i = KV; i < TK; i++)
-            if (tr->kvw_host[i] != 0.0f && imp[i - KV] < thr) y[i] = 1.0f, below++;
-        for (size_t i = KV; i < TK && below < k; i++)
-            if (tr->kvw_host[i] != 0.0f && imp[i - KV] == thr) y[i] = 1.0f, below++;
-    }
+    if (tr->cfg.guide_rank == DMS_GUIDE_PER_ROW)
+        guide_rank_block(tr, tr->imp_host, tr->guide_y_host, L, frac);
+    else
+        for (int l = 0; l < L; l++)
+            guide_rank_block(tr, tr->imp_host + (size_t)l * TK, tr->guide_y_host + (size_t)l * TK, 1, frac);
+    size_t n = 0; /* decisions per layer under the mask */
+    for (size_t i = KV; i < TK; i++) n += tr->kvw_host[i] != 0.0f;
     dms_upload_f32(be, tr->guide_y, tr->guide_y_host, (size_t)L * TK);
     tr->guide_coef = n ? (float)(tr->guide_w / ((double)n * L * rows_total)) : 0.0f;
 }

@@ -3,9 +3,10 @@
  * Both sides build the tiny Qwen3 shape (tests/fixtures/models/tiny_qwen3)
  * with the same random bf16 weights (the CPU backend reads bf16 weights as
  * they are), the same LoRA and heads, rows and counter-RNG noise, so the
- * only difference left is the backend's arithmetic. The CUDA forward GEMMs
- * round their fp32 activations to bf16 for the tensor cores (relative
- * error 2^-9 an element, about 1e-3 a product) where the CPU keeps fp32, so
+ * only difference left is the backend's arithmetic. The CUDA GEMMs against
+ * the bf16 weights round their fp32 operand (the activation forward, the
+ * output gradient backward) to bf16 for the tensor cores (relative error
+ * 2^-9 an element, about 1e-3 a product) where the CPU keeps fp32, so
  * the tolerances are bf16 ones, an order above that and far below what a
  * wrong kernel gives:
  *  - step: KD, compression and attention guidance loss (on in these

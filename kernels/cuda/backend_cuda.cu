@@ -132,6 +132,7 @@ static void cu_ctx_free(cu_ctx *c) {
     if (c->stream) cudaStreamSynchronize(c->stream);
     cudaFree(c->scratch);
     cudaFree(c->red);
+    cu_lt_free(c);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -193,6 +194,10 @@ extern "C" int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err
     DMS_OPS_RUNTIME(CU_SET_OP)
 #undef CU_SET_OP
     return 0;
+}
+
+extern "C" int dms_backend_cuda_gemm_plans(const dms_backend *be, int *fallbacks) {
+    return cu_gemm_plan_count((const cu_ctx *)be->ctx, fallbacks);
 }
 
 extern "C" void dms_backend_cuda_destroy(dms_backend *be) {

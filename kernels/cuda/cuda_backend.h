@@ -14,6 +14,9 @@ extern "C" {
  * usable GPU or cuBLAS fails to start. */
 int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err);
 void dms_backend_cuda_destroy(dms_backend *be);
+/* bf16 GEMM plans (one per shape, kernels/cuda/gemm_lt.cu) the backend has
+ * made so far; *fallbacks (may be NULL): how many use cublasGemmEx. */
+int dms_backend_cuda_gemm_plans(const dms_backend *be, int *fallbacks);
 
 #ifdef __cplusplus
 }

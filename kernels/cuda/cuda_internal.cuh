@@ -6,6 +6,7 @@
 #ifndef DMS_CUDA_INTERNAL_CUH
 #define DMS_CUDA_INTERNAL_CUH
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -26,8 +27,8 @@
 /* Upper bound on the per-block score scratch of the attention kernels: the
  * grid is launched in chunks of as many blocks as fit. */
 #define CU_ATT_SCRATCH_BYTES ((size_t)128 << 20)
-/* fp32 elements of a widened bf16 weight block (matmul_bwd_x). */
-#define CU_WIDEN_ELEMS ((size_t)16 << 20)
+
+typedef struct cu_lt_plan cu_lt_plan; /* gemm_lt.cu */
 
 typedef struct cu_ctx {
     int device;
@@ -37,6 +38,10 @@ typedef struct cu_ctx {
     size_t scratch_bytes;
     double *red; /* CU_RED_BLOCKS partial sums + 1 result slot (allocated at create) */
     size_t smem_optin; /* shared memory a block may opt in to (attention_flash.cu) */
+    cublasLtHandle_t lt; /* bf16 GEMMs (gemm_lt.cu): handle, workspace, one plan per shape */
+    void *lt_ws;
+    cu_lt_plan *lt_plans;
+    int n_lt, cap_lt;
     int failed;  /* sticky status */
     char msg[256];
 } cu_ctx;
@@ -52,6 +57,15 @@ void cu_check_blas(cu_ctx *c, const char *op, cublasStatus_t s);
 /* The ctx's scratch, at least `bytes` long (grown after a stream sync);
  * NULL with a recorded failure when it cannot be allocated. */
 void *cu_scratch(cu_ctx *c, size_t bytes, const char *op);
+/* ---- bf16 GEMM on cuBLASLt (gemm_lt.cu) ----
+ * Column-major C[m, n] = op(A) op(B) + beta C with A, B bf16 and C fp32
+ * (fp32 accumulation), through the plan cached for the shape. */
+void cu_gemm_bf16(cu_ctx *c, const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                  const void *A, int lda, const void *B, int ldb, float *C, int ldc, float beta);
+/* Plans made so far, and how many of them fell back to cublasGemmEx. */
+int cu_gemm_plan_count(const cu_ctx *c, int *fallbacks);
+/* Releases the handle, the workspace and the plans. */
+void cu_lt_free(cu_ctx *c);
 /* Fills x[n] with NaN: the output of an op that could not run (elementwise.cu). */
 void cu_fill_nan(cu_ctx *c, float *x, size_t n);
 

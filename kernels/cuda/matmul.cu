@@ -5,20 +5,18 @@
  * Row-major A[r, c] is column-major A^T, so each row-major product below is
  * written as the column-major product of the transposes.
  *
- * bf16 weights: the forward rounds the fp32 activation to a bf16 scratch
- * copy and runs cublasGemmEx (bf16 x bf16, fp32 accumulate, fp32 out), the
- * tensor-core path for the frozen model (the CPU oracle for it is the same
- * product on bf16-rounded inputs). The input gradient instead widens the
- * weight to fp32, a block of rows at a time, and runs cublasSgemm, so that
- * gradients keep fp32 precision exactly as the CPU reference computes them. */
+ * bf16 weights (the frozen model): the forward rounds the fp32 activation,
+ * and the input gradient the fp32 output gradient, to a bf16 scratch copy
+ * and runs the bf16 tensor-core GEMM with fp32 accumulation and fp32 output
+ * (cuBLASLt, one cached plan per shape: gemm_lt.cu), as a bf16 trainer
+ * does. The CPU oracle keeps those operands in fp32, so the two agree to
+ * bf16 rounding of one operand (tests/test_ops.c, TOL_CU_BF16). fp32
+ * weights (trainable: adapters, LoRA) and every weight gradient stay fp32
+ * (cublasSgemm, no TF32), as the CPU computes them. */
 #include "kernels/cuda/cuda_internal.cuh"
 
 __global__ void k_to_bf16(__nv_bfloat16 *out, const float *in, size_t n) {
     CU_FOR(i, n) out[i] = __float2bfloat16(in[i]); /* round to nearest even, as core/half.h */
-}
-
-__global__ void k_from_bf16(float *out, const __nv_bfloat16 *in, size_t n) {
-    CU_FOR(i, n) out[i] = __bfloat162float(in[i]);
 }
 
 /* out[n, m] += bias[m] */
@@ -68,10 +66,7 @@ void cu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const fl
             k_to_bf16<<<cu_blocks(nx), CU_THREADS, 0, c->stream>>>(xb, x, nx);
             cu_check(c, "matmul");
         }
-        cu_check_blas(c, "matmul",
-                      cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w->data, CUDA_R_16BF, k,
-                                   xb, CUDA_R_16BF, k, &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT));
+        cu_gemm_bf16(c, "matmul", CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, w->data, k, xb, k, out, m, 0.0f);
     }
     if (bias) {
         k_add_bias<<<cu_blocks((size_t)n * m), CU_THREADS, 0, c->stream>>>(out, bias, (size_t)n, m);
@@ -95,26 +90,16 @@ void cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, in
                                   dy, m, &beta0, dx, k));
         return;
     }
-    /* bf16: dx (+)= sum over row blocks of dy[:, r0:r0+rows] @ widen(W[r0:r0+rows, :]) */
-    int blk_rows = (int)(CU_WIDEN_ELEMS / (size_t)k);
-    if (blk_rows < 1) blk_rows = 1;
-    if (blk_rows > m) blk_rows = m;
-    float *blk = (float *)cu_scratch(c, sizeof(float) * (size_t)blk_rows * k, "matmul_bwd_x");
-    if (!blk) {
+    /* bf16: dx (+)= bf16(dy) W, fp32 accumulation */
+    const size_t ny = (size_t)n * m;
+    __nv_bfloat16 *dyb = (__nv_bfloat16 *)cu_scratch(c, ny * sizeof(__nv_bfloat16), "matmul_bwd_x");
+    if (!dyb) {
         cu_fill_nan(c, dx, (size_t)n * k);
         return;
     }
-    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
-    for (int r0 = 0; r0 < m; r0 += blk_rows) {
-        const int rows = m - r0 < blk_rows ? m - r0 : blk_rows;
-        const size_t ne = (size_t)rows * k;
-        k_from_bf16<<<cu_blocks(ne), CU_THREADS, 0, c->stream>>>(blk, W + (size_t)r0 * k, ne);
-        cu_check(c, "matmul_bwd_x");
-        const float beta = r0 == 0 ? beta0 : 1.0f;
-        cu_check_blas(c, "matmul_bwd_x",
-                      cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, k, n, rows, &one, blk, k, dy + r0, m, &beta,
-                                  dx, k));
-    }
+    k_to_bf16<<<cu_blocks(ny), CU_THREADS, 0, c->stream>>>(dyb, dy, ny);
+    cu_check(c, "matmul_bwd_x");
+    cu_gemm_bf16(c, "matmul_bwd_x", CUBLAS_OP_N, CUBLAS_OP_N, k, n, m, w->data, k, dyb, m, dx, k, beta0);
 }
 
 void cu_matmul_bwd_w(void *ctx, float *dw, float *db, const float *dy, const float *x, int n, int rows,

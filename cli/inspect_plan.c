@@ -77,6 +77,6 @@ int dms_inspect_plan(const char *model_path, int tokens, const char *backend, co
     const double total_gib = p.total / 1073741824.0;
     printf("  %-44s %10.2f GiB   %s one %.0f GiB device%s\n", "total", total_gib,
            total_gib <= gpu_gib ? "fits" : "does NOT fit", gpu_gib,
-           kind == DMS_BACKEND_CUDA ? " (CUDA context and cuBLAS workspace not counted)" : "");
+           kind == DMS_BACKEND_CUDA ? " (CUDA context and cuBLAS's own workspace not counted; cuBLASLt's is)" : "");
     return 0;
 }

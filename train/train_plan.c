@@ -17,14 +17,17 @@
 /* CPU attention (kernels/cpu/attention_dms.c): per thread two score tiles of
  * ATT_TILE queries x T keys in the backward, plus D [T, H] and the document
  * bounds. CUDA (kernels/cuda): one scratch buffer, as large as the largest
- * op's need: the bf16 copy of a matmul input [T, max(d, ff, H*hd)], or the
- * attention backward's D [T, H] and its CU_ATT_SCRATCH_BYTES of score rows;
- * rounded up to whole MiB. Values copied from those files' constants. */
+ * op's need: the bf16 copy of a matmul's fp32 operand (the input forward,
+ * the output gradient backward: [T, max(d, ff, H*hd)], or [kd chunk, V]
+ * for the LM head's input gradient), or the attention backward's D [T, H]
+ * and its CU_ATT_SCRATCH_BYTES of score rows; rounded up to whole MiB; and
+ * cuBLASLt's workspace. Values copied from those files' constants. */
 #define CPU_ATT_TILE 128.0
 #define CU_ATT_SCRATCH 134217728.0 /* 128 MiB */
+#define CU_LT_WORKSPACE 33554432.0 /* 32 MiB, kernels/cuda/gemm_lt.cu */
 #define MIB 1048576.0
 
-static double workspace(const dms_config *c, double T, dms_backend_kind backend, int threads) {
+static double workspace(const dms_config *c, double T, double chunk, dms_backend_kind backend, int threads) {
     const double H = c->n_heads, f32 = 4;
     if (backend == DMS_BACKEND_CPU)
         return T * H * f32 + (threads > 0 ? threads : 1) * 2.0 * CPU_ATT_TILE * T * f32 + 2.0 * T * 4;
@@ -32,9 +35,10 @@ static double workspace(const dms_config *c, double T, dms_backend_kind backend,
     if (c->intermediate > widest) widest = c->intermediate;
     if ((double)c->n_heads * c->head_dim > widest) widest = (double)c->n_heads * c->head_dim;
     double need = T * widest * 2; /* bf16 */
+    if (chunk * c->vocab * 2 > need) need = chunk * c->vocab * 2;
     const double att = (double)(((size_t)(T * H) + 63) / 64 * 64) * f32 + CU_ATT_SCRATCH;
     if (att > need) need = att;
-    return (double)(size_t)((need + MIB - 1) / MIB) * MIB;
+    return (double)(size_t)((need + MIB - 1) / MIB) * MIB + CU_LT_WORKSPACE;
 }
 
 int dms_train_plan_compute(const char *model_path, const dms_train_config *cfg, dms_backend_kind backend,
@@ -88,7 +92,7 @@ int dms_train_plan_compute(const char *model_path, const dms_train_config *cfg, 
         if (cfg->guide_weight > 0) p->decisions += 2 * L * T * KV * f32; /* guidance: maxima and targets */
         p->other = p->arena - (p->grads + p->adam + p->layer_acts + p->inputs_kept + p->hidden + p->backward +
                                p->kd_chunk + p->decisions);
-        p->workspace = workspace(c, T, backend, threads);
+        p->workspace = workspace(c, T, chunk, backend, threads);
         p->total = p->frozen + p->trainable + p->arena + p->workspace;
     }
     dms_trainer_free(tr);

@@ -571,10 +571,10 @@ static int cmp_f32(const void *a, const void *b) {
  * decisions that the inference rule can carry out (kv_w: the key is not a
  * sink and is more than `window` behind its document's last token), the
  * fraction `frac` about the keys with the smallest future attention maxima
- * get the target 1 (evict), the others 0; ties go to the earlier token (and
- * lower layer). Ranked within each layer (guide_rank "layer": every layer
- * evicts the same fraction) or over all layers at once ("row": a layer whose
- * keys get little attention may give up more). Sets the row's per-decision
+ * get the target 1 (evict), the others 0; ties go to the lower layer, then
+ * the earlier token. Ranked within each layer (guide_rank "layer": every
+ * layer evicts the same fraction) or over all layers at once ("row": a layer
+ * whose keys get little attention may give up more). Sets the row's per-decision
  * coefficient: the loss is the mean over those decisions, layers and the
  * step's rows. */
 static void guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, double frac) {

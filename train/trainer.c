@@ -577,14 +577,14 @@ static int cmp_f32(const void *a, const void *b) {
  * whose keys get little attention may give up more). Sets the row's per-decision
  * coefficient: the loss is the mean over those decisions, layers and the
  * step's rows. */
-static void guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, double frac) {
+static size_t guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, double frac) {
     const size_t TK = (size_t)tr->T * tr->KV, KV = (size_t)tr->KV;
     size_t n = 0;
     for (int l = 0; l < layers; l++)
         for (size_t i = KV; i < TK; i++)
             if (tr->kvw_host[i] != 0.0f) tr->rank_buf[n++] = imp[(size_t)l * TK + i - KV]; /* decision t: key t - 1 */
     const size_t k = (size_t)(frac * (double)n);
-    if (k == 0) return;
+    if (k == 0) return n;
     qsort(tr->rank_buf, n, sizeof(float), cmp_f32);
     const float thr = tr->rank_buf[k - 1];
     size_t below = 0;
@@ -594,6 +594,7 @@ static void guide_rank_block(dms_trainer *tr, const float *imp, float *y, int la
     for (int l = 0; l < layers; l++)
         for (size_t i = KV; i < TK && below < k; i++)
             if (tr->kvw_host[i] != 0.0f && imp[(size_t)l * TK + i - KV] == thr) y[(size_t)l * TK + i] = 1.0f, below++;
+    return n;
 }
 
 static void guide_targets(dms_trainer *tr, double frac, int rows_total) {
@@ -602,15 +603,14 @@ static void guide_targets(dms_trainer *tr, double frac, int rows_total) {
     const size_t TK = (size_t)T * KV;
     dms_download_f32(be, tr->imp_host, tr->imp, (size_t)L * TK);
     memset(tr->guide_y_host, 0, sizeof(float) * (size_t)L * TK);
+    size_t n = 0; /* the row's decisions under the mask, all layers */
     if (tr->cfg.guide_rank == DMS_GUIDE_PER_ROW)
-        guide_rank_block(tr, tr->imp_host, tr->guide_y_host, L, frac);
+        n = guide_rank_block(tr, tr->imp_host, tr->guide_y_host, L, frac);
     else
         for (int l = 0; l < L; l++)
-            guide_rank_block(tr, tr->imp_host + (size_t)l * TK, tr->guide_y_host + (size_t)l * TK, 1, frac);
-    size_t n = 0; /* decisions per layer under the mask */
-    for (size_t i = KV; i < TK; i++) n += tr->kvw_host[i] != 0.0f;
+            n += guide_rank_block(tr, tr->imp_host + (size_t)l * TK, tr->guide_y_host + (size_t)l * TK, 1, frac);
     dms_upload_f32(be, tr->guide_y, tr->guide_y_host, (size_t)L * TK);
-    tr->guide_coef = n ? (float)(tr->guide_w / ((double)n * L * rows_total)) : 0.0f;
+    tr->guide_coef = n ? (float)(tr->guide_w / ((double)n * rows_total)) : 0.0f;
 }
 
 int dms_trainer_test_guide(const dms_trainer *tr, const float **imp, const float **y, const float **mask) {

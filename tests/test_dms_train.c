@@ -464,8 +464,10 @@ static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
  * the teacher's future attention (the fraction 1 - 1/CR(step) with the
  * smallest maxima, among the decisions the mask allows, are 1), or with
  * guide_rank "row" all layers' keys at once (the same fraction overall, one
- * threshold, uneven layers); the loss is
- * logged and added; its gradient matches central differences of the total
+ * threshold, uneven layers); with guide_score "attention_value" each key's
+ * score is its attention score times a factor of its own (the value's l1
+ * norm, checked exactly by test_ops) and the per-layer ranking follows the
+ * new score; the loss is logged and added; its gradient matches central differences of the total
  * loss (compression off, tau 1: smooth) on the largest W_a entries; and it
  * changes the gradient that plain DMS gives. */
 static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
@@ -476,8 +478,8 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
                          NULL, 0, 0};
     const float *noise = tensor(fx, "noise");
     const int step = 2;
-    float *g_plain = NULL;
-    for (int on = 0; on < 3; on++) { /* off, per layer, per row */
+    float *g_plain = NULL, *imp_attn = NULL;
+    for (int on = 0; on < 4; on++) { /* off, per layer, per row, per layer by attention x value */
         dms_train_config cfg;
         small_config(&cfg, T);
         cfg.compression_weight = 0;
@@ -487,6 +489,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
         cfg.guide_weight = on ? 2.0f : 0.0f;
         cfg.guide_steps = 4; /* weight 1 at step 2 */
         cfg.guide_rank = on == 2 ? DMS_GUIDE_PER_ROW : DMS_GUIDE_PER_LAYER;
+        cfg.guide_score = on == 3 ? DMS_GUIDE_ATTENTION_VALUE : DMS_GUIDE_ATTENTION;
         dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
         CHECK_MSG(tr != NULL, "%s", err.msg);
         if (!tr) break;
@@ -506,6 +509,20 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
                   st.guide, st.loss, st.kd);
         CHECK(dms_trainer_test_guide(tr, &imp, &y, &mask) == 0);
         const size_t TK = (size_t)T * KV;
+        if (on == 1) {
+            imp_attn = malloc(sizeof(float) * L * TK);
+            memcpy(imp_attn, imp, sizeof(float) * L * TK);
+        }
+        if (on == 3 && imp_attn) { /* every key scaled by a positive factor of its own, not one factor for all */
+            double rmin = INFINITY, rmax = 0.0;
+            for (size_t i = 0; i < (size_t)L * TK; i++) {
+                CHECK_MSG((imp[i] > 0.0f) == (imp_attn[i] > 0.0f), "key %zu: score %g, attention alone %g", i, imp[i],
+                          imp_attn[i]);
+                if (imp_attn[i] > 0.0f)
+                    rmin = fmin(rmin, (double)imp[i] / imp_attn[i]), rmax = fmax(rmax, (double)imp[i] / imp_attn[i]);
+            }
+            CHECK_MSG(rmin > 0.0 && rmax > 1.5 * rmin, "attention x value: factors %g-%g", rmin, rmax);
+        }
         size_t n_all = 0, ones_all = 0, ones_min = SIZE_MAX, ones_max = 0;
         float max_one_all = -1.0f, min_zero_all = INFINITY;
         for (int l = 0; l < L; l++) {
@@ -522,7 +539,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
                 if (v == 1.0f) ones++, max_one = s > max_one ? s : max_one;
                 else min_zero = s < min_zero ? s : min_zero;
             }
-            if (on == 1)
+            if (on == 1 || on == 3)
                 CHECK_MSG(n > 4 && ones == (size_t)((1.0 - 1.0 / 3.0) * (double)n) && max_one <= min_zero,
                           "layer %d: %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, ones, n,
                           (size_t)((1.0 - 1.0 / 3.0) * (double)n), max_one, min_zero);
@@ -562,6 +579,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
         dms_trainer_free(tr);
     }
     free(g_plain);
+    free(imp_attn);
 }
 
 int main(void) {

@@ -1263,18 +1263,20 @@ static void naive_att_dms_bwd(float *dq, float *dk, float *dv, float *dlk, const
         for (size_t x = 0; x < (size_t)s->T * s->KV; x++) dlk[x] = (float)gl[x];
 }
 
-static void run_future_max(const dms_backend *b, float *imp, const float *lse, const dms_in *a) {
+static void run_future_max(const dms_backend *b, float *imp, const float *lse, const dms_in *a, int with_v) {
     const dms_shape *s = a->s;
     const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
     float *di = put_nan(b, nl);
-    b->attention_future_max(b->ctx, di, put_f(b, a->q, nq), put_f(b, a->k, nk), put_f(b, lse, (size_t)s->T * s->H),
-                            put_i(b, a->seg, s->T), s->T, s->H, s->KV, s->hd, s->window, a->scale);
+    b->attention_future_max(b->ctx, di, put_f(b, a->q, nq), put_f(b, a->k, nk), with_v ? put_f(b, a->v, nk) : NULL,
+                            put_f(b, lse, (size_t)s->T * s->H), put_i(b, a->seg, s->T), s->T, s->H, s->KV, s->hd,
+                            s->window, a->scale);
     get_f(b, imp, di, nl);
     run_end(b, "attention_future_max");
 }
 /* imp[j, kh] = max over the group's heads h and the queries i of j's
- * document with i - j > window of exp(scale q_i.k_j - lse[i, h]); 0 if none */
-static void naive_future_max(float *imp, const float *lse, const dms_in *a) {
+ * document with i - j > window of exp(scale q_i.k_j - lse[i, h]); 0 if none;
+ * with_v: times sum_d |v[j, kh, d]| */
+static void naive_future_max(float *imp, const float *lse, const dms_in *a, int with_v) {
     const dms_shape *s = a->s;
     const int group = s->H / s->KV;
     for (int j = 0; j < s->T; j++)
@@ -1290,7 +1292,12 @@ static void naive_future_max(float *imp, const float *lse, const dms_in *a) {
                     m = p > m ? p : m;
                 }
             }
-            imp[(size_t)j * s->KV + kh] = (float)m;
+            double w = 1.0;
+            if (with_v) {
+                w = 0.0;
+                for (int d = 0; d < s->hd; d++) w += fabs(a->v[((size_t)j * s->KV + kh) * s->hd + d]);
+            }
+            imp[(size_t)j * s->KV + kh] = (float)(m * w);
         }
 }
 
@@ -1350,12 +1357,12 @@ static void test_attention_dms(void) {
         else naive_att_dms_fwd(rout, rlse, &a);
         cmp("attention_dms_fwd", "out", out, rout, nq);
         cmp("attention_dms_fwd", "lse", lse, rlse, (size_t)s->T * s->H);
-        { /* the guidance statistic, from this forward's lse */
+        for (int with_v = 0; with_v < 2; with_v++) { /* the guidance statistic, from this forward's lse */
             float *imp = hf(nl), *rimp = hf(nl);
-            run_future_max(&be, imp, lse, &a);
-            if (vs_cpu) run_future_max(&oracle, rimp, lse, &a);
-            else naive_future_max(rimp, lse, &a);
-            cmp("attention_future_max", "imp", imp, rimp, nl);
+            run_future_max(&be, imp, lse, &a, with_v);
+            if (vs_cpu) run_future_max(&oracle, rimp, lse, &a, with_v);
+            else naive_future_max(rimp, lse, &a, with_v);
+            cmp("attention_future_max", with_v ? "imp x |v|_1" : "imp", imp, rimp, nl);
             int some = 0; /* the case must exercise the op: a key with later queries past the window */
             for (size_t x = 0; x < nl; x++) some |= rimp[x] > 0.0f;
             CHECK_MSG(some || s->T == 1 || s->window >= 200, "attention_future_max [%s]: every entry 0", case_name);

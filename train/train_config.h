@@ -22,6 +22,10 @@ typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
  * dms eval --task kl measures). The value is the kd_chunk op's `forward`. */
 typedef enum { DMS_KD_REVERSE = 0, DMS_KD_FORWARD } dms_kd_dir;
 typedef enum { DMS_GUIDE_PER_LAYER = 0, DMS_GUIDE_PER_ROW } dms_guide_rank;
+/* What guidance ranks keys by: the largest future attention probability
+ * (Locret's score), or that times the l1 norm of the key's value (the
+ * value-aware score of VATP, Guo et al. 2024, arXiv 2406.12335). */
+typedef enum { DMS_GUIDE_ATTENTION = 0, DMS_GUIDE_ATTENTION_VALUE } dms_guide_score;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
 /* The target CR over the steps: ours (linear from 1, one unit every
  * steps_per_cr steps, held at cr_final), or NVIDIA's (configs/qwen3_8b.yaml
@@ -63,6 +67,7 @@ typedef struct dms_train_config {
     float guide_weight;     /* optional extension: attention guidance weight at step 0 (0: off) */
     int guide_steps;        /* falling linearly to 0 at this step */
     dms_guide_rank guide_rank; /* keys ranked within each layer, or over all layers of the row */
+    dms_guide_score guide_score; /* ranked by future attention, or by it times the value's l1 norm */
     int neuron_warmup;      /* neuron variant: steps of the borrowed channel's fade (0: off) */
     float alpha_scale;
     float alpha_offset;

@@ -148,8 +148,9 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
     be->attention_dms_fwd(be->ctx, a->att, a->lse, a->q, a->k, a->v, log_keep, tr->seg, n, tr->H, tr->KV, tr->hd,
                           dc->window, 1.0f / sqrtf((float)tr->hd));
     if (!self->student && tr->guide_w > 0.0f)
-        be->attention_future_max(be->ctx, tr->imp + (size_t)l * TK, a->q, a->k, a->lse, tr->seg, n, tr->H, tr->KV,
-                                 tr->hd, dc->window, 1.0f / sqrtf((float)tr->hd));
+        be->attention_future_max(be->ctx, tr->imp + (size_t)l * TK, a->q, a->k,
+                                 tr->cfg.guide_score == DMS_GUIDE_ATTENTION_VALUE ? a->v : NULL, a->lse, tr->seg, n,
+                                 tr->H, tr->KV, tr->hd, dc->window, 1.0f / sqrtf((float)tr->hd));
 }
 
 static dms_param *add_param(dms_trainer *tr, const char *name, dms_mat w) {

@@ -280,9 +280,10 @@ void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float
 /* Attention guidance (an optional training extension): per (kv head, tile
  * of ATT_KTILE keys), the scores of the tile's keys against every query of
  * their documents, for each head of the group; the largest probability
- * exp(s - lse) among queries more than `window` after the key. Each item
- * owns its keys' entries, so the result does not depend on scheduling. */
-void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+ * exp(s - lse) among queries more than `window` after the key, times the
+ * l1 norm of the key's value when v is given. Each item owns its keys'
+ * entries, so the result does not depend on scheduling. */
+void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
                                   const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
                                   float scale) {
     if (T <= 0) return;
@@ -325,7 +326,15 @@ void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const f
                     }
                 }
             }
-            for (int c = 0; c < nk; c++) imp[(size_t)(j0 + c) * n_kv_heads + kh] = mx[c];
+            for (int c = 0; c < nk; c++) {
+                float w = 1.0f;
+                if (v) {
+                    const float *vj = v + (size_t)(j0 + c) * ks + (size_t)kh * head_dim;
+                    w = 0.0f;
+                    for (int d = 0; d < head_dim; d++) w += fabsf(vj[d]);
+                }
+                imp[(size_t)(j0 + c) * n_kv_heads + kh] = mx[c] * w;
+            }
         }
         free(P);
     }

@@ -82,7 +82,7 @@ void dms_cpu_swiglu_bwd(void *ctx, float *dgate, float *dup, const float *dout, 
                         const float *up, size_t n);
 
 /* attention_dms.c: attention guidance's target statistic */
-void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
                                   const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
                                   float scale);
 

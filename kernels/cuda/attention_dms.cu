@@ -266,8 +266,10 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
 /* Attention guidance's statistic, one block per (key j, kv head kh): the
  * largest exp(scale q_i.k_j - lse_ih) over the group's heads and the
  * queries of j's document more than `window` after it; block max (fixed
- * tree). No scratch: nothing is kept per query. */
-__global__ void k_att_future_max(float *imp, const float *q, const float *k, const float *lse, const int32_t *seg,
+ * tree), times the l1 norm of v_j when v is given (block sum, fixed tree).
+ * No scratch: nothing is kept per query. */
+__global__ void k_att_future_max(float *imp, const float *q, const float *k, const float *v, const float *lse,
+                                 const int32_t *seg,
                                  int T, int n_heads, int n_kv_heads, int head_dim, int window, float scale) {
     extern __shared__ float ks[]; /* k_j: [head_dim] */
     const size_t b = blockIdx.x;
@@ -287,16 +289,21 @@ __global__ void k_att_future_max(float *imp, const float *q, const float *k, con
         }
     }
     mx = cu_block_max(mx);
+    if (v) { /* every thread takes the branch: the block sum's barriers hold */
+        float a = 0.0f;
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) a += fabsf(v[j * kstr + (size_t)kh * head_dim + d]);
+        mx *= cu_block_sum(a);
+    }
     if (threadIdx.x == 0) imp[(size_t)j * n_kv_heads + kh] = mx;
 }
 
-void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
                              const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
                              float scale) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     const size_t nk = (size_t)T * n_kv_heads;
     k_att_future_max<<<(unsigned)nk, CU_ATT_THREADS, sizeof(float) * (size_t)head_dim, c->stream>>>(
-        imp, q, k, lse, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
+        imp, q, k, v, lse, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
     cu_check(c, "attention_future_max");
 }

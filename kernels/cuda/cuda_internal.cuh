@@ -200,7 +200,7 @@ void cu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n,
               float beta2, float eps, float weight_decay, int t, float grad_scale);
 
 /* attention_dms.cu: attention guidance's statistic */
-void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *lse,
+void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
                              const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
                              float scale);
 

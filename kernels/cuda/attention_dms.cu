@@ -269,8 +269,8 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
  * tree), times the l1 norm of v_j when v is given (block sum, fixed tree).
  * No scratch: nothing is kept per query. */
 __global__ void k_att_future_max(float *imp, const float *q, const float *k, const float *v, const float *lse,
-                                 const int32_t *seg,
-                                 int T, int n_heads, int n_kv_heads, int head_dim, int window, float scale) {
+                                 const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
+                                 float scale) {
     extern __shared__ float ks[]; /* k_j: [head_dim] */
     const size_t b = blockIdx.x;
     const int j = (int)(b / n_kv_heads), kh = (int)(b % n_kv_heads), group = n_heads / n_kv_heads;

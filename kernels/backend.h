@@ -248,8 +248,8 @@ typedef struct dms_backend {
      * v[T, KV, head_dim], when not NULL: imp[j, kh] is then multiplied by
      * the l1 norm of v_j (guide_score "attention_value"). */
     void (*attention_future_max)(void *ctx, float *imp, const float *q, const float *k, const float *v,
-                                 const float *lse, const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
-                                 float scale);
+                                 const float *lse, const int32_t *seg, int T, int n_heads, int n_kv_heads,
+                                 int head_dim, int window, float scale);
     /* The guidance loss of one layer's decisions: where mask[t, h] != 0,
      * binary cross-entropy of the decision logit x = scale * z_raw - offset
      * against target[t, h] (1 = evict), times coef: *loss_acc += coef *

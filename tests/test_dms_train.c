@@ -467,9 +467,9 @@ static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
  * threshold, uneven layers); with guide_score "attention_value" each key's
  * score is its attention score times a factor of its own (the value's l1
  * norm, checked exactly by test_ops) and the per-layer ranking follows the
- * new score; the loss is logged and added; its gradient matches central differences of the total
- * loss (compression off, tau 1: smooth) on the largest W_a entries; and it
- * changes the gradient that plain DMS gives. */
+ * new score; the loss is logged and added; its gradient matches central
+ * differences of the total loss (compression off, tau 1: smooth) on the
+ * largest W_a entries; and it changes the gradient that plain DMS gives. */
 static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
     dms_err err = {0};
     const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");

@@ -283,9 +283,9 @@ void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float
  * exp(s - lse) among queries more than `window` after the key, times the
  * l1 norm of the key's value when v is given. Each item owns its keys'
  * entries, so the result does not depend on scheduling. */
-void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
-                                  const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
-                                  float scale) {
+void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v,
+                                  const float *lse, const int32_t *seg, int T, int n_heads, int n_kv_heads,
+                                  int head_dim, int window, float scale) {
     if (T <= 0) return;
     const int group = n_heads / n_kv_heads;
     const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;

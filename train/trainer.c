@@ -571,13 +571,14 @@ static int cmp_f32(const void *a, const void *b) {
 /* Attention guidance, after the teacher's forward of a row: of the
  * decisions that the inference rule can carry out (kv_w: the key is not a
  * sink and is more than `window` behind its document's last token), the
- * fraction `frac` about the keys with the smallest future attention maxima
- * get the target 1 (evict), the others 0; ties go to the lower layer, then
- * the earlier token. Ranked within each layer (guide_rank "layer": every
- * layer evicts the same fraction) or over all layers at once ("row": a layer
- * whose keys get little attention may give up more). Sets the row's per-decision
- * coefficient: the loss is the mean over those decisions, layers and the
- * step's rows. */
+ * fraction `frac` about the keys with the smallest scores (future attention
+ * maxima, times the value's l1 norm with guide_score "attention_value") get
+ * the target 1 (evict), the others 0; ties go to the lower layer, then the
+ * earlier token. Ranked within each layer (guide_rank "layer": every layer
+ * evicts the same fraction) or over all layers at once ("row": a layer whose
+ * keys score low may give up more). A block returns how many decisions it
+ * ranked; guide_targets sets the row's per-decision coefficient from their
+ * sum: the loss is the mean over those decisions, layers and the step's rows. */
 static size_t guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, double frac) {
     const size_t TK = (size_t)tr->T * tr->KV, KV = (size_t)tr->KV;
     size_t n = 0;

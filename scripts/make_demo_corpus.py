@@ -7,6 +7,7 @@ Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
     python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings   # + docstrings
     python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings --info   # + GNU manuals
     python3 scripts/make_demo_corpus.py OUT.jsonl --info-dir DIR        # manuals of DIR
+    python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings --source [--source-kb 2048]  # + code
 
 - topics: the Python Language Reference topics of module pydoc_data.topics
   (79 documents, about 450 KB of English technical prose with code);
@@ -20,9 +21,16 @@ Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
   a licence (the GPL, LGPL or GFDL texts and the permission notices) is
   left out, so that the held-out GPL text does not leak in (--info-dir
   reads the *.info*.gz of another folder instead).
+- --source: the standard library's .py files themselves (code, comments
+  and docstrings; test suites left out), one document per module, files of
+  4-64 KB picked at an even stride over the sorted list (more passes in
+  between if one falls short) until about --source-kb kilobytes (default
+  2048). Code repeats names defined far
+  earlier, so its rows hold long-range copies that prose seldom asks for.
+  A file that names a GNU licence is left out, as for --info.
 Held-out evaluation text (e.g. /usr/share/common-licenses) is not in it.
 """
-import ast, glob, gzip, json, os, re, sys, sysconfig
+import ast, glob, gzip, json, math, os, re, sys, sysconfig
 
 from pydoc_data.topics import topics
 
@@ -34,7 +42,8 @@ def topic_docs():
             yield text
 
 
-def docstring_docs():
+def stdlib_files():
+    """(module name, path) of the standard library's .py files, sorted, test suites left out."""
     root = sysconfig.get_paths()["stdlib"]
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
@@ -42,23 +51,50 @@ def docstring_docs():
         if rel.startswith(("test", "lib2to3/tests")):
             continue
         for fn in sorted(filenames):
-            if not fn.endswith(".py"):
+            if fn.endswith(".py"):
+                yield os.path.join(rel, fn[:-3]).replace(os.sep, ".").lstrip("."), os.path.join(dirpath, fn)
+
+
+def docstring_docs():
+    for mod, path in stdlib_files():
+        try:
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        parts = []
+        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
+            doc = ast.get_docstring(node)
+            if doc and len(doc) >= 80:
+                head = "" if node is tree else ("class " if isinstance(node, ast.ClassDef) else "def ") + node.name + ":\n"
+                parts.append(head + doc.strip())
+        text = "\n\n".join(parts)
+        if len(text) >= 400:
+            yield "Module " + mod + "\n\n" + text
+
+
+def source_docs(kb):
+    files = [(mod, path) for mod, path in stdlib_files() if 4096 <= os.path.getsize(path) <= 65536]
+    total = sum(os.path.getsize(path) for _, path in files)
+    stride = max(1.0, total / (kb * 1024.0))
+    seen, taken = set(), 0
+    # one pass at an even stride up to kb KB; passes in between it while 5% short of that
+    for start in (0.0, 0.5, 0.25, 0.75, 0.125, 0.375, 0.625, 0.875):
+        pos, cap = start * stride, (1.0 if start == 0.0 else 0.95) * kb * 1024
+        while math.ceil(pos) < len(files) and taken < cap:
+            i, pos = math.ceil(pos), pos + stride
+            if i in seen:
                 continue
+            seen.add(i)
+            mod, path = files[i]
             try:
-                with open(os.path.join(dirpath, fn), encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
-            except (SyntaxError, UnicodeDecodeError, OSError):
+                with open(path, encoding="utf-8") as f:
+                    text = f.read().strip()
+            except (UnicodeDecodeError, OSError):
                 continue
-            parts = []
-            for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
-                doc = ast.get_docstring(node)
-                if doc and len(doc) >= 80:
-                    head = "" if node is tree else ("class " if isinstance(node, ast.ClassDef) else "def ") + node.name + ":\n"
-                    parts.append(head + doc.strip())
-            text = "\n\n".join(parts)
-            if len(text) >= 400:
-                mod = os.path.join(rel, fn[:-3]).replace(os.sep, ".").lstrip(".")
-                yield "Module " + mod + "\n\n" + text
+            if not LICENCE.search(text):
+                taken += len(text)
+                yield "# Module " + mod + "\n\n" + text
 
 
 INFO_DIR = "/usr/share/info"
@@ -92,10 +128,18 @@ def main():
         del argv[i:i + 2]
     elif "--info" in argv:
         info = INFO_DIR
+    source_kb = 2048
+    if "--source-kb" in argv:
+        i = argv.index("--source-kb")
+        if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
+            sys.exit("make_demo_corpus.py: --source-kb needs a positive number of kilobytes")
+        source_kb = int(argv[i + 1])
+        del argv[i:i + 2]
     args = [a for a in argv if not a.startswith("--")]
     out = args[0] if args else "/dev/stdout"
     sources = [topic_docs()] + ([docstring_docs()] if "--docstrings" in argv else [])
     sources += [info_docs(info)] if info else []
+    sources += [source_docs(source_kb)] if "--source" in argv else []
     n = chars = 0
     with open(out, "w", encoding="utf-8") as f:
         for src in sources:

@@ -113,5 +113,20 @@ if grep -q -e "General Public" -e "Free Documentation" "$T/corpus.jsonl"; then b
 if [ "$(wc -l <"$T/corpus.jsonl")" -gt 50 ]; then ok; else bad "corpus-info: the Python topics are missing"; fi
 expect_error corpus-info-missing "--info-dir needs an existing folder" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --info-dir "$T/nope"
 
+# --- --source: stdlib modules as code, about --source-kb kilobytes of them after the topics ---
+expect_ok corpus-source -- python3 scripts/make_demo_corpus.py "$T/src.jsonl" --source --source-kb 64
+if python3 - "$T/src.jsonl" <<'PY'
+import json, sys
+docs = [json.loads(l)["text"] for l in open(sys.argv[1])]
+code = [d for d in docs if d.startswith("# Module ")]
+kb = sum(len(d) for d in code) / 1024
+assert len(code) >= 2 and all(("def " in d or "class " in d or "import " in d) for d in code), "source documents are not code"
+assert 64 <= kb <= 64 + 70, "%.0f KB of source for --source-kb 64" % kb
+assert len(docs) - len(code) > 50, "the Python topics are missing"
+assert not any("General Public Licen" in d for d in code), "licence text in the source documents"
+PY
+then ok; else bad "corpus-source: see above"; fi
+expect_error corpus-source-kb "--source-kb needs a positive number" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source --source-kb 0
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -24,10 +24,10 @@ Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
 - --source: the standard library's .py files themselves (code, comments
   and docstrings; test suites left out), one document per module, files of
   4-64 KB picked at an even stride over the sorted list (more passes in
-  between if one falls short) until about --source-kb kilobytes (default
-  2048). Code repeats names defined far
-  earlier, so its rows hold long-range copies that prose seldom asks for.
-  A file that names a GNU licence is left out, as for --info.
+  between while it is 5% short) up to about --source-kb kilobytes
+  (default 2048). Code repeats names defined far earlier, so its rows hold
+  long-range copies that prose seldom asks for. A file that names a GNU
+  licence is left out, as for --info.
 Held-out evaluation text (e.g. /usr/share/common-licenses) is not in it.
 """
 import ast, glob, gzip, json, math, os, re, sys, sysconfig

@@ -133,6 +133,8 @@ def main():
         i = argv.index("--source-kb")
         if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
             sys.exit("make_demo_corpus.py: --source-kb needs a positive number of kilobytes")
+        if "--source" not in argv:
+            sys.exit("make_demo_corpus.py: --source-kb needs --source")
         source_kb = int(argv[i + 1])
         del argv[i:i + 2]
     args = [a for a in argv if not a.startswith("--")]

@@ -127,6 +127,7 @@ assert not any("General Public Licen" in d for d in code), "licence text in the 
 PY
 then ok; else bad "corpus-source: see above"; fi
 expect_error corpus-source-kb "--source-kb needs a positive number" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source --source-kb 0
+expect_error corpus-source-kb-alone "--source-kb needs --source" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source-kb 64
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -2,7 +2,7 @@
 """Collects the `dms eval` results of one bench/quality.sh run
 (runs/quality/TAG/*.json) into one compact record for bench/results/:
 per task and policy the metric with its standard error, the KV CR
-(time-averaged and at the end), the budget and the live tokens.
+(time-averaged and at the end), the budget, the live tokens and the text.
 
     python3 bench/collect_quality.py runs/quality/kvcr4 bench/results/quality-kvcr4.json [TRAIN.json]
 
@@ -23,6 +23,7 @@ def main():
                      "budget_rule": d.get("budget_rule"), "metric": d.get("metric"), "metrics": d.get("metrics"),
                      "kv_cr": kv.get("kv_cr"), "kv_cr_end": kv.get("kv_cr_end"), "decision_cr": kv.get("decision_cr"),
                      "held_time_mean": kv.get("held_time_mean"), "held_peak": kv.get("held_peak"),
+                     "data": d.get("config", {}).get("data"),
                      "window_tokens": d.get("config", {}).get("window_tokens"),
                      "dms_offset": d.get("config", {}).get("dms_offset"),
                      "items": d.get("items_done"), "git_commit": d.get("git_commit")})

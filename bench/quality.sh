@@ -10,13 +10,15 @@
 # BASE: an export whose weights are the base model's, for a retrofit that
 # changed them (LoRA, merged at export): the baselines and vanilla run on
 # BASE and DMS's KL is taken against it (--reference). Default: EXPORT.
+# TEXT: the held-out text for KL (default GPL-3; the training domain's:
+# scripts/make_heldout_text.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXP=$1 TAG=$2 THREADS=${3:-0}
 BASE=${BASE:-$EXP}
 WINDOW=${WINDOW:-512}
 OUT=runs/quality/$TAG
-TEXT=/usr/share/common-licenses/GPL-3
+TEXT=${TEXT:-/usr/share/common-licenses/GPL-3}
 DMS=${DMS:-./build/dms}  # another build: DMS=build-final/dms
 # --batch 8: the scored baselines (tova, h2o) evict after every query, so
 # they go token by token through batched decode; 8 windows (or prompts) at

@@ -55,20 +55,27 @@ def stdlib_files():
                 yield os.path.join(rel, fn[:-3]).replace(os.sep, ".").lstrip("."), os.path.join(dirpath, fn)
 
 
+def module_docstrings(path, keep=lambda doc: True):
+    """The module, class and function docstrings of one .py file (read with
+    ast, never imported) of at least 80 characters that keep() accepts, as
+    one text; "" when the file does not parse."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
+        return ""
+    parts = []
+    for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
+        doc = ast.get_docstring(node)
+        if doc and len(doc) >= 80 and keep(doc):
+            head = "" if node is tree else ("class " if isinstance(node, ast.ClassDef) else "def ") + node.name + ":\n"
+            parts.append(head + doc.strip())
+    return "\n\n".join(parts)
+
+
 def docstring_docs():
     for mod, path in stdlib_files():
-        try:
-            with open(path, encoding="utf-8") as f:
-                tree = ast.parse(f.read())
-        except (SyntaxError, UnicodeDecodeError, OSError):
-            continue
-        parts = []
-        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
-            doc = ast.get_docstring(node)
-            if doc and len(doc) >= 80:
-                head = "" if node is tree else ("class " if isinstance(node, ast.ClassDef) else "def ") + node.name + ":\n"
-                parts.append(head + doc.strip())
-        text = "\n\n".join(parts)
+        text = module_docstrings(path)
         if len(text) >= 400:
             yield "Module " + mod + "\n\n" + text
 

@@ -129,5 +129,32 @@ then ok; else bad "corpus-source: see above"; fi
 expect_error corpus-source-kb "--source-kb needs a positive number" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source --source-kb 0
 expect_error corpus-source-kb-alone "--source-kb needs --source" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source-kb 64
 
+# --- held-out text of the corpus's kind (scripts/make_heldout_text.py): docstrings outside the stdlib ---
+# a fake package: two modules with docstrings, one docstring naming a
+# licence, a tests/ folder and a lexers/ folder that must be left out, a
+# module too short to count; --docs 2 takes both modules, in order.
+mkdir -p "$T/site/fakepkg/tests" "$T/site/fakepkg/lexers"
+doc=$(printf 'Frobnicates every widget of the given list and returns the count of widgets changed. %.0s' 1 2 3)
+for m in alpha beta; do
+  printf '"""Module %s: %s"""\n\ndef run():\n    """%s"""\n\nclass Lic:\n    """Released under the MIT License; %s"""\n' "$m" "$doc" "$doc" "$doc" >"$T/site/fakepkg/$m.py"
+done
+printf '"""%s"""\n' "$doc$doc" >"$T/site/fakepkg/tests/test_x.py"
+printf '"""%s"""\n' "$doc$doc" >"$T/site/fakepkg/lexers/lx.py"
+printf '"""short"""\n' >"$T/site/fakepkg/gamma.py"
+expect_ok heldout -- python3 scripts/make_heldout_text.py "$T/ho.txt" --root "$T/site" --packages fakepkg --docs 2
+if python3 - "$T/ho.txt" <<'PY'
+import sys
+t = open(sys.argv[1]).read()
+assert t.startswith("Module fakepkg.alpha\n\nModule alpha:"), t[:60]
+assert "Module fakepkg.beta\n\nModule beta:" in t, "second module missing"
+assert t.count("def run:") == 2, "function docstrings missing"
+assert "License" not in t and "class Lic" not in t, "a licence docstring leaked"
+assert "tests" not in t and "lexers" not in t and "gamma" not in t, "a left-out module leaked"
+PY
+then ok; else bad "heldout: see above"; fi
+expect_error heldout-docs "fewer than --docs 3" -- python3 scripts/make_heldout_text.py "$T/h.txt" --root "$T/site" --packages fakepkg --docs 3
+expect_error heldout-pkg "no such package folder" -- python3 scripts/make_heldout_text.py "$T/h.txt" --root "$T/site" --packages nopkg
+expect_error heldout-opt "unknown option --nope" -- python3 scripts/make_heldout_text.py "$T/h.txt" --nope
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -20,6 +20,8 @@ def main():
     args = sys.argv[1:]
     if len(args) != 5 or args[3] != "--keep":
         sys.exit(__doc__.strip())
+    if not args[1].isdigit():
+        sys.exit("lora_branches.py: STEP must be a step number, not %s" % args[1])
     run, step, out, keep = args[0], int(args[1]), args[2], args[4]
     keep = [] if keep == "none" else keep.split(",")
     if any(k not in BRANCHES for k in keep):

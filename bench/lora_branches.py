@@ -2,8 +2,8 @@
 """Copies a run's checkpoint with only some of its LoRA branches, for the
 ablation in docs/quality.md ("Which LoRA branches carry what"): the
 lora_B of every branch not kept is set to zero (the branch then adds
-nothing) and every dataset's crc32 attribute is rewritten, so that `dms
-export` accepts the copy. The heads and the kept branches are untouched.
+nothing) and its crc32 attribute rewritten, so that `dms export`
+accepts the copy. The heads and the kept branches are untouched.
 
     python3 bench/lora_branches.py RUN_DIR STEP OUT_DIR --keep q,k     # q_proj and k_proj only
     python3 bench/lora_branches.py RUN_DIR STEP OUT_DIR --keep none    # the heads alone
@@ -39,8 +39,8 @@ def main():
         for name, ds in f["params"].items():
             if ".lora_B." in name and not any("." + BRANCHES[k] + "." in name for k in keep):
                 ds[...] = 0
+                ds.attrs["crc32"] = np.uint32(zlib.crc32(np.zeros(ds.shape, ds.dtype).tobytes()))
                 zeroed += 1
-            ds.attrs["crc32"] = np.uint32(zlib.crc32(np.ascontiguousarray(ds[...]).tobytes()))
     print("%s: %d lora_B tensors zeroed, kept %s" % (dst, zeroed, ",".join(keep) or "none"), file=sys.stderr)
 
 

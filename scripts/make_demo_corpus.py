@@ -73,11 +73,17 @@ def module_docstrings(path, keep=lambda doc: True):
     return "\n\n".join(parts)
 
 
+def docstring_document(mod, path, keep=lambda doc: True):
+    """Module mod's document ("Module NAME" and its docstrings), None below 400 characters of docstrings."""
+    text = module_docstrings(path, keep)
+    return "Module " + mod + "\n\n" + text if len(text) >= 400 else None
+
+
 def docstring_docs():
     for mod, path in stdlib_files():
-        text = module_docstrings(path)
-        if len(text) >= 400:
-            yield "Module " + mod + "\n\n" + text
+        doc = docstring_document(mod, path)
+        if doc:
+            yield doc
 
 
 def source_docs(kb):

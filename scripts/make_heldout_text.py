@@ -22,14 +22,14 @@ model's tokenizer with pygments 2.14 and pip 23.0), joined by blank lines.
 import os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_demo_corpus import module_docstrings  # noqa: E402
+from make_demo_corpus import docstring_document  # noqa: E402
 
 ROOT = "/usr/lib/python3/dist-packages"
 SKIP_DIRS = ("__pycache__", "tests", "test", "lexers", "styles")
 
 
 def package_modules(root, packages):
-    """(module name, docstring text) of every module with >= 400 characters of kept docstrings, sorted."""
+    """The document of every module with >= 400 characters of kept docstrings, sorted."""
     keep = lambda doc: "License" not in doc and "LICENSE" not in doc
     for pkg in packages:
         top = os.path.join(root, pkg)
@@ -40,9 +40,9 @@ def package_modules(root, packages):
             for fn in sorted(filenames):
                 if fn.endswith(".py"):
                     rel = os.path.relpath(os.path.join(dirpath, fn), root)
-                    text = module_docstrings(os.path.join(dirpath, fn), keep)
-                    if len(text) >= 400:
-                        yield rel[:-3].replace(os.sep, "."), text
+                    doc = docstring_document(rel[:-3].replace(os.sep, "."), os.path.join(dirpath, fn), keep)
+                    if doc:
+                        yield doc
 
 
 def option(argv, name, default, check, what):
@@ -72,7 +72,7 @@ def main():
     if len(mods) < docs:
         sys.exit("make_heldout_text.py: %s holds %d modules with docstrings, fewer than --docs %d" % (root, len(mods), docs))
     step = len(mods) / docs
-    text = "\n\n".join("Module " + name + "\n\n" + body for name, body in (mods[int(i * step)] for i in range(docs)))
+    text = "\n\n".join(mods[int(i * step)] for i in range(docs))
     with open(argv[0], "w", encoding="utf-8") as f:
         f.write(text)
     print("held-out text: %d of %d modules, %.1f KB -> %s" % (docs, len(mods), len(text) / 1024, argv[0]), file=sys.stderr)

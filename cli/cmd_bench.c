@@ -7,6 +7,8 @@
  *            against llama.cpp on the same GGUF (cli/bench_decode.c).
  *   train  - one DMS training step at a model's real shapes with random
  *            weights, CPU or GPU: time, MFU, memory, phases (cli/bench_train.c).
+ *   attention - the training DMS attention alone, forward and backward,
+ *            through the op table (cli/bench_attention.c).
  * Results go to bench/results/<target>-...-<date>.json. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli/args.h"
+#include "cli/bench_attention.h"
 #include "cli/bench_decode.h"
 #include "cli/bench_train.h"
 #include "cli/commands.h"
@@ -141,19 +144,23 @@ int dms_cmd_bench(int argc, char **argv) {
     int lora_rank = -1, iters = 20, cpu = 0; /* -1: the target's default */
     const char *shape = NULL, *backend = "cpu";
     float peak = 0;
-    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, 3, 0, 256, 0, 0};
+    dms_bench_attention_opts at = {NULL, NULL, 0, 1, 32, 8, 128, 256, 10};
+    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, -1, 0, 256, 0, 0}; /* steps -1: the target's default */
     dms_bench_decode_opts dec = {NULL, NULL, NULL, "128,2048,8192", "/usr/share/common-licenses/GPL-3", NULL, NULL,
                                  -1, 0, DMS_F16}; /* tokens -1: the target's default */
     dec.python = getenv("DMS_PYTHON") && *getenv("DMS_PYTHON") ? getenv("DMS_PYTHON") : "python3";
     const dms_arg args[] = {
         {"--model", ARG_STR, &model, "PATH", "model folder, .gguf or config-only folder (default: the embedded model)"},
         {"--shape", ARG_STR, &shape, "NAME", "train: the model of bench/models/NAME (qwen3-8b, qwen3-1.7b, llama3.1-8b, ...)"},
-        {"--backend", ARG_STR, &backend, "NAME", "train: cpu or cuda (default cpu)"},
-        {"--steps", ARG_INT, &tr.steps, "N", "train: timed steps after one warm-up; the median is reported (default 3)"},
-        {"--docs", ARG_INT, &tr.docs, "N", "train: documents of equal length packed in the row (default 1)"},
+        {"--backend", ARG_STR, &backend, "NAME", "train, attention: cpu or cuda (default cpu)"},
+        {"--steps", ARG_INT, &tr.steps, "N", "train: timed steps after one warm-up; the median is reported (default 3; attention 10)"},
+        {"--docs", ARG_INT, &tr.docs, "N", "train, attention: documents of equal length packed in the row (default 1)"},
         {"--layers", ARG_INT, &tr.layers, "N", "train: only the first N layers (default: all)"},
-        {"--window", ARG_INT, &tr.window, "W", "train: DMS eviction window (default 256)"},
+        {"--window", ARG_INT, &tr.window, "W", "train, attention: DMS eviction window (default 256)"},
         {"--peak-tflops", ARG_FLOAT, &peak, "X", "train: the device's dense bf16 peak for MFU (default: from the GPU's name)"},
+        {"--heads", ARG_INT, &at.heads, "H", "attention: query heads (default 32, Qwen3-8B's)"},
+        {"--kv-heads", ARG_INT, &at.kv_heads, "KV", "attention: KV heads (default 8)"},
+        {"--head-dim", ARG_INT, &at.head_dim, "D", "attention: head dimension (default 128)"},
         {"--lora-rank", ARG_INT, &lora_rank, "R", "comm: LoRA rank for the lora set (default 16); train: LoRA beside the heads (default 0)"},
         {"--iters", ARG_INT, &iters, "N", "comm: timed repetitions; the median is reported (default 20)"},
         {"--out", ARG_STR, &out, "DIR", "results folder (default bench/results)"},
@@ -161,7 +168,7 @@ int dms_cmd_bench(int argc, char **argv) {
         {"--dms4", ARG_STR, &dec.dms4, "DIR", "decode: a DMS export (adapter variant) of a run on --model, timed at ~4x"},
         {"--dms8", ARG_STR, &dec.dms8, "DIR", "decode: the same at ~8x (the JSON records each one's measured KV CR)"},
         {"--contexts", ARG_STR, &dec.contexts, "C,C,..", "decode: context lengths (default 128,2048,8192; 2K, 8K allowed)"},
-        {"--tokens", ARG_INT, &dec.tokens, "N", "decode: new tokens per run, the last at context - 1 (default 64); train: tokens per step (default 4096)"},
+        {"--tokens", ARG_INT, &dec.tokens, "N", "decode: new tokens per run, the last at context - 1 (default 64); train: tokens per step (default 4096); attention: tokens (default 32768)"},
         {"--threads", ARG_INT, &dec.threads, "N", "decode: threads for both runtimes; train: CPU threads (default: all cores)"},
         {"--kv-dtype", ARG_STR, &kv_dtype, "T", "decode: our KV cache rows, f32, f16 or bf16 (default f16, as llama.cpp's)"},
         {"--text", ARG_STR, &dec.text, "FILE", "decode: prompt text, repeated to length (default the GPL-3 text)"},
@@ -175,7 +182,9 @@ int dms_cmd_bench(int argc, char **argv) {
                  "       dms bench decode --cpu [--model GGUF] [--dms4 DIR] [--dms8 DIR] [--contexts 128,2K,8K]\n"
                  "                        [--tokens N] [--threads N] [--kv-dtype f16] [--python PY]\n"
                  "       dms bench train [--shape NAME | --model PATH] [--tokens N] [--backend cpu|cuda] [--steps N]\n"
-                 "                       [--docs N] [--layers N] [--window W] [--lora-rank R] [--peak-tflops X]",
+                 "                       [--docs N] [--layers N] [--window W] [--lora-rank R] [--peak-tflops X]\n"
+                 "       dms bench attention [--backend cpu|cuda] [--tokens N] [--docs N] [--heads H] [--kv-heads KV]\n"
+                 "                           [--head-dim D] [--window W] [--steps N]",
         .args = args,
         .n_args = (int)(sizeof args / sizeof args[0]),
         .positional = "TARGET",
@@ -187,10 +196,13 @@ int dms_cmd_bench(int argc, char **argv) {
                   "         pip install llama-cpp-python) on the same GGUF, prompt ids, threads and tokens, at each\n"
                   "         context; docs/runtime.md\n"
                   "  train  one DMS training step at a model's real shapes with random weights: step time,\n"
-                  "         tokens/s, model FLOPs and MFU, peak memory, time per phase; docs/training.md\n\n"
+                  "         tokens/s, model FLOPs and MFU, peak memory, time per phase; docs/training.md\n"
+                  "  attention  the training DMS attention alone (forward, backward with the decision-logit\n"
+                  "         gradient) on random inputs through the op table; its peer: bench/sdpa_peer.py\n\n"
                   "examples:\n"
                   "  dms bench train --shape qwen3-8b --tokens 32768 --backend cuda\n"
-                  "  dms bench train --shape qwen3-0.6b --layers 2 --tokens 1024   # the CPU, a slice of the model",
+                  "  dms bench train --shape qwen3-0.6b --layers 2 --tokens 1024   # the CPU, a slice of the model\n"
+                  "  dms bench attention --backend cuda --tokens 32768             # Qwen3-8B's attention shape",
     };
     int pr = dms_args_parse(&spec, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
@@ -224,7 +236,22 @@ int dms_cmd_bench(int argc, char **argv) {
         tr.tokens = dec.tokens < 0 ? 4096 : dec.tokens;
         tr.lora_rank = lora_rank < 0 ? 0 : lora_rank;
         tr.peak_tflops = peak;
+        if (tr.steps == -1) tr.steps = 3;
         return dms_bench_train(&tr);
+    }
+    if (target && !strcmp(target, "attention")) {
+        if (dec.threads < 0) {
+            fprintf(stderr, "dms bench attention: --threads must be >= 0\n");
+            return 2;
+        }
+        dms_set_threads(dec.threads);
+        at.backend = backend;
+        at.out_dir = out;
+        at.tokens = dec.tokens < 0 ? 32768 : dec.tokens;
+        at.docs = tr.docs;
+        at.window = tr.window;
+        at.steps = tr.steps == -1 ? 10 : tr.steps;
+        return dms_bench_attention(&at);
     }
     if (dec.tokens < 0) dec.tokens = 64;
     if (lora_rank < 0) lora_rank = 16;
@@ -244,7 +271,7 @@ int dms_cmd_bench(int argc, char **argv) {
         return dms_bench_decode(&dec);
     }
     if (!target || strcmp(target, "comm") != 0) {
-        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: comm, decode, train)\n", target ? target : "");
+        fprintf(stderr, "dms bench: unknown or missing target '%s' (targets: attention, comm, decode, train)\n", target ? target : "");
         return 2;
     }
     if (lora_rank <= 0 || iters <= 0) {

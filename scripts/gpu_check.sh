@@ -4,14 +4,19 @@
 # (scripts/gpu_pack.sh built it here; unpacked into a temporary folder) and
 # .peer/ for NVIDIA's trainer (scripts/peer_pack.sh). Writes to $OUT (at
 # most 8 files): gpu_check.log (the GPU, every suite's output,
-# compute-sanitizer on the training step), the `dms bench train` records
-# and the peer's. Each part has its own
-# time limit, so one that hangs cannot take the others with it. Exit 1 if
-# a suite failed.
+# compute-sanitizer on the training step), the `dms bench train` and
+# `dms bench attention` records, PyTorch SDPA's (bench/sdpa_peer.py) and
+# the NVIDIA trainer's. The three correctness suites run side by side
+# first; then the benchmarks one at a time (they time the GPU). Each part
+# has its own time limit, cut to what is left of GPU_CHECK_SECONDS (default
+# 540) for the whole script, so one that hangs cannot take the others with
+# it, and a part with under 15 s left is not started (logged as such).
+# Exit 1 if a suite failed.
 set -u
 P=$(mktemp -d)
 tar -C "$P" -xJf .gpupack/pack.tar.xz || { echo "gpu_check: no .gpupack/pack.tar.xz (carry .gpupack)"; exit 1; }
 OUT=${OUT:-runs/gpu_check}
+BUDGET=${GPU_CHECK_SECONDS:-540}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_check.log
 # CUDA's libraries: the toolkit's, else the Python wheels' (nvidia/*/lib)
@@ -21,9 +26,12 @@ W=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]) + "
 [ -n "$W" ] && for d in "$W"/*/lib "$W"/cu*/lib; do [ -d "$d" ] && LP=$LP:$d; done
 export LD_LIBRARY_PATH=$LP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fail=0
-part() { # part NAME SECONDS command...
+left() { echo $((BUDGET - SECONDS)); }
+part() { # part NAME SECONDS command...: runs it under min(SECONDS, what is left), output to the log
   local name=$1 secs=$2; shift 2
-  echo "==== $name ($(date -u +%T))" >>"$LOG"
+  [ "$secs" -gt "$(left)" ] && secs=$(left)
+  if [ "$secs" -lt 15 ]; then echo "==== $name: not started ($(left) s of the budget left)" >>"$LOG"; return 124; fi
+  echo "==== $name ($(date -u +%T), limit $secs s)" >>"$LOG"
   local t0=$SECONDS
   timeout "$secs" "$@" >>"$LOG" 2>&1
   local rc=$?
@@ -36,11 +44,27 @@ part() { # part NAME SECONDS command...
   nvcc --version | tail -1
   ldd $P/bin/dms | grep -E 'not found|cublas' || true
 } >>"$LOG" 2>&1
-part "test_ops cuda" 240 $P/bin/test_ops cuda || fail=1
-part "test_gpu_train cuda" 240 $P/bin/test_gpu_train cuda || fail=1
-# the peer's shape first (ours and NVIDIA's back to back), then ours alone at the real job's
-part "bench train qwen3-1.7b 8K" 180 $P/bin/dms bench train --backend cuda --shape qwen3-1.7b --tokens 8192 \
+# correctness, side by side, each into its own log, appended in order afterwards
+SAN=(echo "compute-sanitizer: not installed")
+command -v compute-sanitizer >/dev/null && SAN=(compute-sanitizer --error-exitcode 9 $P/bin/test_gpu_train cuda step)
+: >"$LOG.a"; : >"$LOG.b"; : >"$LOG.c"
+(LOG=$LOG.a part "test_ops cuda" 120 $P/bin/test_ops cuda) & pa=$!
+(LOG=$LOG.b part "test_gpu_train cuda" 150 $P/bin/test_gpu_train cuda) & pb=$!
+(LOG=$LOG.c part "compute-sanitizer test_gpu_train step" 180 "${SAN[@]}") & pc=$!
+wait $pa || fail=1
+wait $pb || fail=1
+wait $pc || fail=1
+cat "$LOG.a" "$LOG.b" "$LOG.c" >>"$LOG"; rm -f "$LOG.a" "$LOG.b" "$LOG.c"
+# the attention alone, ours and PyTorch's SDPA (cuDNN, flash), at Qwen3-8B's attention shape, 32K tokens
+part "bench attention 32K" 90 $P/bin/dms bench attention --backend cuda --tokens 32768 --steps 3 --out "$OUT" ||
+  echo "(bench attention did not finish)" >>"$LOG"
+part "peer: PyTorch SDPA 32K" 60 env PYTHONUNBUFFERED=1 python3 bench/sdpa_peer.py --tokens 32768 --steps 5 \
+  --out "$OUT" || echo "(sdpa peer did not finish)" >>"$LOG"
+# the peer's shape (ours, then NVIDIA's after ours alone at the real job's)
+part "bench train qwen3-1.7b 8K" 120 $P/bin/dms bench train --backend cuda --shape qwen3-1.7b --tokens 8192 \
   --steps 3 --out "$OUT" || echo "(bench qwen3-1.7b did not finish)" >>"$LOG"
+part "bench train qwen3-8b 4 layers 32K" 120 $P/bin/dms bench train --backend cuda --shape qwen3-8b --layers 4 \
+  --tokens 32768 --steps 3 --out "$OUT" || echo "(bench qwen3-8b did not finish)" >>"$LOG"
 if [ -f .peer/nvidia_dms/dms/training/engine.py ]; then
   part "peer: NVIDIA Model-Optimizer trainer, qwen3-1.7b 8K" 300 env PYTHONUNBUFFERED=1 python3 bench/nvidia_peer.py \
     --config bench/models/qwen3_1.7b/config.json --tokens 8192 --steps 3 --device cuda --out "$OUT" ||
@@ -48,13 +72,5 @@ if [ -f .peer/nvidia_dms/dms/training/engine.py ]; then
 else
   echo "==== peer: no .peer/ carried (scripts/peer_pack.sh)" >>"$LOG"
 fi
-part "bench train qwen3-8b 4 layers 32K" 180 $P/bin/dms bench train --backend cuda --shape qwen3-8b --layers 4 \
-  --tokens 32768 --steps 3 --out "$OUT" || echo "(bench qwen3-8b did not finish)" >>"$LOG"
-if command -v compute-sanitizer >/dev/null; then
-  part "compute-sanitizer test_gpu_train step" 240 compute-sanitizer --error-exitcode 9 \
-    $P/bin/test_gpu_train cuda step || fail=1
-else
-  echo "==== compute-sanitizer: not installed" >>"$LOG"
-fi
-tail -n 40 "$LOG"
+grep -E '^====|^commit|^GPU |^dms |did not finish|^step |^forward |^sdpa |^bf16 |^peak memory|^phases|CHECK failed|passed|FAIL|ERROR|rror:' "$LOG" | tail -n 60
 exit $fail

@@ -4,7 +4,9 @@
 # Qwen3-0.6B at its real width (bench/models/qwen3_0.6b, random weights):
 # the JSON holds the shape, the step times, tokens/s from the median, every
 # phase, and model FLOPs equal to the formula of docs/training.md worked out
-# here from config.json; --peak-tflops gives the MFU.
+# here from config.json; --peak-tflops gives the MFU. `dms bench attention`:
+# its refusals, and a short CPU run whose JSON holds the shape, the causal
+# pairs of its documents and the FLOPs of the formula it states.
 set -u
 DMS=$1
 . "$(dirname "$0")/lib/harness.sh"
@@ -47,6 +49,28 @@ assert d["peak_tflops"] == 2 and abs(d["mfu"] - d["achieved_tflops"] / 2) < 1e-1
 assert d["peak_memory_bytes"] > 0 and d["commit"] and d["device"]
 PY
 then ok; else bad "results JSON: $J"; fi
+
+expect_error "attention heads" "multiple of --kv-heads" -- "$DMS" bench attention --heads 6 --kv-heads 4
+expect_error "attention head dim" "head-dim must be even" -- "$DMS" bench attention --head-dim 7
+expect_error "attention tokens" "tokens must be at least 16" -- "$DMS" bench attention --tokens 8
+expect_error "attention backend" "backend" -- "$DMS" bench attention --tokens 64 --backend tpu
+if "$DMS" bench attention --tokens 96 --docs 3 --heads 4 --kv-heads 2 --head-dim 16 --window 8 --steps 2 \
+    --threads 1 --out "$T/att" >"$T/out" 2>"$T/err"; then ok; else bad "bench attention: rc=$? $(head -c 600 "$T/err")"; fi
+grep -q "^forward .* TFLOPS), backward .* (median of 2)" "$T/out" && ok || bad "no attention summary: $(cat "$T/out")"
+J=$(ls "$T"/att/attention-H4-KV2-D16-96-cpu-*.json 2>/dev/null | head -1)
+if [ -n "$J" ] && python3 - "$J" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert (d["tokens"], d["docs"], d["heads"], d["kv_heads"], d["head_dim"], d["window"]) == (96, 3, 4, 2, 16, 8), d
+assert d["backend"] == "cpu" and d["steps_timed"] == 2 and d["commit"] and d["device"]
+assert d["causal_pairs"] == 3 * 32 * 33 // 2, d["causal_pairs"]
+assert d["forward_flops"] == 4 * d["causal_pairs"] * 4 * 16 and d["backward_flops"] == 2 * d["forward_flops"]
+f, b = d["forward_s_median"], d["backward_s_median"]
+assert f > 0 and b > 0 and abs(d["fwd_bwd_s_median"] - f - b) < 1e-12
+assert abs(d["forward_tflops"] - d["forward_flops"] / f / 1e12) < 1e-9 * d["forward_tflops"]
+assert len(d["forward_s_sorted"]) == 2 and d["forward_s_sorted"] == sorted(d["forward_s_sorted"])
+PY
+then ok; else bad "attention JSON: $J"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

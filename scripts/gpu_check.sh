@@ -44,17 +44,21 @@ part() { # part NAME SECONDS command...: runs it under min(SECONDS, what is left
   nvcc --version | tail -1
   ldd $P/bin/dms | grep -E 'not found|cublas' || true
 } >>"$LOG" 2>&1
-# correctness, side by side, each into its own log, appended in order afterwards
+# correctness, side by side, each into its own log, appended in order afterwards; the training
+# suite also with the fp32 attention kernels (DMS_CUDA_ATTENTION=fp32) beside the default tensor-core ones
 SAN=(echo "compute-sanitizer: not installed")
 command -v compute-sanitizer >/dev/null && SAN=(compute-sanitizer --error-exitcode 9 $P/bin/test_gpu_train cuda step)
-: >"$LOG.a"; : >"$LOG.b"; : >"$LOG.c"
+: >"$LOG.a"; : >"$LOG.b"; : >"$LOG.c"; : >"$LOG.d"
 (LOG=$LOG.a part "test_ops cuda" 120 $P/bin/test_ops cuda) & pa=$!
 (LOG=$LOG.b part "test_gpu_train cuda" 150 $P/bin/test_gpu_train cuda) & pb=$!
 (LOG=$LOG.c part "compute-sanitizer test_gpu_train step" 180 "${SAN[@]}") & pc=$!
+(LOG=$LOG.d part "test_gpu_train cuda, fp32 attention" 150 env DMS_CUDA_ATTENTION=fp32 $P/bin/test_gpu_train cuda) &
+pd=$!
 wait $pa || fail=1
 wait $pb || fail=1
 wait $pc || fail=1
-cat "$LOG.a" "$LOG.b" "$LOG.c" >>"$LOG"; rm -f "$LOG.a" "$LOG.b" "$LOG.c"
+wait $pd || fail=1
+cat "$LOG.a" "$LOG.b" "$LOG.c" "$LOG.d" >>"$LOG"; rm -f "$LOG.a" "$LOG.b" "$LOG.c" "$LOG.d"
 # the attention alone, ours and PyTorch's SDPA (cuDNN, flash), at Qwen3-8B's attention shape, 32K tokens
 part "bench attention 32K" 90 $P/bin/dms bench attention --backend cuda --tokens 32768 --steps 3 --out "$OUT" ||
   echo "(bench attention did not finish)" >>"$LOG"
@@ -72,5 +76,5 @@ if [ -f .peer/nvidia_dms/dms/training/engine.py ]; then
 else
   echo "==== peer: no .peer/ carried (scripts/peer_pack.sh)" >>"$LOG"
 fi
-grep -E '^====|^commit|^GPU |^dms |did not finish|^step |^forward |^sdpa |^bf16 |^peak memory|^phases|CHECK failed|passed|FAIL|ERROR|rror:' "$LOG" | tail -n 60
+grep -E '^====|^commit|^GPU |^dms |did not finish|^step |^run |^forward |^sdpa |^bf16 |^peak memory|^phases|CHECK failed|passed|FAIL|ERROR|rror:' "$LOG" | tail -n 60
 exit $fail

@@ -1,16 +1,25 @@
-/* test_flash_emul.cpp - the tiled CUDA DMS attention kernels
- * (kernels/cuda/attention_flash.cu) run on the CPU, so that their logic
+/* test_flash_emul.cpp - the tiled CUDA DMS attention kernels, fp32
+ * (kernels/cuda/attention_flash.cu) and tensor-core bf16
+ * (kernels/cuda/attention_mma.cu), run on the CPU, so that their logic
  * (tiling, masks, the log-keep bias, online softmax, the three backward
- * products) is checked on every machine, not only where a GPU is lent.
+ * products, the mma fragment layouts) is checked on every machine, not
+ * only where a GPU is lent.
  *
  * The kernels are compiled as host C++ (-DDMS_CUDA_EMUL): a CUDA block is
  * 128 std::threads, __syncthreads and __syncwarp are barriers, and a warp
  * shuffle or vote goes through a per-warp array between barriers, so every
- * thread runs the kernel's own code in the kernel's own order. Shared
- * memory is filled with NaN before each block (a read of anything the
- * kernel did not write poisons the result) and checked past the size the
- * host code declares (a write outside it is reported). The reference is a
- * naive double-precision forward and backward. What this cannot see:
+ * thread runs the kernel's own code in the kernel's own order. mma.sync
+ * m16n8k16 (bf16 in, fp32 accumulate) is a warp collective too: each lane
+ * deposits its A, B fragments, every lane rebuilds the 16x16 and 16x8
+ * matrices by the PTX ISA's fragment layout and takes its own C elements;
+ * a wrong layout in the kernels gives wrong results here. Shared memory is
+ * filled with 0xff bytes before each block (NaN as fp32 and as bf16: a
+ * read of anything the kernel did not write poisons the result) and
+ * checked byte by byte past the size the host code declares (a write
+ * outside it is reported). The reference is a naive double-precision
+ * forward and backward; the bf16 kernels are held to 1e-2 of the largest
+ * value (bf16 operands: 8 bits of mantissa), the fp32 ones to 1e-5.
+ * What this cannot see:
  * timing, occupancy and the device's own float rounding (test_ops cuda,
  * label gpu, compares the real kernels with the CPU backend). */
 #include <algorithm>
@@ -37,6 +46,7 @@ static float warp_f[32][32];
 static int warp_i[32][32];
 
 #define __global__
+#define __launch_bounds__(n)
 #define __device__
 #define __forceinline__ inline
 #define __shared__
@@ -71,12 +81,55 @@ static float cu_warp_max(float v) {
     return v;
 }
 
+/* mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: d += A B, by the
+ * fragment layout of the PTX ISA (g = lane / 4, t = lane % 4) */
+static uint32_t warp_frag[32][32][6];
+static float bf16_float(uint32_t h) {
+    const uint32_t u = h << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+static void mm_mma(float *d, const uint32_t *a, const uint32_t *b) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncwarp();
+    for (int x = 0; x < 4; x++) warp_frag[w][l][x] = a[x];
+    warp_frag[w][l][4] = b[0];
+    warp_frag[w][l][5] = b[1];
+    __syncwarp();
+    float A[16][16], B[16][8];
+    for (int L = 0; L < 32; L++) {
+        const int G = L >> 2, Tq = L & 3;
+        for (int x = 0; x < 4; x++) { /* a0: (g, 2t) a1: (g+8, 2t) a2: (g, 2t+8) a3: (g+8, 2t+8) */
+            const uint32_t r = warp_frag[w][L][x];
+            const int row = G + (x & 1 ? 8 : 0), col = 2 * Tq + (x & 2 ? 8 : 0);
+            A[row][col] = bf16_float(r & 0xffffu);
+            A[row][col + 1] = bf16_float(r >> 16);
+        }
+        for (int x = 0; x < 2; x++) { /* b0: rows (2t, 2t+1), b1: rows (2t+8, 2t+9); column g */
+            const uint32_t r = warp_frag[w][L][4 + x];
+            const int row = 2 * Tq + (x ? 8 : 0);
+            B[row][G] = bf16_float(r & 0xffffu);
+            B[row + 1][G] = bf16_float(r >> 16);
+        }
+    }
+    __syncwarp();
+    const int g = l >> 2, t = l & 3;
+    for (int e = 0; e < 4; e++) { /* c0, c1: row g; c2, c3: row g+8; columns 2t, 2t+1 */
+        const int row = g + (e >> 1) * 8, col = 2 * t + (e & 1);
+        double acc = 0;
+        for (int x = 0; x < 16; x++) acc += (double)A[row][x] * B[x][col];
+        d[e] = (float)(d[e] + acc);
+    }
+}
+
 #define SM_FLOATS (1 << 16) /* 256 KiB: more than any GPU gives a block */
 static float sm_all[SM_FLOATS + 1024];
 #define sm sm_all /* the kernels' `extern __shared__ float sm[]` */
 
 #define DMS_CUDA_EMUL
 #include "kernels/cuda/attention_flash.cu"
+#include "kernels/cuda/attention_mma.cu"
 
 static int failures;
 
@@ -93,7 +146,7 @@ static void launch(const char *name, F f, dim3 g, size_t smem, A... a) {
     blockDim = dim3(threads);
     for (unsigned by = 0; by < g.y; by++)
         for (unsigned bx = 0; bx < g.x; bx++) {
-            for (size_t x = 0; x < sizeof sm_all / sizeof *sm_all; x++) sm_all[x] = NAN;
+            std::memset(sm_all, 0xff, sizeof sm_all);
             std::barrier<> bb(threads);
             block_barrier = &bb;
             std::vector<std::barrier<> *> wb;
@@ -108,10 +161,10 @@ static void launch(const char *name, F f, dim3 g, size_t smem, A... a) {
             for (auto &x : th) x.join();
             for (auto p : wb) delete p;
             size_t bad = 0;
-            for (size_t x = (smem + sizeof(float) - 1) / sizeof(float); x < sizeof sm_all / sizeof *sm_all; x++)
-                bad += !std::isnan(sm_all[x]);
+            const unsigned char *bytes = (const unsigned char *)sm_all;
+            for (size_t x = smem; x < sizeof sm_all; x++) bad += bytes[x] != 0xff;
             if (bad) {
-                std::printf("FAIL %s: block (%u, %u) wrote %zu floats past its %zu shared bytes\n", name, bx, by, bad,
+                std::printf("FAIL %s: block (%u, %u) wrote %zu bytes past its %zu shared bytes\n", name, bx, by, bad,
                             smem);
                 failures++;
             }
@@ -181,9 +234,9 @@ static void reference(const shape &s, float scale, const std::vector<float> &q, 
         }
 }
 
-/* largest |got - want| against 1e-5 of the largest |want| (fp32 sums) */
+/* largest |got - want| against tol of the largest |want| (at least 1) */
 static void compare(const char *what, const char *name, const std::vector<float> &got,
-                    const std::vector<double> &want) {
+                    const std::vector<double> &want, double tol) {
     double scale = 1e-30, err = 0;
     for (double w : want)
         if (std::isfinite(w)) scale = std::max(scale, std::fabs(w));
@@ -191,7 +244,7 @@ static void compare(const char *what, const char *name, const std::vector<float>
         const double e = std::isinf(want[x]) && got[x] == want[x] ? 0.0 : std::fabs(got[x] - want[x]);
         if (!(e <= err)) err = e; /* NaN sticks */
     }
-    const int ok = err <= 1e-5 * std::max(scale, 1.0);
+    const int ok = err <= tol * std::max(scale, 1.0);
     if (!ok) failures++;
     std::printf("%s %s [%s]: max error %.3g (largest value %.3g)\n", ok ? "ok  " : "FAIL", name, what, err, scale);
 }
@@ -207,6 +260,12 @@ int main() {
         {40, 2, 1, 4, 2, -1, 1, "interleaved documents"},
         {200, 4, 2, 64, 40, 2, 1, "hd 64, 2 docs, 4 query tiles"},
         {160, 2, 1, 128, 16, 1, 1, "hd 128, one doc"},
+        /* the tensor-core kernels' head dims with the cases above */
+        {130, 6, 2, 16, 4, 4, 1, "hd 16, 4 docs, window < doc, GQA 3"},
+        {130, 6, 2, 32, 4, 4, 0, "hd 32, 4 docs, log_keep NULL"},
+        {150, 3, 3, 16, 0, 2, 1, "hd 16, window 0, 3 query tiles"},
+        {40, 2, 1, 16, 2, -1, 1, "hd 16, interleaved documents"},
+        {1, 1, 1, 16, 0, 1, 1, "hd 16, T=1"},
     };
     std::mt19937 rng(1234);
     std::uniform_real_distribution<float> U(-1.5f, 1.5f), L(-3.0f, 4.0f);
@@ -227,27 +286,44 @@ int main() {
         std::vector<std::vector<double>> r;
         reference(s, scale, q, k, v, lkp, seg, dout, r);
 
-        std::vector<float> out(nq), lse((size_t)s.T * s.H), D((size_t)s.T * s.H), dq(nq), dk(nk), dv(nk), dl(nl);
-        const dim3 gq((unsigned)((s.T + FL_BQ - 1) / FL_BQ), (unsigned)s.H);
-        const dim3 gk((unsigned)((s.T + FL_BK - 1) / FL_BK), (unsigned)s.KV);
-        launch("k_flash_fwd", k_flash_fwd, gq, fl_fwd_smem(s.hd), out.data(), lse.data(), (const float *)q.data(),
-               (const float *)k.data(), (const float *)v.data(), lkp, (const int32_t *)seg.data(), s.T, s.H, s.KV,
-               s.hd, s.window, scale);
-        for (size_t ih = 0; ih < D.size(); ih++) { /* attention_dms.cu's k_att_dms_D */
-            float d = 0.0f;
-            for (int c = 0; c < s.hd; c++) d += dout[ih * s.hd + c] * out[ih * s.hd + c];
-            D[ih] = d;
+        for (int mma = 0; mma < 2; mma++) {
+            if (mma && (s.hd % 16 || s.hd > MM_MAX_HD)) continue; /* the tensor-core kernels' head dims */
+            std::vector<float> out(nq), lse((size_t)s.T * s.H), D((size_t)s.T * s.H), dq(nq), dk(nk), dv(nk),
+                dl(nl);
+            const int bq = mma ? MM_BQ : FL_BQ, bk = mma ? MM_BK : FL_BK;
+            const dim3 gq((unsigned)((s.T + bq - 1) / bq), (unsigned)s.H);
+            const dim3 gk((unsigned)((s.T + bk - 1) / bk), (unsigned)s.KV);
+            const float *qp = q.data(), *kp = k.data(), *vp = v.data(), *dop = dout.data();
+            const int32_t *sp = seg.data();
+            if (mma)
+                launch("k_mma_fwd", k_mma_fwd, gq, mm_fwd_smem(s.hd), out.data(), lse.data(), qp, kp, vp, lkp, sp,
+                       s.T, s.H, s.KV, s.hd, s.window, scale);
+            else
+                launch("k_flash_fwd", k_flash_fwd, gq, fl_fwd_smem(s.hd), out.data(), lse.data(), qp, kp, vp, lkp,
+                       sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+            for (size_t ih = 0; ih < D.size(); ih++) { /* attention_dms.cu's k_att_dms_D */
+                float d = 0.0f;
+                for (int c = 0; c < s.hd; c++) d += dout[ih * s.hd + c] * out[ih * s.hd + c];
+                D[ih] = d;
+            }
+            const float *lp = lse.data(), *Dp = D.data();
+            if (mma) {
+                launch("k_mma_dq", k_mma_dq, gq, mm_dq_smem(s.hd), dq.data(), dop, lp, Dp, qp, kp, vp, lkp, sp, s.T,
+                       s.H, s.KV, s.hd, s.window, scale);
+                launch("k_mma_dkv", k_mma_dkv, gk, mm_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(), dop, lp, Dp,
+                       qp, kp, vp, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+            } else {
+                launch("k_flash_dq", k_flash_dq, gq, fl_dq_smem(s.hd), dq.data(), dop, lp, Dp, qp, kp, vp, lkp, sp,
+                       s.T, s.H, s.KV, s.hd, s.window, scale);
+                launch("k_flash_dkv", k_flash_dkv, gk, fl_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(), dop, lp,
+                       Dp, qp, kp, vp, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+            }
+            const std::vector<float> *got[] = {&out, &lse, &dq, &dk, &dv, &dl};
+            static const char *const names[2][6] = {{"out", "lse", "dq", "dk", "dv", "dlog_keep"},
+                                                    {"mma out", "mma lse", "mma dq", "mma dk", "mma dv",
+                                                     "mma dlog_keep"}};
+            for (int x = 0; x < 6; x++) compare(what, names[mma][x], *got[x], r[x], mma ? 1e-2 : 1e-5);
         }
-        launch("k_flash_dq", k_flash_dq, gq, fl_dq_smem(s.hd), dq.data(), (const float *)dout.data(),
-               (const float *)lse.data(), (const float *)D.data(), (const float *)q.data(), (const float *)k.data(),
-               (const float *)v.data(), lkp, (const int32_t *)seg.data(), s.T, s.H, s.KV, s.hd, s.window, scale);
-        launch("k_flash_dkv", k_flash_dkv, gk, fl_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(),
-               (const float *)dout.data(), (const float *)lse.data(), (const float *)D.data(),
-               (const float *)q.data(), (const float *)k.data(), (const float *)v.data(), lkp,
-               (const int32_t *)seg.data(), s.T, s.H, s.KV, s.hd, s.window, scale);
-        const std::vector<float> *got[] = {&out, &lse, &dq, &dk, &dv, &dl};
-        static const char *const names[] = {"out", "lse", "dq", "dk", "dv", "dlog_keep"};
-        for (int x = 0; x < 6; x++) compare(what, names[x], *got[x], r[x]);
     }
     if (failures) std::printf("%d check(s) failed\n", failures);
     else std::printf("all checks passed\n");

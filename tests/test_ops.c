@@ -45,6 +45,8 @@
 #define TOL_CU_RED 1e-4  /* CUDA fp32 reductions summed in another order */
 #define TOL_CU_BF16 1e-2 /* CUDA bf16-weight GEMM: activations (forward) or dy (input gradient) rounded to bf16 too */
 #define TOL_CU_RNG 1e-6  /* device logf may differ from the host's by an ulp */
+#define TOL_CU_MMA 1e-2  /* CUDA tensor-core attention: q, k, v, dO, P and dS rounded to bf16 (errors seen
+                          * in tests/test_flash_emul.cpp's emulation of the same kernels: up to 5e-3) */
 #define TOL_FD 2e-3      /* analytic gradient vs central differences of fp32 forwards */
 #define TOL_ADJ 1e-4     /* <A x, y> = <x, A^T y> in fp32 */
 
@@ -75,6 +77,8 @@ static tol_row TOL[] = {
     {"dms_neuron_put", TOL_EXACT, TOL_EXACT, 0, 0},
     {"attention_dms_fwd", TOL_F32, TOL_CU_RED, 0, 0},
     {"attention_dms_bwd", TOL_F32, TOL_CU_RED, 0, 0},
+    {"attention_dms_fwd/bf16", TOL_F32, TOL_CU_MMA, 0, 0}, /* cuda: the default, tensor-core path */
+    {"attention_dms_bwd/bf16", TOL_F32, TOL_CU_MMA, 0, 0},
     {"matmul_bwd_x/f32", TOL_F32, TOL_CU_RED, 0, 0},
     {"matmul_bwd_x/bf16", TOL_F32, TOL_CU_BF16, 0, 0}, /* CUDA rounds dy to bf16 too */
     {"matmul_bwd_w", TOL_F32, TOL_CU_RED, 0, 0},
@@ -105,7 +109,8 @@ static tol_row TOL[] = {
 
 /* ---------------- state ---------------- */
 
-static dms_backend be;     /* the backend under test */
+static dms_backend be;     /* the backend under test (cuda: with DMS_CUDA_ATTENTION=fp32) */
+static dms_backend be_tc;  /* cuda: the same with its default, tensor-core training attention; cpu: be */
 static dms_backend oracle; /* cuda run: the CPU backend */
 static int vs_cpu;         /* 1: references come from `oracle`; 0: from naive loops */
 static char case_name[192];
@@ -1396,6 +1401,47 @@ static void test_attention_dms(void) {
     hfree_all();
 }
 
+/* The CUDA backend's default training attention: bf16 products on the
+ * tensor cores (kernels/cuda/attention_mma.cu) for head dims that are
+ * multiples of 16 up to 128, against the oracle at bf16 tolerance. No T=1
+ * case: a one-token row's outputs are near zero by cancellation, where a
+ * relative bf16 error means nothing (tests/test_flash_emul.cpp has it). */
+static void test_attention_dms_tc(void) {
+    static const dms_shape shapes[] = {
+        {130, 6, 2, 16, 4, {50, 1, 70, 9}, 4, 1, 1, "hd 16, 4 docs, window < doc, GQA 3"},
+        {130, 6, 2, 32, 4, {50, 1, 70, 9}, 4, 0, 0, "hd 32, log_keep NULL, no dlog_keep"},
+        {130, 2, 2, 16, 200, {0}, 0, 1, 1, "hd 16, one doc, window > doc"},
+        {300, 3, 1, 16, 32, {140, 160}, 2, 1, 1, "hd 16, 5 query tiles, group 3 of one KV head"},
+        {40, 2, 1, 16, 2, {0}, -1, 1, 1, "hd 16, interleaved documents"},
+        {70, 2, 2, 48, 8, {30, 40}, 2, 1, 1, "hd 48"},
+        {200, 4, 2, 64, 40, {90, 110}, 2, 1, 1, "hd 64, 2 docs"},
+        {160, 2, 1, 128, 16, {0}, 0, 1, 1, "hd 128, one doc"},
+    };
+    for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+        const dms_shape *s = &shapes[c];
+        setcase("tensor cores, %s: T=%d H=%d KV=%d hd=%d window=%d", s->what, s->T, s->H, s->KV, s->hd, s->window);
+        const dms_in a = make_dms_in(s);
+        const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
+        float *out = hf(nq), *lse = hf((size_t)s->T * s->H), *rout = hf(nq), *rlse = hf((size_t)s->T * s->H);
+        run_att_dms_fwd(&be_tc, out, lse, &a);
+        if (vs_cpu) run_att_dms_fwd(&oracle, rout, rlse, &a);
+        else naive_att_dms_fwd(rout, rlse, &a);
+        cmp("attention_dms_fwd/bf16", "out", out, rout, nq);
+        cmp("attention_dms_fwd/bf16", "lse", lse, rlse, (size_t)s->T * s->H);
+        float *dout = rnd(nq, -1, 1);
+        float *g[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
+        float *r[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
+        run_att_dms_bwd(&be_tc, g[0], g[1], g[2], g[3], dout, out, lse, &a);
+        if (vs_cpu) run_att_dms_bwd(&oracle, r[0], r[1], r[2], r[3], dout, out, lse, &a);
+        else naive_att_dms_bwd(r[0], r[1], r[2], r[3], dout, &a);
+        static const char *const names[] = {"dq", "dk", "dv", "dlog_keep"};
+        const size_t lens[] = {nq, nk, nk, nl};
+        for (int x = 0; x < 4; x++)
+            if (g[x]) cmp("attention_dms_bwd/bf16", names[x], g[x], r[x], lens[x]);
+        hfree_all();
+    }
+}
+
 /* ---------------- distillation ---------------- */
 
 static void run_kd(const dms_backend *b, float *loss, float *dzs, const float *zs, const float *zt, const float *w,
@@ -1832,7 +1878,24 @@ int main(int argc, char **argv) {
     }
     dms_err err = {{0}};
     setcase("open");
-    if (dms_backend_open(&be, argv[1], 0, &err) != 0) {
+    const int cuda = !strcmp(argv[1], "cuda");
+    if (cuda) { /* a bad attention precision is refused at open, naming the variable */
+        setenv("DMS_CUDA_ATTENTION", "fp16", 1);
+        const int rc = dms_backend_open(&be, "cuda", 0, &err);
+        CHECK_MSG(rc != 0 && strstr(err.msg, "DMS_CUDA_ATTENTION=fp16"), "DMS_CUDA_ATTENTION=fp16: rc %d, '%s'", rc,
+                  err.msg);
+        if (rc == 0) dms_backend_close(&be);
+        setenv("DMS_CUDA_ATTENTION", "fp32", 1); /* `be`: the fp32 kernels, held to fp32 tolerances */
+    }
+    const int opened = dms_backend_open(&be, argv[1], 0, &err);
+    if (cuda) unsetenv("DMS_CUDA_ATTENTION");
+    if (opened == 0 && cuda && dms_backend_open(&be_tc, "cuda", 0, &err) != 0) {
+        CHECK_MSG(0, "the second CUDA backend did not open: %s", err.msg);
+        dms_backend_close(&be);
+        return dms_check_finish();
+    }
+    if (opened == 0 && !cuda) be_tc = be;
+    if (opened != 0) {
         fprintf(stderr, "test_ops: cannot open backend '%s': %s\n", argv[1], err.msg);
         CHECK_MSG(0, "backend '%s' must open for this suite%s", argv[1],
                   strcmp(argv[1], "cuda") ? ""
@@ -1861,6 +1924,7 @@ int main(int argc, char **argv) {
     test_embedding();
     test_neuron();
     test_attention_dms();
+    test_attention_dms_tc();
     test_kd();
     test_adamw();
     test_noise();
@@ -1874,5 +1938,6 @@ int main(int argc, char **argv) {
         printf("%-22s %9.1e %11.3e %6d\n", TOL[r].op, vs_cpu ? TOL[r].cuda : TOL[r].cpu, TOL[r].worst, TOL[r].checks);
     dms_backend_close(&be);
     if (vs_cpu) dms_backend_close(&oracle);
+    if (cuda) dms_backend_close(&be_tc);
     return dms_check_finish();
 }

@@ -1,10 +1,12 @@
 /* attention_dms.cu - DMS attention over packed training rows, forward and
  * backward: causal, per document (seg), with the delayed-eviction log-keep
  * bias on keys more than `window` tokens back. Twin of
- * kernels/cpu/attention_dms.c. Head dims the tiled kernels of
- * attention_flash.cu take (up to 128: every supported model, where the
- * device has the shared memory) go there; the reference kernels below
- * serve the rest:
+ * kernels/cpu/attention_dms.c. Head dims that are multiples of 16 up to
+ * 128 (every supported model) go to the tensor-core kernels of
+ * attention_mma.cu (bf16 products, fp32 softmax), unless the backend was
+ * opened with DMS_CUDA_ATTENTION=fp32; then, and for other head dims up to
+ * 128 where the device has the shared memory, to the fp32 tiled kernels of
+ * attention_flash.cu; the reference kernels below serve the rest:
  *  - forward: one block per (query, head); scaled, masked, biased scores
  *    into a [T] row of global scratch, block softmax, lse, out = P V.
  *  - backward: D = rowsum(dO * O); then two race-free passes that recompute
@@ -87,6 +89,10 @@ void cu_attention_dms_fwd(void *ctx, float *out, float *lse, const float *q, con
                           int head_dim, int window, float scale) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (T <= 0 || n_heads <= 0 || head_dim <= 0) return;
+    if (cu_mma_supported(c, head_dim)) {
+        cu_mma_dms_fwd(c, out, lse, q, k, v, log_keep, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
+        return;
+    }
     if (cu_flash_supported(c, head_dim)) {
         cu_flash_dms_fwd(c, out, lse, q, k, v, log_keep, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
         return;
@@ -225,7 +231,7 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
     if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     const size_t nq = (size_t)T * n_heads, nk = (size_t)T * n_kv_heads;
     const size_t D_floats = (nq + 63) / 64 * 64; /* keeps the score rows 256-byte aligned */
-    const int flash = cu_flash_supported(c, head_dim);
+    const int mma = cu_mma_supported(c, head_dim), flash = mma || cu_flash_supported(c, head_dim);
     /* one scratch: D, then (reference kernels) the score rows of pass B (2T
      * per block), reused by pass A (T per block, twice as many blocks) */
     const size_t chunk_b = flash ? 0 : att_chunk(2 * (size_t)T, nk);
@@ -240,6 +246,11 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
     float *scr = D + D_floats;
     k_att_dms_D<<<cu_blocks(nq), CU_THREADS, 0, c->stream>>>(D, dout, out, nq, head_dim);
     cu_check(c, "attention_dms_bwd");
+    if (mma) {
+        cu_mma_dms_bwd(c, dq, dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T, n_heads, n_kv_heads,
+                       head_dim, window, scale);
+        return;
+    }
     if (flash) {
         cu_flash_dms_bwd(c, dq, dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T, n_heads, n_kv_heads,
                          head_dim, window, scale);

@@ -175,6 +175,17 @@ extern "C" int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err
         return dms_errf(err, "cuda: device %d: %s", device, cudaGetErrorString(e));
     }
     c->smem_optin = (size_t)smem;
+    if ((e = cudaDeviceGetAttribute(&c->cc_major, cudaDevAttrComputeCapabilityMajor, device)) != cudaSuccess) {
+        cu_ctx_free(c);
+        return dms_errf(err, "cuda: device %d: %s", device, cudaGetErrorString(e));
+    }
+    /* the training attention's precision: bf16 tensor cores (default) or fp32 */
+    const char *att = getenv("DMS_CUDA_ATTENTION");
+    if (att && *att && strcmp(att, "fp32") && strcmp(att, "bf16")) {
+        cu_ctx_free(c);
+        return dms_errf(err, "cuda: DMS_CUDA_ATTENTION=%s: expected bf16 (tensor cores, the default) or fp32", att);
+    }
+    c->att_fp32 = att && !strcmp(att, "fp32");
     if ((e = cudaMalloc((void **)&c->red, sizeof(double) * (CU_RED_BLOCKS + 1))) != cudaSuccess) {
         (void)cudaGetLastError();
         c->red = NULL;

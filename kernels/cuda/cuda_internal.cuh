@@ -38,6 +38,8 @@ typedef struct cu_ctx {
     size_t scratch_bytes;
     double *red; /* CU_RED_BLOCKS partial sums + 1 result slot (allocated at create) */
     size_t smem_optin; /* shared memory a block may opt in to (attention_flash.cu) */
+    int cc_major;      /* compute capability: mma.sync bf16 needs 8 (attention_mma.cu) */
+    int att_fp32;      /* DMS_CUDA_ATTENTION=fp32 at open: training attention on the fp32 kernels */
     cublasLtHandle_t lt; /* bf16 GEMMs (gemm_lt.cu): handle, workspace, one plan per shape */
     void *lt_ws;
     cu_lt_plan *lt_plans;
@@ -171,6 +173,17 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
                           const float *k, const float *v, const float *log_keep, const int32_t *seg,
                           int T, int n_heads, int n_kv_heads, int head_dim, int window, float scale);
 
+/* attention_mma.cu: the tensor-core (bf16 mma.sync) kernels
+ * attention_dms.cu runs first where cu_mma_supported (head dim a multiple
+ * of 16 up to 128, sm_80 or later, not DMS_CUDA_ATTENTION=fp32); D from
+ * the caller as below */
+int cu_mma_supported(const cu_ctx *c, int head_dim);
+void cu_mma_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const float *k, const float *v,
+                    const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window, float scale);
+void cu_mma_dms_bwd(cu_ctx *c, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
+                    const float *lse, const float *D, const float *q, const float *k, const float *v,
+                    const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
+                    float scale);
 /* attention_flash.cu: the tiled kernels attention_dms.cu runs where
  * cu_flash_supported (head dim and the device's shared memory allow);
  * D = rowsum(dO * O) comes from the caller */

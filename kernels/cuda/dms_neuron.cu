@@ -27,7 +27,8 @@ __global__ void k_neuron_put(float *q, const float *in, int T, int n_heads, int 
         const size_t t = idx / n_kv_heads;
         const int h = (int)(idx % n_kv_heads);
         float *ch = q + neuron_at(t, h, n_heads, group, head_dim);
-        *ch = keep == 0.0f ? in[idx] : keep * *ch + in[idx];
+        /* no fused multiply-add: the CPU rounds the product first, and the two must agree bit for bit */
+        *ch = keep == 0.0f ? in[idx] : __fadd_rn(__fmul_rn(keep, *ch), in[idx]);
     }
 }
 

@@ -1,0 +1,530 @@
+/* attention_mma.cu - the DMS attention of training on the tensor cores:
+ * the op of attention_flash.cu (causal, per document, log-keep bias on keys
+ * more than `window` back, GQA), forward and backward, with its matrix
+ * products on mma.sync m16n8k16 in bf16 with fp32 accumulation (the
+ * FlashAttention-2 scheme; the softmax, the bias and every sum outside the
+ * products stay fp32). For head dims that are a multiple of 16 up to
+ * MM_MAX_HD; attention_dms.cu picks it (cu_mma_supported) unless the
+ * backend was opened with DMS_CUDA_ATTENTION=fp32, which keeps the fp32
+ * tiled kernels (the oracle-grade path, and the one for other head dims).
+ *
+ * Inputs are fp32 in global memory; tiles are rounded to bf16 (nearest
+ * even) as they are copied to shared memory, rows padded by MM_PAD
+ * elements so that the fragment loads of the 32 lanes hit 32 banks.
+ * Fragment layouts are those of the PTX ISA for m16n8k16 (.bf16): with
+ * g = lane / 4 and t = lane % 4, A registers hold (row g | g+8, cols 2t,
+ * 2t+1 | +8), B registers (rows 2t, 2t+1 | +8, col g), C (row g | g+8,
+ * cols 2t, 2t+1). A product's C fragments are the next product's A
+ * fragments (P V, dS K), so P and dS never leave the registers.
+ *  - forward: block per (64 queries, head), a warp per 16 queries; key
+ *    tiles of 64; online softmax with per-lane partial row sums.
+ *  - dq: block per (64 queries, head); S and dP = dO V^T on the tensor
+ *    cores, dS = P (dP - D), dq = scale dS K.
+ *  - dk, dv, dlog_keep: block per (64 keys, kv head), a warp per 16 keys,
+ *    over the group's heads and query tiles of 32 from the keys on:
+ *    S^T = K Q^T, dP^T = V dO^T, dv += P^T dO, dk += dS^T Q. Every
+ *    gradient row is owned by one warp: no atomics, deterministic.
+ * tests/test_flash_emul.cpp runs these kernels as host C++ with an
+ * emulated mma (DMS_CUDA_EMUL); test_ops cuda compares them with the CPU
+ * backend at bf16 tolerances. */
+#ifndef DMS_CUDA_EMUL
+#include "kernels/cuda/cuda_internal.cuh"
+#endif
+
+#define MM_WARPS 4
+#define MM_BQ 64                  /* queries per block: forward, dq */
+#define MM_BK 64                  /* keys per tile: forward, dq; keys per block: dkv */
+#define MM_QT 32                  /* queries per tile: dkv */
+#define MM_MAX_HD 128
+#define MM_KS (MM_MAX_HD / 16)    /* k-steps over the head dim */
+#define MM_NT (MM_MAX_HD / 8)     /* n-tiles over the head dim */
+#define MM_PAD 8                  /* bf16 elements of padding per shared row */
+#define MM_LD(hd) (((hd) + MM_PAD) / 2) /* shared row stride in 32-bit words (bf16 pairs) */
+
+/* Two floats as a bf16 pair, lo in the low half; round to nearest even. */
+#ifdef DMS_CUDA_EMUL
+static inline uint32_t mm_bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u; /* NaN */
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+static inline uint32_t mm_pack(float lo, float hi) { return mm_bf16_bits(lo) | (mm_bf16_bits(hi) << 16); }
+#else
+static __device__ __forceinline__ uint32_t mm_pack(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+/* d += a b on the tensor cores: A 16x16, B 16x8 (bf16), C/D 16x8 (fp32) */
+static __device__ __forceinline__ void mm_mma(float *d, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+/* rows [r0, r0 + n) of x ([T, heads, hd] fp32, head hh) into s as bf16
+ * pairs, row stride ld words; rows past T are zeros */
+static __device__ __forceinline__ void mm_load(uint32_t *s, int ld, const float *x, int r0, int n, int T, int heads,
+                                               int hh, int hd) {
+    const int hp = hd / 2;
+    for (int e = threadIdx.x; e < n * hp; e += blockDim.x) {
+        const int r = e / hp, d = e % hp, t = r0 + r;
+        float a = 0.0f, b = 0.0f;
+        if (t < T) {
+            const float *p = x + ((size_t)t * heads + hh) * hd + 2 * d;
+            a = p[0];
+            b = p[1];
+        }
+        s[r * ld + d] = mm_pack(a, b);
+    }
+}
+
+/* A fragment of rows r0..r0+15, k-step kk, from a bf16 tile (stride ld words) */
+static __device__ __forceinline__ void mm_frag_a(uint32_t *a, const uint32_t *s, int ld, int r0, int kk, int g,
+                                                 int t) {
+    a[0] = s[(r0 + g) * ld + 8 * kk + t];
+    a[1] = s[(r0 + g + 8) * ld + 8 * kk + t];
+    a[2] = s[(r0 + g) * ld + 8 * kk + 4 + t];
+    a[3] = s[(r0 + g + 8) * ld + 8 * kk + 4 + t];
+}
+/* B fragment with k along a tile row (k-step kk) and n = rows n0..n0+7: the
+ * transposed tile, as in Q K^T (rows: keys, k: head dim) */
+static __device__ __forceinline__ void mm_frag_bt(uint32_t *b, const uint32_t *s, int ld, int n0, int kk, int g,
+                                                  int t) {
+    b[0] = s[(n0 + g) * ld + 8 * kk + t];
+    b[1] = s[(n0 + g) * ld + 8 * kk + 4 + t];
+}
+/* B fragment with k along the tile's rows (rows k0..k0+15) and n = columns
+ * n0..n0+7, as V in P V: two bf16 from two rows per register */
+static __device__ __forceinline__ void mm_frag_b(uint32_t *b, const uint32_t *s, int ld, int k0, int n0, int g,
+                                                 int t) {
+    const uint16_t *h = (const uint16_t *)s;
+    const int l2 = 2 * ld, c = n0 + g;
+    b[0] = (uint32_t)h[(k0 + 2 * t) * l2 + c] | ((uint32_t)h[(k0 + 2 * t + 1) * l2 + c] << 16);
+    b[1] = (uint32_t)h[(k0 + 2 * t + 8) * l2 + c] | ((uint32_t)h[(k0 + 2 * t + 9) * l2 + c] << 16);
+}
+/* The C fragments of n-tiles 2kk and 2kk+1 as the A fragment of k-step kk */
+static __device__ __forceinline__ void mm_c_to_a(uint32_t *a, const float *c0, const float *c1) {
+    a[0] = mm_pack(c0[0], c0[1]);
+    a[1] = mm_pack(c0[2], c0[3]);
+    a[2] = mm_pack(c1[0], c1[1]);
+    a[3] = mm_pack(c1[2], c1[3]);
+}
+/* sum and max over the 4 lanes of a quad (one row of a C fragment) */
+static __device__ __forceinline__ float mm_quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+static __device__ __forceinline__ float mm_quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+/* Key tile j0 (MM_BK keys) of kv head kh: K, V (bf16), documents, log-keep */
+static __device__ __forceinline__ void mm_load_keys(uint32_t *Ks, uint32_t *Vs, int32_t *segk, float *lks, int ld,
+                                                    const float *k, const float *v, const float *log_keep,
+                                                    const int32_t *seg, int j0, int T, int KV, int kh, int hd) {
+    mm_load(Ks, ld, k, j0, MM_BK, T, KV, kh, hd);
+    mm_load(Vs, ld, v, j0, MM_BK, T, KV, kh, hd);
+    for (int r = threadIdx.x; r < MM_BK; r += blockDim.x) {
+        const int j = j0 + r;
+        segk[r] = j < T ? seg[j] : -1;
+        lks[r] = j < T && log_keep ? log_keep[(size_t)j * KV + kh] : 0.0f;
+    }
+}
+
+/* The biased, masked score of C element e of n-tile n in a query-major
+ * tile: query i = i0 + row, key j0 + n*8 + 2t + (e & 1). */
+static __device__ __forceinline__ float mm_score(float s, int i, int T, int segi, int jl, int j0, const int32_t *segk,
+                                                 const float *lks, int has_lk, int window, float scale) {
+    const int j = j0 + jl;
+    if (i >= T || j > i || segk[jl] != segi) return -INFINITY;
+    float x = scale * s;
+    if (has_lk && i - j > window) x += lks[jl];
+    return x;
+}
+
+/* Forward: grid (ceil(T / 64), H), MM_WARPS * 32 threads. */
+__global__ void __launch_bounds__(MM_WARPS * 32)
+    k_mma_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const float *log_keep,
+              const int32_t *seg, int T, int H, int KV, int hd, int window, float scale) {
+    extern __shared__ float sm[];
+    const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int i0 = blockIdx.x * MM_BQ, h = blockIdx.y, kh = h / (H / KV), ks = hd / 16, nt = hd / 8;
+    uint32_t *Qs = (uint32_t *)sm, *Ks = Qs + MM_BQ * ld, *Vs = Ks + MM_BK * ld;
+    float *lks = (float *)(Vs + MM_BK * ld);
+    int32_t *segk = (int32_t *)(lks + MM_BK), *segq = segk + MM_BK;
+    mm_load(Qs, ld, q, i0, MM_BQ, T, H, h, hd);
+    for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) segq[r] = i0 + r < T ? seg[i0 + r] : -2;
+    const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8; /* this lane's two query rows */
+    float o[MM_NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < MM_NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    const int j_end = min(i0 + MM_BQ, T);
+    for (int j0 = 0; j0 < j_end; j0 += MM_BK) {
+        __syncthreads(); /* the previous tile's readers are done (and Qs, segq are in) */
+        mm_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
+        __syncthreads();
+        const int sa = segq[rw + g], sb = segq[rw + g + 8];
+        int any = 0; /* does any of this warp's rows see a key of the tile? */
+        for (int jl = t; jl < MM_BK; jl += 4) {
+            const int j = j0 + jl;
+            any |= (j <= ia && ia < T && segk[jl] == sa) || (j <= ib && ib < T && segk[jl] == sb);
+        }
+        if (!__any_sync(0xffffffffu, any)) continue; /* warp-uniform */
+        float s[MM_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < MM_BK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < MM_KS; kk++) {
+            if (kk < ks) {
+                uint32_t a[4];
+                mm_frag_a(a, Qs, ld, rw, kk, g, t);
+#pragma unroll
+                for (int n = 0; n < MM_BK / 8; n++) {
+                    uint32_t b[2];
+                    mm_frag_bt(b, Ks, ld, 8 * n, kk, g, t);
+                    mm_mma(s[n], a, b);
+                }
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < MM_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, jl = 8 * n + 2 * t + (e & 1);
+                s[n][e] = mm_score(s[n][e], r ? ib : ia, T, r ? sb : sa, jl, j0, segk, lks, log_keep != 0, window,
+                                   scale);
+                mx[r] = fmaxf(mx[r], s[n][e]);
+            }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const float mn = fmaxf(m[r], mm_quad_max(mx[r]));
+            corr[r] = mn == -INFINITY ? 1.0f : expf(m[r] - mn); /* 0 while m was -inf */
+            m[r] = mn;
+        }
+        float ps[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int n = 0; n < MM_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1;
+                const float p = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[r]);
+                s[n][e] = p;
+                ps[r] += p;
+            }
+        l[0] = l[0] * corr[0] + ps[0];
+        l[1] = l[1] * corr[1] + ps[1];
+#pragma unroll
+        for (int n = 0; n < MM_NT; n++) {
+            o[n][0] *= corr[0], o[n][1] *= corr[0];
+            o[n][2] *= corr[1], o[n][3] *= corr[1];
+        }
+#pragma unroll
+        for (int kk = 0; kk < MM_BK / 16; kk++) {
+            uint32_t a[4];
+            mm_c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int n = 0; n < MM_NT; n++) {
+                if (n < nt) {
+                    uint32_t b[2];
+                    mm_frag_b(b, Vs, ld, 16 * kk, 8 * n, g, t);
+                    mm_mma(o[n], a, b);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = r ? ib : ia;
+        const float lt = mm_quad_sum(l[r]); /* every lane takes part */
+        if (i >= T) continue;
+        const float inv = lt > 0.0f ? 1.0f / lt : 0.0f; /* nothing visible: zero output */
+        float *orow = out + ((size_t)i * H + h) * hd;
+#pragma unroll
+        for (int n = 0; n < MM_NT; n++) {
+            if (n < nt) {
+                orow[8 * n + 2 * t] = o[n][2 * r] * inv;
+                orow[8 * n + 2 * t + 1] = o[n][2 * r + 1] * inv;
+            }
+        }
+        if (t == 0) lse[(size_t)i * H + h] = lt > 0.0f ? m[r] + logf(lt) : -INFINITY;
+    }
+}
+
+/* dq: grid (ceil(T / 64), H). */
+__global__ void __launch_bounds__(MM_WARPS * 32)
+    k_mma_dq(float *dq, const float *dout, const float *lse, const float *D, const float *q, const float *k,
+             const float *v, const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
+             float scale) {
+    extern __shared__ float sm[];
+    const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int i0 = blockIdx.x * MM_BQ, h = blockIdx.y, kh = h / (H / KV), ks = hd / 16, nt = hd / 8;
+    uint32_t *Qs = (uint32_t *)sm, *dOs = Qs + MM_BQ * ld, *Ks = dOs + MM_BQ * ld, *Vs = Ks + MM_BK * ld;
+    float *lks = (float *)(Vs + MM_BK * ld), *lseq = lks + MM_BK, *Dq = lseq + MM_BQ;
+    int32_t *segk = (int32_t *)(Dq + MM_BQ), *segq = segk + MM_BK;
+    mm_load(Qs, ld, q, i0, MM_BQ, T, H, h, hd);
+    mm_load(dOs, ld, dout, i0, MM_BQ, T, H, h, hd);
+    for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) {
+        const int i = i0 + r;
+        segq[r] = i < T ? seg[i] : -2;
+        lseq[r] = i < T ? lse[(size_t)i * H + h] : -INFINITY;
+        Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
+    }
+    const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8;
+    float acc[MM_NT][4];
+#pragma unroll
+    for (int n = 0; n < MM_NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    const int j_end = min(i0 + MM_BQ, T);
+    for (int j0 = 0; j0 < j_end; j0 += MM_BK) {
+        __syncthreads();
+        mm_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
+        __syncthreads();
+        const int sa = segq[rw + g], sb = segq[rw + g + 8];
+        const float la = lseq[rw + g], lb = lseq[rw + g + 8], Da = Dq[rw + g], Db = Dq[rw + g + 8];
+        int any = 0;
+        for (int jl = t; jl < MM_BK; jl += 4) {
+            const int j = j0 + jl;
+            any |= (j <= ia && ia < T && segk[jl] == sa && la != -INFINITY) ||
+                   (j <= ib && ib < T && segk[jl] == sb && lb != -INFINITY);
+        }
+        if (!__any_sync(0xffffffffu, any)) continue;
+        float s[MM_BK / 8][4], dp[MM_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < MM_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < MM_KS; kk++) {
+            if (kk < ks) {
+                uint32_t aq[4], ao[4];
+                mm_frag_a(aq, Qs, ld, rw, kk, g, t);
+                mm_frag_a(ao, dOs, ld, rw, kk, g, t);
+#pragma unroll
+                for (int n = 0; n < MM_BK / 8; n++) {
+                    uint32_t b[2];
+                    mm_frag_bt(b, Ks, ld, 8 * n, kk, g, t);
+                    mm_mma(s[n], aq, b);
+                    mm_frag_bt(b, Vs, ld, 8 * n, kk, g, t);
+                    mm_mma(dp[n], ao, b);
+                }
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < MM_BK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, jl = 8 * n + 2 * t + (e & 1);
+                const float L = r ? lb : la;
+                const float x = L == -INFINITY ? -INFINITY
+                                               : mm_score(s[n][e], r ? ib : ia, T, r ? sb : sa, jl, j0, segk, lks,
+                                                          log_keep != 0, window, scale);
+                s[n][e] = x == -INFINITY ? 0.0f : expf(x - L) * (dp[n][e] - (r ? Db : Da));
+            }
+#pragma unroll
+        for (int kk = 0; kk < MM_BK / 16; kk++) {
+            uint32_t a[4];
+            mm_c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int n = 0; n < MM_NT; n++) {
+                if (n < nt) {
+                    uint32_t b[2];
+                    mm_frag_b(b, Ks, ld, 16 * kk, 8 * n, g, t);
+                    mm_mma(acc[n], a, b);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = r ? ib : ia;
+        if (i >= T) continue;
+        float *o = dq + ((size_t)i * H + h) * hd;
+#pragma unroll
+        for (int n = 0; n < MM_NT; n++) {
+            if (n < nt) {
+                o[8 * n + 2 * t] = scale * acc[n][2 * r];
+                o[8 * n + 2 * t + 1] = scale * acc[n][2 * r + 1];
+            }
+        }
+    }
+}
+
+/* dk, dv, dlog_keep: grid (ceil(T / 64), KV). */
+__global__ void __launch_bounds__(MM_WARPS * 32)
+    k_mma_dkv(float *dk, float *dv, float *dlog_keep, const float *dout, const float *lse, const float *D,
+              const float *q, const float *k, const float *v, const float *log_keep, const int32_t *seg, int T, int H,
+              int KV, int hd, int window, float scale) {
+    extern __shared__ float sm[];
+    const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int j0 = blockIdx.x * MM_BK, kh = blockIdx.y, group = H / KV, ks = hd / 16, nt = hd / 8;
+    uint32_t *Ks = (uint32_t *)sm, *Vs = Ks + MM_BK * ld, *Qs = Vs + MM_BK * ld, *dOs = Qs + MM_QT * ld;
+    float *lks = (float *)(dOs + MM_QT * ld), *lseq = lks + MM_BK, *Dq = lseq + MM_QT;
+    int32_t *segk = (int32_t *)(Dq + MM_QT), *segq = segk + MM_BK;
+    mm_load(Ks, ld, k, j0, MM_BK, T, KV, kh, hd);
+    mm_load(Vs, ld, v, j0, MM_BK, T, KV, kh, hd);
+    for (int r = threadIdx.x; r < MM_BK; r += blockDim.x) {
+        const int j = j0 + r;
+        segk[r] = j < T ? seg[j] : -1;
+        lks[r] = j < T && log_keep ? log_keep[(size_t)j * KV + kh] : 0.0f;
+    }
+    const int rw = w * 16, ja = j0 + rw + g, jb = ja + 8; /* this lane's two key rows */
+    float gk[MM_NT][4], gv[MM_NT][4], glk[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < MM_NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) gk[n][e] = gv[n][e] = 0.0f;
+    __syncthreads();
+    const int sa = segk[rw + g], sb = segk[rw + g + 8];
+    const float lka = lks[rw + g], lkb = lks[rw + g + 8];
+    for (int hh = 0; hh < group; hh++) {
+        const int h = kh * group + hh;
+        for (int i0 = j0; i0 < T; i0 += MM_QT) { /* queries before the block's keys see none of them */
+            __syncthreads();
+            mm_load(Qs, ld, q, i0, MM_QT, T, H, h, hd);
+            mm_load(dOs, ld, dout, i0, MM_QT, T, H, h, hd);
+            for (int r = threadIdx.x; r < MM_QT; r += blockDim.x) {
+                const int i = i0 + r;
+                segq[r] = i < T ? seg[i] : -2;
+                lseq[r] = i < T ? lse[(size_t)i * H + h] : -INFINITY;
+                Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
+            }
+            __syncthreads();
+            int any = 0;
+            for (int il = t; il < MM_QT; il += 4) {
+                const int i = i0 + il;
+                const int qok = i < T && lseq[il] != -INFINITY;
+                any |= qok && ((ja < T && ja <= i && segq[il] == sa) || (jb < T && jb <= i && segq[il] == sb));
+            }
+            if (!__any_sync(0xffffffffu, any)) continue;
+            float s[MM_QT / 8][4], dp[MM_QT / 8][4];
+#pragma unroll
+            for (int n = 0; n < MM_QT / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < MM_KS; kk++) {
+                if (kk < ks) {
+                    uint32_t ak[4], av[4];
+                    mm_frag_a(ak, Ks, ld, rw, kk, g, t);
+                    mm_frag_a(av, Vs, ld, rw, kk, g, t);
+#pragma unroll
+                    for (int n = 0; n < MM_QT / 8; n++) {
+                        uint32_t b[2];
+                        mm_frag_bt(b, Qs, ld, 8 * n, kk, g, t);
+                        mm_mma(s[n], ak, b);
+                        mm_frag_bt(b, dOs, ld, 8 * n, kk, g, t);
+                        mm_mma(dp[n], av, b);
+                    }
+                }
+            }
+            /* s becomes P^T, dp becomes dS^T (row: key, column: query) */
+#pragma unroll
+            for (int n = 0; n < MM_QT / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1, il = 8 * n + 2 * t + (e & 1), i = i0 + il, j = r ? jb : ja;
+                    float p = 0.0f, gs = 0.0f;
+                    if (i < T && j < T && j <= i && segq[il] == (r ? sb : sa) && lseq[il] != -INFINITY) {
+                        const int biased = i - j > window; /* its gradient, also where log_keep is NULL (0) */
+                        const float x = scale * s[n][e] + (biased && log_keep ? (r ? lkb : lka) : 0.0f);
+                        if (x != -INFINITY) p = expf(x - lseq[il]);
+                        gs = p * (dp[n][e] - Dq[il]);
+                        if (biased) glk[r] += gs;
+                    }
+                    s[n][e] = p;
+                    dp[n][e] = gs;
+                }
+#pragma unroll
+            for (int kk = 0; kk < MM_QT / 16; kk++) {
+                uint32_t ap[4], ag[4];
+                mm_c_to_a(ap, s[2 * kk], s[2 * kk + 1]);
+                mm_c_to_a(ag, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+                for (int n = 0; n < MM_NT; n++) {
+                    if (n < nt) {
+                        uint32_t b[2];
+                        mm_frag_b(b, dOs, ld, 16 * kk, 8 * n, g, t);
+                        mm_mma(gv[n], ap, b);
+                        mm_frag_b(b, Qs, ld, 16 * kk, 8 * n, g, t);
+                        mm_mma(gk[n], ag, b);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = r ? jb : ja;
+        const float lk_sum = mm_quad_sum(glk[r]); /* every lane takes part */
+        if (j >= T) continue;
+        float *gko = dk + ((size_t)j * KV + kh) * hd, *gvo = dv + ((size_t)j * KV + kh) * hd;
+#pragma unroll
+        for (int n = 0; n < MM_NT; n++) {
+            if (n < nt) {
+                gko[8 * n + 2 * t] = scale * gk[n][2 * r];
+                gko[8 * n + 2 * t + 1] = scale * gk[n][2 * r + 1];
+                gvo[8 * n + 2 * t] = gv[n][2 * r];
+                gvo[8 * n + 2 * t + 1] = gv[n][2 * r + 1];
+            }
+        }
+        if (dlog_keep && t == 0) dlog_keep[(size_t)j * KV + kh] = lk_sum;
+    }
+}
+
+/* Shared bytes of each kernel (the emulation test checks the kernels stay
+ * inside them). */
+static size_t mm_fwd_smem(int hd) {
+    return sizeof(uint32_t) * (size_t)(MM_BQ + 2 * MM_BK) * MM_LD(hd) + sizeof(float) * MM_BK +
+           sizeof(int32_t) * (MM_BK + MM_BQ);
+}
+static size_t mm_dq_smem(int hd) {
+    return sizeof(uint32_t) * (size_t)(2 * MM_BQ + 2 * MM_BK) * MM_LD(hd) + sizeof(float) * (MM_BK + 2 * MM_BQ) +
+           sizeof(int32_t) * (MM_BK + MM_BQ);
+}
+static size_t mm_dkv_smem(int hd) {
+    return sizeof(uint32_t) * (size_t)(2 * MM_BK + 2 * MM_QT) * MM_LD(hd) + sizeof(float) * (MM_BK + 2 * MM_QT) +
+           sizeof(int32_t) * (MM_BK + MM_QT);
+}
+#ifndef DMS_CUDA_EMUL
+int cu_mma_supported(const cu_ctx *c, int head_dim) {
+    if (c->att_fp32 || c->cc_major < 8 || head_dim < 16 || head_dim > MM_MAX_HD || head_dim % 16) return 0;
+    return mm_dq_smem(head_dim) <= c->smem_optin; /* the largest of the three */
+}
+static void mm_opt_in(cu_ctx *c, const void *fn, size_t bytes, const char *op) {
+    if (bytes > 48 * 1024)
+        cu_check_err(c, op, cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+void cu_mma_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const float *k, const float *v,
+                    const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window, float scale) {
+    const size_t smem = mm_fwd_smem(hd);
+    mm_opt_in(c, (const void *)k_mma_fwd, smem, "attention_dms_fwd");
+    const dim3 grid((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
+    k_mma_fwd<<<grid, MM_WARPS * 32, smem, c->stream>>>(out, lse, q, k, v, log_keep, seg, T, H, KV, hd, window,
+                                                       scale);
+    cu_check(c, "attention_dms_fwd");
+}
+
+void cu_mma_dms_bwd(cu_ctx *c, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
+                    const float *lse, const float *D, const float *q, const float *k, const float *v,
+                    const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
+                    float scale) {
+    const size_t s_dq = mm_dq_smem(hd), s_dkv = mm_dkv_smem(hd);
+    mm_opt_in(c, (const void *)k_mma_dq, s_dq, "attention_dms_bwd");
+    mm_opt_in(c, (const void *)k_mma_dkv, s_dkv, "attention_dms_bwd");
+    const dim3 gq((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
+    k_mma_dq<<<gq, MM_WARPS * 32, s_dq, c->stream>>>(dq, dout, lse, D, q, k, v, log_keep, seg, T, H, KV, hd, window,
+                                                    scale);
+    cu_check(c, "attention_dms_bwd");
+    const dim3 gk((unsigned)((T + MM_BK - 1) / MM_BK), (unsigned)KV);
+    k_mma_dkv<<<gk, MM_WARPS * 32, s_dkv, c->stream>>>(dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T,
+                                                      H, KV, hd, window, scale);
+    cu_check(c, "attention_dms_bwd");
+}
+#endif /* DMS_CUDA_EMUL */

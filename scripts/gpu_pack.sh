@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu_pack.sh - prepares .gpupack/ (ignored) for the device machine, the GPU
 # a session is sometimes lent (docs/gpu.md): the CUDA build of dms and of
-# its GPU suites, built here with nvcc for sm_90, and the shared libraries
+# its GPU suites, built here with nvcc for sm_90 (GPU_ARCH=NN for another), and the shared libraries
 # of the stack that the device's image lacks (cJSON, PCRE2, utf8proc, HDF5,
 # OpenBLAS, ...), so that the device installs nothing. CUDA's own libraries
 # (cuBLAS) are the device image's. MPI is left out of this build: the
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${GPU_BUILD:-build-gpu}
-cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DDMS_CUDA=ON -DDMS_MPI=OFF >/dev/null
+cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DDMS_CUDA=ON -DDMS_MPI=OFF -DCMAKE_CUDA_ARCHITECTURES="${GPU_ARCH:-90}" >/dev/null
 grep -q '^CMAKE_CUDA_COMPILER:.*nvcc' "$B/CMakeCache.txt" || { echo "gpu_pack: nvcc not found: no CUDA build" >&2; exit 1; }
 cmake --build "$B" -j"$(nproc)" --target dms test_ops test_gpu_train
 S=$B/pack # staged here, then one compressed file (the device's working tree is limited to 64 MiB)

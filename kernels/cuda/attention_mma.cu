@@ -136,14 +136,34 @@ static __device__ __forceinline__ void mm_load_keys(uint32_t *Ks, uint32_t *Vs, 
     }
 }
 
-/* The biased, masked score of C element e of n-tile n in a query-major
- * tile: query i = i0 + row, key j0 + n*8 + 2t + (e & 1). */
-static __device__ __forceinline__ float mm_score(float s, int i, int T, int segi, int jl, int j0, const int32_t *segk,
-                                                 const float *lks, int has_lk, int window, float scale) {
+#define MM_LOG2E 1.4426950408889634f
+#define MM_LN2 0.6931471805599453f
+
+/* A warp's 16 rows against a tile of columns, when every pair is visible
+ * (same document, column causally before every row): which pairs carry
+ * the log-keep bias. MM_MASKED: not every pair is visible; each is tested. */
+enum { MM_MASKED, MM_NEAR, MM_FAR, MM_MIXED };
+/* q_lo..q_lo+15 queries against keys k_lo..k_lo+nk-1 (rows queries: the
+ * forward and dq) or keys against queries (dkv): lo/hi of the queries and
+ * keys, and whether every key and query shares one document (`same`,
+ * agreed by the whole warp). */
+static __device__ __forceinline__ int mm_class(int q_lo, int q_hi, int k_lo, int k_hi, int T, int same, int window) {
+    const int full = __all_sync(0xffffffffu, same) && q_hi < T && k_hi <= q_lo;
+    if (!full) return MM_MASKED;
+    if (q_lo - k_hi > window) return MM_FAR;
+    if (q_hi - k_lo <= window) return MM_NEAR;
+    return MM_MIXED;
+}
+
+/* The biased, masked score (log2 units) of query i and key j0 + jl in a
+ * query-major tile; -inf where the pair is not visible. */
+static __device__ __forceinline__ float mm_score(float s, int cls, int i, int T, int segi, int jl, int j0,
+                                                 const int32_t *segk, const float *lks, int has_lk, int window,
+                                                 float scale2) {
     const int j = j0 + jl;
-    if (i >= T || j > i || segk[jl] != segi) return -INFINITY;
-    float x = scale * s;
-    if (has_lk && i - j > window) x += lks[jl];
+    if (cls == MM_MASKED && (i >= T || j > i || segk[jl] != segi)) return -INFINITY;
+    float x = scale2 * s;
+    if (has_lk && cls != MM_NEAR && (cls == MM_FAR || i - j > window)) x += MM_LOG2E * lks[jl];
     return x;
 }
 
@@ -154,6 +174,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     extern __shared__ float sm[];
     const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int i0 = blockIdx.x * MM_BQ, h = blockIdx.y, kh = h / (H / KV), ks = hd / 16, nt = hd / 8;
+    const float scale2 = scale * MM_LOG2E; /* scores in log2 units: exp2 */
     uint32_t *Qs = (uint32_t *)sm, *Ks = Qs + MM_BQ * ld, *Vs = Ks + MM_BK * ld;
     float *lks = (float *)(Vs + MM_BK * ld);
     int32_t *segk = (int32_t *)(lks + MM_BK), *segq = segk + MM_BK;
@@ -168,13 +189,17 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
         __syncthreads(); /* the previous tile's readers are done (and Qs, segq are in) */
         mm_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
         __syncthreads();
-        const int sa = segq[rw + g], sb = segq[rw + g + 8];
-        int any = 0; /* does any of this warp's rows see a key of the tile? */
-        for (int jl = t; jl < MM_BK; jl += 4) {
-            const int j = j0 + jl;
-            any |= (j <= ia && ia < T && segk[jl] == sa) || (j <= ib && ib < T && segk[jl] == sb);
+        const int sa = segq[rw + g], sb = segq[rw + g + 8], s0 = segq[rw];
+        const int cls = mm_class(i0 + rw, i0 + rw + 15, j0, j0 + MM_BK - 1, T,
+                                 segk[lane] == s0 && segk[lane + 32] == s0 && segq[rw + (lane & 15)] == s0, window);
+        if (cls == MM_MASKED) {
+            int any = 0; /* does any of this warp's rows see a key of the tile? */
+            for (int jl = t; jl < MM_BK; jl += 4) {
+                const int j = j0 + jl;
+                any |= (j <= ia && ia < T && segk[jl] == sa) || (j <= ib && ib < T && segk[jl] == sb);
+            }
+            if (!__any_sync(0xffffffffu, any)) continue; /* warp-uniform */
         }
-        if (!__any_sync(0xffffffffu, any)) continue; /* warp-uniform */
         float s[MM_BK / 8][4];
 #pragma unroll
         for (int n = 0; n < MM_BK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -197,15 +222,15 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int r = e >> 1, jl = 8 * n + 2 * t + (e & 1);
-                s[n][e] = mm_score(s[n][e], r ? ib : ia, T, r ? sb : sa, jl, j0, segk, lks, log_keep != 0, window,
-                                   scale);
+                s[n][e] = mm_score(s[n][e], cls, r ? ib : ia, T, r ? sb : sa, jl, j0, segk, lks, log_keep != 0,
+                                   window, scale2);
                 mx[r] = fmaxf(mx[r], s[n][e]);
             }
         float corr[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const float mn = fmaxf(m[r], mm_quad_max(mx[r]));
-            corr[r] = mn == -INFINITY ? 1.0f : expf(m[r] - mn); /* 0 while m was -inf */
+            corr[r] = mn == -INFINITY ? 1.0f : exp2f(m[r] - mn); /* 0 while m was -inf */
             m[r] = mn;
         }
         float ps[2] = {0.0f, 0.0f};
@@ -214,7 +239,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int r = e >> 1;
-                const float p = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[r]);
+                const float p = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - m[r]);
                 s[n][e] = p;
                 ps[r] += p;
             }
@@ -253,7 +278,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                 orow[8 * n + 2 * t + 1] = o[n][2 * r + 1] * inv;
             }
         }
-        if (t == 0) lse[(size_t)i * H + h] = lt > 0.0f ? m[r] + logf(lt) : -INFINITY;
+        if (t == 0) lse[(size_t)i * H + h] = lt > 0.0f ? MM_LN2 * m[r] + logf(lt) : -INFINITY;
     }
 }
 
@@ -265,6 +290,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     extern __shared__ float sm[];
     const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int i0 = blockIdx.x * MM_BQ, h = blockIdx.y, kh = h / (H / KV), ks = hd / 16, nt = hd / 8;
+    const float scale2 = scale * MM_LOG2E;
     uint32_t *Qs = (uint32_t *)sm, *dOs = Qs + MM_BQ * ld, *Ks = dOs + MM_BQ * ld, *Vs = Ks + MM_BK * ld;
     float *lks = (float *)(Vs + MM_BK * ld), *lseq = lks + MM_BK, *Dq = lseq + MM_BQ;
     int32_t *segk = (int32_t *)(Dq + MM_BQ), *segq = segk + MM_BK;
@@ -273,7 +299,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) {
         const int i = i0 + r;
         segq[r] = i < T ? seg[i] : -2;
-        lseq[r] = i < T ? lse[(size_t)i * H + h] : -INFINITY;
+        lseq[r] = i < T ? MM_LOG2E * lse[(size_t)i * H + h] : -INFINITY; /* log2 units */
         Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
     }
     const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8;
@@ -285,15 +311,20 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
         __syncthreads();
         mm_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
         __syncthreads();
-        const int sa = segq[rw + g], sb = segq[rw + g + 8];
+        const int sa = segq[rw + g], sb = segq[rw + g + 8], s0 = segq[rw];
         const float la = lseq[rw + g], lb = lseq[rw + g + 8], Da = Dq[rw + g], Db = Dq[rw + g + 8];
-        int any = 0;
-        for (int jl = t; jl < MM_BK; jl += 4) {
-            const int j = j0 + jl;
-            any |= (j <= ia && ia < T && segk[jl] == sa && la != -INFINITY) ||
-                   (j <= ib && ib < T && segk[jl] == sb && lb != -INFINITY);
+        /* a full tile's rows all see their diagonal key: finite lse */
+        const int cls = mm_class(i0 + rw, i0 + rw + 15, j0, j0 + MM_BK - 1, T,
+                                 segk[lane] == s0 && segk[lane + 32] == s0 && segq[rw + (lane & 15)] == s0, window);
+        if (cls == MM_MASKED) {
+            int any = 0;
+            for (int jl = t; jl < MM_BK; jl += 4) {
+                const int j = j0 + jl;
+                any |= (j <= ia && ia < T && segk[jl] == sa && la != -INFINITY) ||
+                       (j <= ib && ib < T && segk[jl] == sb && lb != -INFINITY);
+            }
+            if (!__any_sync(0xffffffffu, any)) continue;
         }
-        if (!__any_sync(0xffffffffu, any)) continue;
         float s[MM_BK / 8][4], dp[MM_BK / 8][4];
 #pragma unroll
         for (int n = 0; n < MM_BK / 8; n++)
@@ -322,9 +353,9 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                 const int r = e >> 1, jl = 8 * n + 2 * t + (e & 1);
                 const float L = r ? lb : la;
                 const float x = L == -INFINITY ? -INFINITY
-                                               : mm_score(s[n][e], r ? ib : ia, T, r ? sb : sa, jl, j0, segk, lks,
-                                                          log_keep != 0, window, scale);
-                s[n][e] = x == -INFINITY ? 0.0f : expf(x - L) * (dp[n][e] - (r ? Db : Da));
+                                               : mm_score(s[n][e], cls, r ? ib : ia, T, r ? sb : sa, jl, j0, segk,
+                                                          lks, log_keep != 0, window, scale2);
+                s[n][e] = x == -INFINITY ? 0.0f : exp2f(x - L) * (dp[n][e] - (r ? Db : Da));
             }
 #pragma unroll
         for (int kk = 0; kk < MM_BK / 16; kk++) {
@@ -363,6 +394,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     extern __shared__ float sm[];
     const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int j0 = blockIdx.x * MM_BK, kh = blockIdx.y, group = H / KV, ks = hd / 16, nt = hd / 8;
+    const float scale2 = scale * MM_LOG2E;
     uint32_t *Ks = (uint32_t *)sm, *Vs = Ks + MM_BK * ld, *Qs = Vs + MM_BK * ld, *dOs = Qs + MM_QT * ld;
     float *lks = (float *)(dOs + MM_QT * ld), *lseq = lks + MM_BK, *Dq = lseq + MM_QT;
     int32_t *segk = (int32_t *)(Dq + MM_QT), *segq = segk + MM_BK;
@@ -391,17 +423,22 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
             for (int r = threadIdx.x; r < MM_QT; r += blockDim.x) {
                 const int i = i0 + r;
                 segq[r] = i < T ? seg[i] : -2;
-                lseq[r] = i < T ? lse[(size_t)i * H + h] : -INFINITY;
+                lseq[r] = i < T ? MM_LOG2E * lse[(size_t)i * H + h] : -INFINITY; /* log2 units */
                 Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
             }
             __syncthreads();
-            int any = 0;
-            for (int il = t; il < MM_QT; il += 4) {
-                const int i = i0 + il;
-                const int qok = i < T && lseq[il] != -INFINITY;
-                any |= qok && ((ja < T && ja <= i && segq[il] == sa) || (jb < T && jb <= i && segq[il] == sb));
+            const int s0 = segk[rw];
+            const int cls = mm_class(i0, i0 + MM_QT - 1, j0 + rw, j0 + rw + 15, T,
+                                     segq[lane] == s0 && segk[rw + (lane & 15)] == s0, window);
+            if (cls == MM_MASKED) {
+                int any = 0;
+                for (int il = t; il < MM_QT; il += 4) {
+                    const int i = i0 + il;
+                    const int qok = i < T && lseq[il] != -INFINITY;
+                    any |= qok && ((ja < T && ja <= i && segq[il] == sa) || (jb < T && jb <= i && segq[il] == sb));
+                }
+                if (!__any_sync(0xffffffffu, any)) continue;
             }
-            if (!__any_sync(0xffffffffu, any)) continue;
             float s[MM_QT / 8][4], dp[MM_QT / 8][4];
 #pragma unroll
             for (int n = 0; n < MM_QT / 8; n++)
@@ -430,10 +467,12 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                 for (int e = 0; e < 4; e++) {
                     const int r = e >> 1, il = 8 * n + 2 * t + (e & 1), i = i0 + il, j = r ? jb : ja;
                     float p = 0.0f, gs = 0.0f;
-                    if (i < T && j < T && j <= i && segq[il] == (r ? sb : sa) && lseq[il] != -INFINITY) {
-                        const int biased = i - j > window; /* its gradient, also where log_keep is NULL (0) */
-                        const float x = scale * s[n][e] + (biased && log_keep ? (r ? lkb : lka) : 0.0f);
-                        if (x != -INFINITY) p = expf(x - lseq[il]);
+                    if (cls != MM_MASKED ||
+                        (i < T && j < T && j <= i && segq[il] == (r ? sb : sa) && lseq[il] != -INFINITY)) {
+                        /* biased: its gradient, also where log_keep is NULL (0) */
+                        const int biased = cls != MM_NEAR && (cls == MM_FAR || i - j > window);
+                        const float x = scale2 * s[n][e] + (biased && log_keep ? MM_LOG2E * (r ? lkb : lka) : 0.0f);
+                        if (x != -INFINITY) p = exp2f(x - lseq[il]);
                         gs = p * (dp[n][e] - Dq[il]);
                         if (biased) glk[r] += gs;
                     }

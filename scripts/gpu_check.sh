@@ -76,5 +76,8 @@ if [ -f .peer/nvidia_dms/dms/training/engine.py ]; then
 else
   echo "==== peer: no .peer/ carried (scripts/peer_pack.sh)" >>"$LOG"
 fi
+# then, with what is left: the real job's shape whole (Qwen3-8B, 36 layers, 32K tokens), one timed step
+part "bench train qwen3-8b 32K" 200 $P/bin/dms bench train --backend cuda --shape qwen3-8b --tokens 32768 \
+  --steps 1 --out "$OUT/whole" || echo "(bench qwen3-8b whole did not finish)" >>"$LOG"
 grep -E '^====|^commit|^GPU |^dms |did not finish|^step |^run |^forward |^sdpa |^bf16 |^peak memory|^phases|CHECK failed|passed|FAIL|ERROR|rror:' "$LOG" | tail -n 60
 exit $fail

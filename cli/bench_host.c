@@ -1,6 +1,7 @@
 /* bench_host.c - what every benchmark record says about where it ran: the
  * source revision and lines of /proc files (CPU model, load). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/bench_host.h"
@@ -25,6 +26,13 @@ void dms_bench_read_line(const char *path, const char *key, char *out, size_t ca
 
 /* The source tree's revision now ("-dirty" with uncommitted changes). */
 void dms_bench_source_revision(char *out, size_t cap) {
+    /* a binary built elsewhere (scripts/gpu_pack.sh) is told its commit: the
+     * source tree beside it may be another */
+    const char *env = getenv("DMS_SOURCE_REVISION");
+    if (env && *env) {
+        snprintf(out, cap, "%s", env);
+        return;
+    }
     snprintf(out, cap, "unknown");
     FILE *p = popen("git -C '" DMS_SOURCE_DIR "' describe --always --dirty 2>/dev/null", "r");
     char line[96];

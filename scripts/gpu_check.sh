@@ -25,6 +25,7 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d
 W=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]) + "/nvidia")' 2>/dev/null || true)
 [ -n "$W" ] && for d in "$W"/*/lib "$W"/cu*/lib; do [ -d "$d" ] && LP=$LP:$d; done
 export LD_LIBRARY_PATH=$LP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export DMS_SOURCE_REVISION=$(cat "$P/commit")  # the records name the packed build, not the tree here
 fail=0
 left() { echo $((BUDGET - SECONDS)); }
 part() { # part NAME SECONDS command...: runs it under min(SECONDS, what is left), output to the log

@@ -14,10 +14,10 @@
  *    to 1e-2 relative, decision and KV fractions to 1e-3 (zero heads:
  *    decided by the shared noise alone), grad norm to 2e-2, every
  *    trainable tensor's gradient to 3e-2 of its largest element;
- *  - run: 50 AdamW steps of both; the mean KD of every 10 steps within 5%
- *    of the oracle's and the run's within 1%, the trained values within
- *    30% in l2 (test_run says why a run cannot be held to a step's
- *    tolerances).
+ *  - run: 50 AdamW steps of both; the mean KD of every 10 steps within 8%
+ *    of the oracle's and the run's within 2.5%, the trained values within
+ *    10% in l2 (test_run says why a run cannot be held to a step's
+ *    tolerances, and what an H100 measured).
  * The attention runs on the backend's default path (CUDA: bf16 tensor
  * cores, attention_mma.cu); DMS_CUDA_ATTENTION=fp32 in the environment
  * runs the same checks on the fp32 kernels.
@@ -177,10 +177,14 @@ static void test_step(side *x, side *cpu, int exact, int step) {
  * gradient's sign into a step of the learning rate's size, so elements
  * whose gradient is near zero take steps of either sign on the two sides
  * and the runs drift apart the way two runs with different seeds' noise
- * do; what must hold is that the losses track: the KD of each 10-step
- * window within 5% of the oracle's, the whole run's mean within 1%, and
- * the trained values within 30% of the oracle's in l2 over all of them (an
- * optimizer with a wrong sign, scale or state lands at 100% or more). */
+ * do (on an H100, 2026-11-27: single steps up to 47% apart by step 49,
+ * the largest element of a tensor 46% of its range, while every step
+ * compared from the same weights agrees to 2e-2). What must hold is that
+ * the losses track: the mean KD of each 10-step window within 8% of the
+ * oracle's, the whole run's mean within 2.5%, and the trained values
+ * within 10% in l2 over all of them (measured there: 3.9%, 1.05% and 1.8%
+ * with the tensor-core attention, 2.4%, 0.8% and 0.7% with the fp32 one;
+ * an optimizer with a wrong sign, scale or state lands at 100% or more). */
 static void test_run(side *x, side *cpu, int exact) {
     double worst = 0, mean_x = 0, mean_c = 0, win_x = 0, win_c = 0, step_worst = 0;
     int worst_win = 0;
@@ -200,13 +204,13 @@ static void test_run(side *x, side *cpu, int exact) {
             win_x = win_c = 0;
         }
     }
-    CHECK_MSG(exact ? worst == 0 : worst <= 0.05, "run: steps %d-%d's mean KD %.3g off the oracle's", worst_win,
+    CHECK_MSG(exact ? worst == 0 : worst <= 0.08, "run: steps %d-%d's mean KD %.3g off the oracle's", worst_win,
               worst_win + 9, worst);
-    CHECK_MSG(exact ? mean_x == mean_c : rel(mean_x, mean_c) <= 0.01, "run: mean KD %.6f vs %.6f", mean_x, mean_c);
+    CHECK_MSG(exact ? mean_x == mean_c : rel(mean_x, mean_c) <= 0.025, "run: mean KD %.6f vs %.6f", mean_x, mean_c);
     char name[128] = "";
     double l2 = 0;
     const double e = tensors_rel_err(x, cpu, 0, name, sizeof name, &l2);
-    CHECK_MSG(exact ? e == 0 && l2 == 0 : l2 <= 0.3, "run: final weights %.3g off in l2 (largest element error %.3g "
+    CHECK_MSG(exact ? e == 0 && l2 == 0 : l2 <= 0.1, "run: final weights %.3g off in l2 (largest element error %.3g "
               "of its tensor, %s)", l2, e, name);
     printf("run of %d steps: mean KD %.6f vs %.6f, worst 10-step window %d at %.2e (worst single step %.2e), "
            "final weights %.2e in l2, %.2e of the largest element (%s)\n",

@@ -6,7 +6,9 @@
 # phase, and model FLOPs equal to the formula of docs/training.md worked out
 # here from config.json; --peak-tflops gives the MFU. `dms bench attention`:
 # its refusals, and a short CPU run whose JSON holds the shape, the causal
-# pairs of its documents and the FLOPs of the formula it states.
+# pairs of its documents and the FLOPs of the formula it states, and the
+# revision DMS_SOURCE_REVISION names. bench/gpu_summary.py on the committed
+# H100 records.
 set -u
 DMS=$1
 . "$(dirname "$0")/lib/harness.sh"
@@ -54,7 +56,7 @@ expect_error "attention heads" "multiple of --kv-heads" -- "$DMS" bench attentio
 expect_error "attention head dim" "head-dim must be even" -- "$DMS" bench attention --head-dim 7
 expect_error "attention tokens" "tokens must be at least 16" -- "$DMS" bench attention --tokens 8
 expect_error "attention backend" "backend" -- "$DMS" bench attention --tokens 64 --backend tpu
-if "$DMS" bench attention --tokens 96 --docs 3 --heads 4 --kv-heads 2 --head-dim 16 --window 8 --steps 2 \
+if DMS_SOURCE_REVISION=packed123 "$DMS" bench attention --tokens 96 --docs 3 --heads 4 --kv-heads 2 --head-dim 16 --window 8 --steps 2 \
     --threads 1 --out "$T/att" >"$T/out" 2>"$T/err"; then ok; else bad "bench attention: rc=$? $(head -c 600 "$T/err")"; fi
 grep -q "^forward .* TFLOPS), backward .* (median of 2)" "$T/out" && ok || bad "no attention summary: $(cat "$T/out")"
 J=$(ls "$T"/att/attention-H4-KV2-D16-96-cpu-*.json 2>/dev/null | head -1)
@@ -62,7 +64,7 @@ if [ -n "$J" ] && python3 - "$J" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert (d["tokens"], d["docs"], d["heads"], d["kv_heads"], d["head_dim"], d["window"]) == (96, 3, 4, 2, 16, 8), d
-assert d["backend"] == "cpu" and d["steps_timed"] == 2 and d["commit"] and d["device"]
+assert d["backend"] == "cpu" and d["steps_timed"] == 2 and d["commit"] == "packed123" and d["device"]
 assert d["causal_pairs"] == 3 * 32 * 33 // 2, d["causal_pairs"]
 assert d["forward_flops"] == 4 * d["causal_pairs"] * 4 * 16 and d["backward_flops"] == 2 * d["forward_flops"]
 f, b = d["forward_s_median"], d["backward_s_median"]
@@ -71,6 +73,24 @@ assert abs(d["forward_tflops"] - d["forward_flops"] / f / 1e12) < 1e-9 * d["forw
 assert len(d["forward_s_sorted"]) == 2 and d["forward_s_sorted"] == sorted(d["forward_s_sorted"])
 PY
 then ok; else bad "attention JSON: $J"; fi
+
+# bench/gpu_summary.py on the committed H100 records: its ratios are the records' own
+R=bench/results/h100-2026-11-27/run2-tensor-core-attention
+expect_error "summary without a log" "no such file" -- python3 bench/gpu_summary.py "$T" "$T/s.json"
+if python3 bench/gpu_summary.py "$R" "$T/s.json" >/dev/null && python3 - "$T/s.json" "$R" <<'PY'
+import glob, json, sys
+s, r = json.load(open(sys.argv[1])), sys.argv[2]
+ours = json.load(open(glob.glob(r + "/train-qwen3_1.7b-*.json")[0]))
+peer = json.load(open(glob.glob(r + "/peer_nvidia-*.json")[0]))
+att = json.load(open(glob.glob(r + "/attention-*.json")[0]))
+sd = [x for x in json.load(open(glob.glob(r + "/sdpa-*.json")[0]))["results"] if x["backend"] == "cudnn"][0]
+st = s["step_qwen3_1.7b_8k"]
+assert abs(st["step_speedup_vs_nvidia"] - peer["median_step_s"] / ours["step_s_median"]) < 1e-12, st
+assert abs(s["attention_32k"]["attention_vs_cudnn"] - att["fwd_bwd_s_median"] / sd["fwd_bwd_s_median"]) < 1e-12
+assert s["gpu"].startswith("NVIDIA H100") and s["commit"] == "1fa3e09", (s["gpu"], s["commit"])
+assert s["suites"]["test_ops cuda"] == 0 and s["qwen3_8b"][0]["layers"] == 4 and s["qwen3_8b_whole_warmup_step_s"] > 0
+PY
+then ok; else bad "gpu_summary.py on $R"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

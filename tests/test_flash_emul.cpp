@@ -305,10 +305,28 @@ int main() {
             const dim3 gk((unsigned)((s.T + bk - 1) / bk), (unsigned)s.KV);
             const float *qp = q.data(), *kp = k.data(), *vp = v.data(), *dop = dout.data();
             const int32_t *sp = seg.data();
-            if (mma)
-                launch("k_mma_fwd", k_mma_fwd, gq, mm_fwd_smem(s.hd), out.data(), lse.data(), qp, kp, vp, lkp, sp,
-                       s.T, s.H, s.KV, s.hd, s.window, scale);
-            else
+            /* the tensor-core kernels' bf16 copies, made by their own prep kernel */
+            std::vector<uint32_t> qb, qt, kb, kt, vb, vt, dob, dot;
+            auto prep = [&](std::vector<uint32_t> &row, std::vector<uint32_t> &col, const float *x, int heads) {
+                row.assign(mm_copy_words(s.T, heads, s.hd), 0xdeadbeefu); /* every word must be written */
+                col.assign(row.size(), 0xdeadbeefu);
+                launch("k_mma_prep", k_mma_prep, dim3((unsigned)(MM_TP(s.T) / 64), (unsigned)heads),
+                       mm_prep_smem(s.hd), row.data(), col.data(), x, s.T, heads, s.hd);
+                for (size_t w = 0; w < row.size(); w++)
+                    if (row[w] == 0xdeadbeefu || col[w] == 0xdeadbeefu) {
+                        std::printf("FAIL k_mma_prep [%s]: word %zu not written\n", what, w);
+                        failures++;
+                        break;
+                    }
+            };
+            if (mma) {
+                prep(qb, qt, qp, s.H);
+                prep(kb, kt, kp, s.KV);
+                prep(vb, vt, vp, s.KV);
+                launch("k_mma_fwd", k_mma_fwd, gq, mm_fwd_smem(s.hd), out.data(), lse.data(),
+                       (const uint32_t *)qb.data(), (const uint32_t *)kb.data(), (const uint32_t *)vt.data(), lkp,
+                       sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+            } else
                 launch("k_flash_fwd", k_flash_fwd, gq, fl_fwd_smem(s.hd), out.data(), lse.data(), qp, kp, vp, lkp,
                        sp, s.T, s.H, s.KV, s.hd, s.window, scale);
             for (size_t ih = 0; ih < D.size(); ih++) { /* attention_dms.cu's k_att_dms_D */
@@ -318,10 +336,13 @@ int main() {
             }
             const float *lp = lse.data(), *Dp = D.data();
             if (mma) {
-                launch("k_mma_dq", k_mma_dq, gq, mm_dq_smem(s.hd), dq.data(), dop, lp, Dp, qp, kp, vp, lkp, sp, s.T,
-                       s.H, s.KV, s.hd, s.window, scale);
-                launch("k_mma_dkv", k_mma_dkv, gk, mm_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(), dop, lp, Dp,
-                       qp, kp, vp, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                prep(dob, dot, dop, s.H);
+                const uint32_t *cqb = qb.data(), *cqt = qt.data(), *ckb = kb.data(), *ckt = kt.data(),
+                               *cvb = vb.data(), *cdob = dob.data(), *cdot = dot.data();
+                launch("k_mma_dq", k_mma_dq, gq, mm_dq_smem(s.hd), dq.data(), cdob, lp, Dp, cqb, ckb, cvb, ckt, lkp,
+                       sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                launch("k_mma_dkv", k_mma_dkv, gk, mm_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(), cdob, cdot, lp,
+                       Dp, cqb, cqt, ckb, cvb, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
             } else {
                 launch("k_flash_dq", k_flash_dq, gq, fl_dq_smem(s.hd), dq.data(), dop, lp, Dp, qp, kp, vp, lkp, sp,
                        s.T, s.H, s.KV, s.hd, s.window, scale);

@@ -232,10 +232,13 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
     const size_t nq = (size_t)T * n_heads, nk = (size_t)T * n_kv_heads;
     const size_t D_floats = (nq + 63) / 64 * 64; /* keeps the score rows 256-byte aligned */
     const int mma = cu_mma_supported(c, head_dim), flash = mma || cu_flash_supported(c, head_dim);
-    /* one scratch: D, then (reference kernels) the score rows of pass B (2T
-     * per block), reused by pass A (T per block, twice as many blocks) */
+    /* one scratch: D, then the tensor-core kernels' bf16 copies, or
+     * (reference kernels) the score rows of pass B (2T per block), reused by
+     * pass A (T per block, twice as many blocks) */
     const size_t chunk_b = flash ? 0 : att_chunk(2 * (size_t)T, nk);
-    float *D = (float *)cu_scratch(c, sizeof(float) * (D_floats + 2 * (size_t)T * chunk_b), "attention_dms_bwd");
+    const size_t extra = mma ? cu_mma_bwd_scratch(T, n_heads, n_kv_heads, head_dim)
+                             : sizeof(float) * 2 * (size_t)T * chunk_b;
+    float *D = (float *)cu_scratch(c, sizeof(float) * D_floats + extra, "attention_dms_bwd");
     if (!D) {
         cu_fill_nan(c, dq, nq * head_dim);
         cu_fill_nan(c, dk, nk * head_dim);
@@ -247,7 +250,7 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
     k_att_dms_D<<<cu_blocks(nq), CU_THREADS, 0, c->stream>>>(D, dout, out, nq, head_dim);
     cu_check(c, "attention_dms_bwd");
     if (mma) {
-        cu_mma_dms_bwd(c, dq, dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T, n_heads, n_kv_heads,
+        cu_mma_dms_bwd(c, scr, dq, dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T, n_heads, n_kv_heads,
                        head_dim, window, scale);
         return;
     }

@@ -8,8 +8,12 @@
  * backend was opened with DMS_CUDA_ATTENTION=fp32, which keeps the fp32
  * tiled kernels (the oracle-grade path, and the one for other head dims).
  *
- * Inputs are fp32 in global memory; tiles are rounded to bf16 (nearest
- * even) as they are copied to shared memory, rows padded by MM_PAD
+ * Inputs are fp32 in global memory. A first pass (k_mma_prep) rounds q,
+ * k, v (and dO in the backward) to bf16 once per call, into scratch: a
+ * row-major copy [Tp, heads, hd] and, where a product wants that operand
+ * with the tokens along k, a transposed one [heads, hd, Tp] (Tp: T
+ * rounded up to 64, zeros past T), so that every tile then moves as
+ * 16-byte copies without bounds checks. Shared rows are padded by MM_PAD
  * elements so that the fragment loads of the 32 lanes hit 32 banks.
  * Fragment layouts are those of the PTX ISA for m16n8k16 (.bf16): with
  * g = lane / 4 and t = lane % 4, A registers hold (row g | g+8, cols 2t,
@@ -40,6 +44,15 @@
 #define MM_NT (MM_MAX_HD / 8)     /* n-tiles over the head dim */
 #define MM_PAD 8                  /* bf16 elements of padding per shared row */
 #define MM_LD(hd) (((hd) + MM_PAD) / 2) /* shared row stride in 32-bit words (bf16 pairs) */
+#define MM_LDT(n) (((n) + MM_PAD) / 2)  /* the same for a transposed tile of n tokens */
+#define MM_TP(T) (((T) + 63) / 64 * 64) /* tokens of the bf16 copies */
+
+/* 16 bytes from global to shared memory */
+#ifdef DMS_CUDA_EMUL
+#define MM_COPY16(dst, src) memcpy((dst), (src), 16)
+#else
+#define MM_COPY16(dst, src) (*(uint4 *)(dst) = *(const uint4 *)(src))
+#endif
 
 /* Two floats as a bf16 pair, lo in the low half; round to nearest even. */
 #ifdef DMS_CUDA_EMUL
@@ -65,20 +78,46 @@ static __device__ __forceinline__ void mm_mma(float *d, const uint32_t *a, const
 }
 #endif
 
-/* rows [r0, r0 + n) of x ([T, heads, hd] fp32, head hh) into s as bf16
- * pairs, row stride ld words; rows past T are zeros */
-static __device__ __forceinline__ void mm_load(uint32_t *s, int ld, const float *x, int r0, int n, int T, int heads,
-                                               int hh, int hd) {
-    const int hp = hd / 2;
-    for (int e = threadIdx.x; e < n * hp; e += blockDim.x) {
-        const int r = e / hp, d = e % hp, t = r0 + r;
-        float a = 0.0f, b = 0.0f;
-        if (t < T) {
-            const float *p = x + ((size_t)t * heads + hh) * hd + 2 * d;
-            a = p[0];
-            b = p[1];
+/* The bf16 copies of x ([T, heads, hd] fp32): rowb [Tp, heads, hd] and
+ * colb [heads, hd, Tp] (either may be NULL), zeros past T. Grid (Tp / 64,
+ * heads), MM_WARPS * 32 threads; shared: a [64][hd + 1] fp32 tile. */
+__global__ void __launch_bounds__(MM_WARPS * 32)
+    k_mma_prep(uint32_t *rowb, uint32_t *colb, const float *x, int T, int heads, int hd) {
+    extern __shared__ float sm[];
+    const int t0 = blockIdx.x * 64, hh = blockIdx.y, ld = hd + 1, Tp = gridDim.x * 64, hp = hd / 2;
+    for (int e = threadIdx.x; e < 64 * hd; e += blockDim.x) {
+        const int r = e / hd, d = e - r * hd, t = t0 + r;
+        sm[r * ld + d] = t < T ? x[((size_t)t * heads + hh) * hd + d] : 0.0f;
+    }
+    __syncthreads();
+    if (rowb)
+        for (int e = threadIdx.x; e < 64 * hp; e += blockDim.x) {
+            const int r = e / hp, d = e - r * hp;
+            rowb[((size_t)(t0 + r) * heads + hh) * hp + d] = mm_pack(sm[r * ld + 2 * d], sm[r * ld + 2 * d + 1]);
         }
-        s[r * ld + d] = mm_pack(a, b);
+    if (colb)
+        for (int e = threadIdx.x; e < 32 * hd; e += blockDim.x) {
+            const int d = e >> 5, r = e & 31;
+            colb[(((size_t)hh * hd + d) * Tp + t0) / 2 + r] = mm_pack(sm[2 * r * ld + d], sm[(2 * r + 1) * ld + d]);
+        }
+}
+
+/* rows [r0, r0 + n) of a row-major copy xb (head hh) into s, stride ld words */
+static __device__ __forceinline__ void mm_tile_rows(uint32_t *s, int ld, const uint32_t *xb, int r0, int n,
+                                                    int heads, int hh, int hd) {
+    const int cpr = hd / 8; /* 16-byte chunks per row */
+    for (int c = threadIdx.x; c < n * cpr; c += blockDim.x) {
+        const int r = c / cpr, k = c - r * cpr;
+        MM_COPY16(s + r * ld + 4 * k, xb + ((size_t)(r0 + r) * heads + hh) * (hd / 2) + 4 * k);
+    }
+}
+/* tokens [c0, c0 + n) of a transposed copy xt (head hh): s[d][0..n), stride ldt words */
+static __device__ __forceinline__ void mm_tile_cols(uint32_t *s, int ldt, const uint32_t *xt, int c0, int n,
+                                                    int Tp, int hh, int hd) {
+    const int cpr = n / 8;
+    for (int c = threadIdx.x; c < hd * cpr; c += blockDim.x) {
+        const int d = c / cpr, k = c - d * cpr;
+        MM_COPY16(s + d * ldt + 4 * k, xt + (((size_t)hh * hd + d) * Tp + c0) / 2 + 4 * k);
     }
 }
 
@@ -97,15 +136,6 @@ static __device__ __forceinline__ void mm_frag_bt(uint32_t *b, const uint32_t *s
     b[0] = s[(n0 + g) * ld + 8 * kk + t];
     b[1] = s[(n0 + g) * ld + 8 * kk + 4 + t];
 }
-/* B fragment with k along the tile's rows (rows k0..k0+15) and n = columns
- * n0..n0+7, as V in P V: two bf16 from two rows per register */
-static __device__ __forceinline__ void mm_frag_b(uint32_t *b, const uint32_t *s, int ld, int k0, int n0, int g,
-                                                 int t) {
-    const uint16_t *h = (const uint16_t *)s;
-    const int l2 = 2 * ld, c = n0 + g;
-    b[0] = (uint32_t)h[(k0 + 2 * t) * l2 + c] | ((uint32_t)h[(k0 + 2 * t + 1) * l2 + c] << 16);
-    b[1] = (uint32_t)h[(k0 + 2 * t + 8) * l2 + c] | ((uint32_t)h[(k0 + 2 * t + 9) * l2 + c] << 16);
-}
 /* The C fragments of n-tiles 2kk and 2kk+1 as the A fragment of k-step kk */
 static __device__ __forceinline__ void mm_c_to_a(uint32_t *a, const float *c0, const float *c1) {
     a[0] = mm_pack(c0[0], c0[1]);
@@ -123,12 +153,9 @@ static __device__ __forceinline__ float mm_quad_max(float v) {
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
-/* Key tile j0 (MM_BK keys) of kv head kh: K, V (bf16), documents, log-keep */
-static __device__ __forceinline__ void mm_load_keys(uint32_t *Ks, uint32_t *Vs, int32_t *segk, float *lks, int ld,
-                                                    const float *k, const float *v, const float *log_keep,
-                                                    const int32_t *seg, int j0, int T, int KV, int kh, int hd) {
-    mm_load(Ks, ld, k, j0, MM_BK, T, KV, kh, hd);
-    mm_load(Vs, ld, v, j0, MM_BK, T, KV, kh, hd);
+/* Key tile j0 (MM_BK keys) of kv head kh: documents and log-keep values */
+static __device__ __forceinline__ void mm_load_key_meta(int32_t *segk, float *lks, const float *log_keep,
+                                                        const int32_t *seg, int j0, int T, int KV, int kh) {
     for (int r = threadIdx.x; r < MM_BK; r += blockDim.x) {
         const int j = j0 + r;
         segk[r] = j < T ? seg[j] : -1;
@@ -167,18 +194,20 @@ static __device__ __forceinline__ float mm_score(float s, int cls, int i, int T,
     return x;
 }
 
-/* Forward: grid (ceil(T / 64), H), MM_WARPS * 32 threads. */
+/* Forward: grid (ceil(T / 64), H), MM_WARPS * 32 threads. qb, kb: the
+ * row-major bf16 copies; vt: V transposed. */
 __global__ void __launch_bounds__(MM_WARPS * 32)
-    k_mma_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const float *log_keep,
-              const int32_t *seg, int T, int H, int KV, int hd, int window, float scale) {
+    k_mma_fwd(float *out, float *lse, const uint32_t *qb, const uint32_t *kb, const uint32_t *vt,
+              const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window, float scale) {
     extern __shared__ float sm[];
     const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int i0 = blockIdx.x * MM_BQ, h = blockIdx.y, kh = h / (H / KV), ks = hd / 16, nt = hd / 8;
     const float scale2 = scale * MM_LOG2E; /* scores in log2 units: exp2 */
-    uint32_t *Qs = (uint32_t *)sm, *Ks = Qs + MM_BQ * ld, *Vs = Ks + MM_BK * ld;
-    float *lks = (float *)(Vs + MM_BK * ld);
+    const int ldt = MM_LDT(MM_BK), Tp = MM_TP(T);
+    uint32_t *Qs = (uint32_t *)sm, *Ks = Qs + MM_BQ * ld, *Vt = Ks + MM_BK * ld;
+    float *lks = (float *)(Vt + hd * ldt);
     int32_t *segk = (int32_t *)(lks + MM_BK), *segq = segk + MM_BK;
-    mm_load(Qs, ld, q, i0, MM_BQ, T, H, h, hd);
+    mm_tile_rows(Qs, ld, qb, i0, MM_BQ, H, h, hd);
     for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) segq[r] = i0 + r < T ? seg[i0 + r] : -2;
     const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8; /* this lane's two query rows */
     float o[MM_NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
@@ -187,7 +216,9 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     const int j_end = min(i0 + MM_BQ, T);
     for (int j0 = 0; j0 < j_end; j0 += MM_BK) {
         __syncthreads(); /* the previous tile's readers are done (and Qs, segq are in) */
-        mm_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
+        mm_tile_rows(Ks, ld, kb, j0, MM_BK, KV, kh, hd);
+        mm_tile_cols(Vt, ldt, vt, j0, MM_BK, Tp, kh, hd);
+        mm_load_key_meta(segk, lks, log_keep, seg, j0, T, KV, kh);
         __syncthreads();
         const int sa = segq[rw + g], sb = segq[rw + g + 8], s0 = segq[rw];
         const int cls = mm_class(i0 + rw, i0 + rw + 15, j0, j0 + MM_BK - 1, T,
@@ -258,7 +289,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
             for (int n = 0; n < MM_NT; n++) {
                 if (n < nt) {
                     uint32_t b[2];
-                    mm_frag_b(b, Vs, ld, 16 * kk, 8 * n, g, t);
+                    mm_frag_bt(b, Vt, ldt, 8 * n, kk, g, t);
                     mm_mma(o[n], a, b);
                 }
             }
@@ -282,20 +313,23 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     }
 }
 
-/* dq: grid (ceil(T / 64), H). */
+/* dq: grid (ceil(T / 64), H). qb, dob, kb, vb: row-major bf16 copies; kt:
+ * K transposed. */
 __global__ void __launch_bounds__(MM_WARPS * 32)
-    k_mma_dq(float *dq, const float *dout, const float *lse, const float *D, const float *q, const float *k,
-             const float *v, const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
-             float scale) {
+    k_mma_dq(float *dq, const uint32_t *dob, const float *lse, const float *D, const uint32_t *qb,
+             const uint32_t *kb, const uint32_t *vb, const uint32_t *kt, const float *log_keep, const int32_t *seg,
+             int T, int H, int KV, int hd, int window, float scale) {
     extern __shared__ float sm[];
     const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int i0 = blockIdx.x * MM_BQ, h = blockIdx.y, kh = h / (H / KV), ks = hd / 16, nt = hd / 8;
     const float scale2 = scale * MM_LOG2E;
+    const int ldt = MM_LDT(MM_BK), Tp = MM_TP(T);
     uint32_t *Qs = (uint32_t *)sm, *dOs = Qs + MM_BQ * ld, *Ks = dOs + MM_BQ * ld, *Vs = Ks + MM_BK * ld;
-    float *lks = (float *)(Vs + MM_BK * ld), *lseq = lks + MM_BK, *Dq = lseq + MM_BQ;
+    uint32_t *Kt = Vs + MM_BK * ld;
+    float *lks = (float *)(Kt + hd * ldt), *lseq = lks + MM_BK, *Dq = lseq + MM_BQ;
     int32_t *segk = (int32_t *)(Dq + MM_BQ), *segq = segk + MM_BK;
-    mm_load(Qs, ld, q, i0, MM_BQ, T, H, h, hd);
-    mm_load(dOs, ld, dout, i0, MM_BQ, T, H, h, hd);
+    mm_tile_rows(Qs, ld, qb, i0, MM_BQ, H, h, hd);
+    mm_tile_rows(dOs, ld, dob, i0, MM_BQ, H, h, hd);
     for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) {
         const int i = i0 + r;
         segq[r] = i < T ? seg[i] : -2;
@@ -309,7 +343,10 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     const int j_end = min(i0 + MM_BQ, T);
     for (int j0 = 0; j0 < j_end; j0 += MM_BK) {
         __syncthreads();
-        mm_load_keys(Ks, Vs, segk, lks, ld, k, v, log_keep, seg, j0, T, KV, kh, hd);
+        mm_tile_rows(Ks, ld, kb, j0, MM_BK, KV, kh, hd);
+        mm_tile_rows(Vs, ld, vb, j0, MM_BK, KV, kh, hd);
+        mm_tile_cols(Kt, ldt, kt, j0, MM_BK, Tp, kh, hd);
+        mm_load_key_meta(segk, lks, log_keep, seg, j0, T, KV, kh);
         __syncthreads();
         const int sa = segq[rw + g], sb = segq[rw + g + 8], s0 = segq[rw];
         const float la = lseq[rw + g], lb = lseq[rw + g + 8], Da = Dq[rw + g], Db = Dq[rw + g + 8];
@@ -365,7 +402,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
             for (int n = 0; n < MM_NT; n++) {
                 if (n < nt) {
                     uint32_t b[2];
-                    mm_frag_b(b, Ks, ld, 16 * kk, 8 * n, g, t);
+                    mm_frag_bt(b, Kt, ldt, 8 * n, kk, g, t);
                     mm_mma(acc[n], a, b);
                 }
             }
@@ -386,20 +423,23 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     }
 }
 
-/* dk, dv, dlog_keep: grid (ceil(T / 64), KV). */
+/* dk, dv, dlog_keep: grid (ceil(T / 64), KV). kb, vb, qb, dob: row-major
+ * bf16 copies; qt, dot: Q and dO transposed. */
 __global__ void __launch_bounds__(MM_WARPS * 32)
-    k_mma_dkv(float *dk, float *dv, float *dlog_keep, const float *dout, const float *lse, const float *D,
-              const float *q, const float *k, const float *v, const float *log_keep, const int32_t *seg, int T, int H,
-              int KV, int hd, int window, float scale) {
+    k_mma_dkv(float *dk, float *dv, float *dlog_keep, const uint32_t *dob, const uint32_t *dot, const float *lse,
+              const float *D, const uint32_t *qb, const uint32_t *qt, const uint32_t *kb, const uint32_t *vb,
+              const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window, float scale) {
     extern __shared__ float sm[];
     const int ld = MM_LD(hd), lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int j0 = blockIdx.x * MM_BK, kh = blockIdx.y, group = H / KV, ks = hd / 16, nt = hd / 8;
     const float scale2 = scale * MM_LOG2E;
+    const int ldt = MM_LDT(MM_QT), Tp = MM_TP(T);
     uint32_t *Ks = (uint32_t *)sm, *Vs = Ks + MM_BK * ld, *Qs = Vs + MM_BK * ld, *dOs = Qs + MM_QT * ld;
-    float *lks = (float *)(dOs + MM_QT * ld), *lseq = lks + MM_BK, *Dq = lseq + MM_QT;
+    uint32_t *Qt = dOs + MM_QT * ld, *dOt = Qt + hd * ldt;
+    float *lks = (float *)(dOt + hd * ldt), *lseq = lks + MM_BK, *Dq = lseq + MM_QT;
     int32_t *segk = (int32_t *)(Dq + MM_QT), *segq = segk + MM_BK;
-    mm_load(Ks, ld, k, j0, MM_BK, T, KV, kh, hd);
-    mm_load(Vs, ld, v, j0, MM_BK, T, KV, kh, hd);
+    mm_tile_rows(Ks, ld, kb, j0, MM_BK, KV, kh, hd);
+    mm_tile_rows(Vs, ld, vb, j0, MM_BK, KV, kh, hd);
     for (int r = threadIdx.x; r < MM_BK; r += blockDim.x) {
         const int j = j0 + r;
         segk[r] = j < T ? seg[j] : -1;
@@ -418,8 +458,10 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
         const int h = kh * group + hh;
         for (int i0 = j0; i0 < T; i0 += MM_QT) { /* queries before the block's keys see none of them */
             __syncthreads();
-            mm_load(Qs, ld, q, i0, MM_QT, T, H, h, hd);
-            mm_load(dOs, ld, dout, i0, MM_QT, T, H, h, hd);
+            mm_tile_rows(Qs, ld, qb, i0, MM_QT, H, h, hd);
+            mm_tile_rows(dOs, ld, dob, i0, MM_QT, H, h, hd);
+            mm_tile_cols(Qt, ldt, qt, i0, MM_QT, Tp, h, hd);
+            mm_tile_cols(dOt, ldt, dot, i0, MM_QT, Tp, h, hd);
             for (int r = threadIdx.x; r < MM_QT; r += blockDim.x) {
                 const int i = i0 + r;
                 segq[r] = i < T ? seg[i] : -2;
@@ -488,9 +530,9 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                 for (int n = 0; n < MM_NT; n++) {
                     if (n < nt) {
                         uint32_t b[2];
-                        mm_frag_b(b, dOs, ld, 16 * kk, 8 * n, g, t);
+                        mm_frag_bt(b, dOt, ldt, 8 * n, kk, g, t);
                         mm_mma(gv[n], ap, b);
-                        mm_frag_b(b, Qs, ld, 16 * kk, 8 * n, g, t);
+                        mm_frag_bt(b, Qt, ldt, 8 * n, kk, g, t);
                         mm_mma(gk[n], ag, b);
                     }
                 }
@@ -517,53 +559,85 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
 }
 
 /* Shared bytes of each kernel (the emulation test checks the kernels stay
- * inside them). */
+ * inside them), and the scratch of the bf16 copies. */
+static size_t mm_prep_smem(int hd) { return sizeof(float) * (size_t)64 * (hd + 1); }
 static size_t mm_fwd_smem(int hd) {
-    return sizeof(uint32_t) * (size_t)(MM_BQ + 2 * MM_BK) * MM_LD(hd) + sizeof(float) * MM_BK +
-           sizeof(int32_t) * (MM_BK + MM_BQ);
+    return sizeof(uint32_t) * ((size_t)(MM_BQ + MM_BK) * MM_LD(hd) + (size_t)hd * MM_LDT(MM_BK)) +
+           sizeof(float) * MM_BK + sizeof(int32_t) * (MM_BK + MM_BQ);
 }
 static size_t mm_dq_smem(int hd) {
-    return sizeof(uint32_t) * (size_t)(2 * MM_BQ + 2 * MM_BK) * MM_LD(hd) + sizeof(float) * (MM_BK + 2 * MM_BQ) +
-           sizeof(int32_t) * (MM_BK + MM_BQ);
+    return sizeof(uint32_t) * ((size_t)(2 * MM_BQ + 2 * MM_BK) * MM_LD(hd) + (size_t)hd * MM_LDT(MM_BK)) +
+           sizeof(float) * (MM_BK + 2 * MM_BQ) + sizeof(int32_t) * (MM_BK + MM_BQ);
 }
 static size_t mm_dkv_smem(int hd) {
-    return sizeof(uint32_t) * (size_t)(2 * MM_BK + 2 * MM_QT) * MM_LD(hd) + sizeof(float) * (MM_BK + 2 * MM_QT) +
-           sizeof(int32_t) * (MM_BK + MM_QT);
+    return sizeof(uint32_t) * ((size_t)(2 * MM_BK + 2 * MM_QT) * MM_LD(hd) + (size_t)2 * hd * MM_LDT(MM_QT)) +
+           sizeof(float) * (MM_BK + 2 * MM_QT) + sizeof(int32_t) * (MM_BK + MM_QT);
 }
+/* 32-bit words of one bf16 copy of [T, heads, hd] (either layout) */
+static size_t mm_copy_words(int T, int heads, int hd) { return (size_t)MM_TP(T) * heads * hd / 2; }
 #ifndef DMS_CUDA_EMUL
 int cu_mma_supported(const cu_ctx *c, int head_dim) {
     if (c->att_fp32 || c->cc_major < 8 || head_dim < 16 || head_dim > MM_MAX_HD || head_dim % 16) return 0;
-    return mm_dq_smem(head_dim) <= c->smem_optin; /* the largest of the three */
+    return mm_dq_smem(head_dim) <= c->smem_optin; /* the largest of them */
+}
+size_t cu_mma_bwd_scratch(int T, int H, int KV, int hd) {
+    return sizeof(uint32_t) * (4 * mm_copy_words(T, H, hd) + 3 * mm_copy_words(T, KV, hd));
 }
 static void mm_opt_in(cu_ctx *c, const void *fn, size_t bytes, const char *op) {
     if (bytes > 48 * 1024)
         cu_check_err(c, op, cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
+static void mm_prep(cu_ctx *c, uint32_t *rowb, uint32_t *colb, const float *x, int T, int heads, int hd,
+                    const char *op) {
+    const dim3 grid((unsigned)(MM_TP(T) / 64), (unsigned)heads);
+    mm_opt_in(c, (const void *)k_mma_prep, mm_prep_smem(hd), op);
+    k_mma_prep<<<grid, MM_WARPS * 32, mm_prep_smem(hd), c->stream>>>(rowb, colb, x, T, heads, hd);
+    cu_check(c, op);
+}
 
 void cu_mma_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const float *k, const float *v,
                     const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window, float scale) {
+    const size_t wq = mm_copy_words(T, H, hd), wk = mm_copy_words(T, KV, hd);
+    uint32_t *qb = (uint32_t *)cu_scratch(c, sizeof(uint32_t) * (wq + 2 * wk), "attention_dms_fwd");
+    if (!qb) {
+        cu_fill_nan(c, out, (size_t)T * H * hd);
+        cu_fill_nan(c, lse, (size_t)T * H);
+        return;
+    }
+    uint32_t *kb = qb + wq, *vt = kb + wk;
+    mm_prep(c, qb, NULL, q, T, H, hd, "attention_dms_fwd");
+    mm_prep(c, kb, NULL, k, T, KV, hd, "attention_dms_fwd");
+    mm_prep(c, NULL, vt, v, T, KV, hd, "attention_dms_fwd");
     const size_t smem = mm_fwd_smem(hd);
     mm_opt_in(c, (const void *)k_mma_fwd, smem, "attention_dms_fwd");
     const dim3 grid((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
-    k_mma_fwd<<<grid, MM_WARPS * 32, smem, c->stream>>>(out, lse, q, k, v, log_keep, seg, T, H, KV, hd, window,
+    k_mma_fwd<<<grid, MM_WARPS * 32, smem, c->stream>>>(out, lse, qb, kb, vt, log_keep, seg, T, H, KV, hd, window,
                                                        scale);
     cu_check(c, "attention_dms_fwd");
 }
 
-void cu_mma_dms_bwd(cu_ctx *c, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
+void cu_mma_dms_bwd(cu_ctx *c, void *scratch, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
                     const float *lse, const float *D, const float *q, const float *k, const float *v,
                     const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
                     float scale) {
+    const size_t wq = mm_copy_words(T, H, hd), wk = mm_copy_words(T, KV, hd);
+    uint32_t *qb = (uint32_t *)scratch, *qt = qb + wq, *dob = qt + wq, *dot = dob + wq;
+    uint32_t *kb = dot + wq, *vb = kb + wk, *kt = vb + wk;
+    const char *op = "attention_dms_bwd";
+    mm_prep(c, qb, qt, q, T, H, hd, op);
+    mm_prep(c, dob, dot, dout, T, H, hd, op);
+    mm_prep(c, kb, kt, k, T, KV, hd, op);
+    mm_prep(c, vb, NULL, v, T, KV, hd, op);
     const size_t s_dq = mm_dq_smem(hd), s_dkv = mm_dkv_smem(hd);
-    mm_opt_in(c, (const void *)k_mma_dq, s_dq, "attention_dms_bwd");
-    mm_opt_in(c, (const void *)k_mma_dkv, s_dkv, "attention_dms_bwd");
+    mm_opt_in(c, (const void *)k_mma_dq, s_dq, op);
+    mm_opt_in(c, (const void *)k_mma_dkv, s_dkv, op);
     const dim3 gq((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
-    k_mma_dq<<<gq, MM_WARPS * 32, s_dq, c->stream>>>(dq, dout, lse, D, q, k, v, log_keep, seg, T, H, KV, hd, window,
-                                                    scale);
-    cu_check(c, "attention_dms_bwd");
+    k_mma_dq<<<gq, MM_WARPS * 32, s_dq, c->stream>>>(dq, dob, lse, D, qb, kb, vb, kt, log_keep, seg, T, H, KV, hd,
+                                                    window, scale);
+    cu_check(c, op);
     const dim3 gk((unsigned)((T + MM_BK - 1) / MM_BK), (unsigned)KV);
-    k_mma_dkv<<<gk, MM_WARPS * 32, s_dkv, c->stream>>>(dk, dv, dlog_keep, dout, lse, D, q, k, v, log_keep, seg, T,
-                                                      H, KV, hd, window, scale);
-    cu_check(c, "attention_dms_bwd");
+    k_mma_dkv<<<gk, MM_WARPS * 32, s_dkv, c->stream>>>(dk, dv, dlog_keep, dob, dot, lse, D, qb, qt, kb, vb, log_keep,
+                                                      seg, T, H, KV, hd, window, scale);
+    cu_check(c, op);
 }
 #endif /* DMS_CUDA_EMUL */

@@ -180,7 +180,10 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
 int cu_mma_supported(const cu_ctx *c, int head_dim);
 void cu_mma_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const float *k, const float *v,
                     const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window, float scale);
-void cu_mma_dms_bwd(cu_ctx *c, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
+/* scratch: cu_mma_bwd_scratch bytes the caller holds (beside its D) for
+ * the bf16 copies of q, dO, k and v */
+size_t cu_mma_bwd_scratch(int T, int H, int KV, int hd);
+void cu_mma_dms_bwd(cu_ctx *c, void *scratch, float *dq, float *dk, float *dv, float *dlog_keep, const float *dout,
                     const float *lse, const float *D, const float *q, const float *k, const float *v,
                     const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
                     float scale);

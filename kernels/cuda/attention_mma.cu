@@ -163,6 +163,39 @@ static __device__ __forceinline__ void mm_load_key_meta(int32_t *segk, float *lk
     }
 }
 
+/* Two products over the head dim at once, for n-tiles 0..nn-1 (nn at most
+ * MM_BK / 8): s[n] = X1 Y1^T and dp[n] = X2 Y2^T, with A fragments from
+ * rows rw..rw+15 of X1 and X2 and B fragments from rows 8n..8n+7 of Y1 and
+ * Y2 (all tiles with stride ld): S and dP in dq (Q K^T, dO V^T) and in dkv
+ * (K Q^T, V dO^T). */
+static __device__ __forceinline__ void mm_two_products(float (*s)[4], float (*dp)[4], int nn, const uint32_t *X1,
+                                                       const uint32_t *X2, const uint32_t *Y1, const uint32_t *Y2,
+                                                       int ld, int rw, int ks, int g, int t) {
+#pragma unroll
+    for (int n = 0; n < MM_BK / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (n < nn) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < MM_KS; kk++) {
+        if (kk < ks) {
+            uint32_t a1[4], a2[4];
+            mm_frag_a(a1, X1, ld, rw, kk, g, t);
+            mm_frag_a(a2, X2, ld, rw, kk, g, t);
+#pragma unroll
+            for (int n = 0; n < MM_BK / 8; n++) {
+                if (n < nn) {
+                    uint32_t b[2];
+                    mm_frag_bt(b, Y1, ld, 8 * n, kk, g, t);
+                    mm_mma(s[n], a1, b);
+                    mm_frag_bt(b, Y2, ld, 8 * n, kk, g, t);
+                    mm_mma(dp[n], a2, b);
+                }
+            }
+        }
+    }
+}
+
 #define MM_LOG2E 1.4426950408889634f
 #define MM_LN2 0.6931471805599453f
 
@@ -363,26 +396,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
             if (!__any_sync(0xffffffffu, any)) continue;
         }
         float s[MM_BK / 8][4], dp[MM_BK / 8][4];
-#pragma unroll
-        for (int n = 0; n < MM_BK / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < MM_KS; kk++) {
-            if (kk < ks) {
-                uint32_t aq[4], ao[4];
-                mm_frag_a(aq, Qs, ld, rw, kk, g, t);
-                mm_frag_a(ao, dOs, ld, rw, kk, g, t);
-#pragma unroll
-                for (int n = 0; n < MM_BK / 8; n++) {
-                    uint32_t b[2];
-                    mm_frag_bt(b, Ks, ld, 8 * n, kk, g, t);
-                    mm_mma(s[n], aq, b);
-                    mm_frag_bt(b, Vs, ld, 8 * n, kk, g, t);
-                    mm_mma(dp[n], ao, b);
-                }
-            }
-        }
+        mm_two_products(s, dp, MM_BK / 8, Qs, dOs, Ks, Vs, ld, rw, ks, g, t); /* S = Q K^T, dP = dO V^T */
 #pragma unroll
         for (int n = 0; n < MM_BK / 8; n++)
 #pragma unroll
@@ -482,26 +496,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                 if (!__any_sync(0xffffffffu, any)) continue;
             }
             float s[MM_QT / 8][4], dp[MM_QT / 8][4];
-#pragma unroll
-            for (int n = 0; n < MM_QT / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < MM_KS; kk++) {
-                if (kk < ks) {
-                    uint32_t ak[4], av[4];
-                    mm_frag_a(ak, Ks, ld, rw, kk, g, t);
-                    mm_frag_a(av, Vs, ld, rw, kk, g, t);
-#pragma unroll
-                    for (int n = 0; n < MM_QT / 8; n++) {
-                        uint32_t b[2];
-                        mm_frag_bt(b, Qs, ld, 8 * n, kk, g, t);
-                        mm_mma(s[n], ak, b);
-                        mm_frag_bt(b, dOs, ld, 8 * n, kk, g, t);
-                        mm_mma(dp[n], av, b);
-                    }
-                }
-            }
+            mm_two_products(s, dp, MM_QT / 8, Ks, Vs, Qs, dOs, ld, rw, ks, g, t); /* S^T = K Q^T, dP^T = V dO^T */
             /* s becomes P^T, dp becomes dS^T (row: key, column: query) */
 #pragma unroll
             for (int n = 0; n < MM_QT / 8; n++)

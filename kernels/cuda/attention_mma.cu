@@ -196,6 +196,30 @@ static __device__ __forceinline__ void mm_two_products(float (*s)[4], float (*dp
     }
 }
 
+/* acc[n] += C Y for the head dim's n-tiles (nt of them): C is this warp's
+ * 16 rows by kn * 16 columns as C fragments (c[0..2 kn)), turned into A
+ * fragments in registers; Y is a transposed tile (stride ldt) whose row
+ * 8n + g holds head-dim channel 8n + g along the columns: P V, dS K,
+ * P^T dO and dS^T Q. */
+static __device__ __forceinline__ void mm_accumulate(float (*acc)[4], float (*c)[4], int kn, const uint32_t *Y,
+                                                     int ldt, int nt, int g, int t) {
+#pragma unroll
+    for (int kk = 0; kk < MM_BK / 16; kk++) {
+        if (kk < kn) {
+            uint32_t a[4];
+            mm_c_to_a(a, c[2 * kk], c[2 * kk + 1]);
+#pragma unroll
+            for (int n = 0; n < MM_NT; n++) {
+                if (n < nt) {
+                    uint32_t b[2];
+                    mm_frag_bt(b, Y, ldt, 8 * n, kk, g, t);
+                    mm_mma(acc[n], a, b);
+                }
+            }
+        }
+    }
+}
+
 #define MM_LOG2E 1.4426950408889634f
 #define MM_LN2 0.6931471805599453f
 
@@ -314,19 +338,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
             o[n][0] *= corr[0], o[n][1] *= corr[0];
             o[n][2] *= corr[1], o[n][3] *= corr[1];
         }
-#pragma unroll
-        for (int kk = 0; kk < MM_BK / 16; kk++) {
-            uint32_t a[4];
-            mm_c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int n = 0; n < MM_NT; n++) {
-                if (n < nt) {
-                    uint32_t b[2];
-                    mm_frag_bt(b, Vt, ldt, 8 * n, kk, g, t);
-                    mm_mma(o[n], a, b);
-                }
-            }
-        }
+        mm_accumulate(o, s, MM_BK / 16, Vt, ldt, nt, g, t); /* O += P V */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -408,19 +420,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                                                           lks, log_keep != 0, window, scale2);
                 s[n][e] = x == -INFINITY ? 0.0f : exp2f(x - L) * (dp[n][e] - (r ? Db : Da));
             }
-#pragma unroll
-        for (int kk = 0; kk < MM_BK / 16; kk++) {
-            uint32_t a[4];
-            mm_c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int n = 0; n < MM_NT; n++) {
-                if (n < nt) {
-                    uint32_t b[2];
-                    mm_frag_bt(b, Kt, ldt, 8 * n, kk, g, t);
-                    mm_mma(acc[n], a, b);
-                }
-            }
-        }
+        mm_accumulate(acc, s, MM_BK / 16, Kt, ldt, nt, g, t); /* dQ += dS K */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -516,22 +516,8 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
                     s[n][e] = p;
                     dp[n][e] = gs;
                 }
-#pragma unroll
-            for (int kk = 0; kk < MM_QT / 16; kk++) {
-                uint32_t ap[4], ag[4];
-                mm_c_to_a(ap, s[2 * kk], s[2 * kk + 1]);
-                mm_c_to_a(ag, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-                for (int n = 0; n < MM_NT; n++) {
-                    if (n < nt) {
-                        uint32_t b[2];
-                        mm_frag_bt(b, dOt, ldt, 8 * n, kk, g, t);
-                        mm_mma(gv[n], ap, b);
-                        mm_frag_bt(b, Qt, ldt, 8 * n, kk, g, t);
-                        mm_mma(gk[n], ag, b);
-                    }
-                }
-            }
+            mm_accumulate(gv, s, MM_QT / 16, dOt, ldt, nt, g, t);  /* dV += P^T dO */
+            mm_accumulate(gk, dp, MM_QT / 16, Qt, ldt, nt, g, t); /* dK += dS^T Q */
         }
     }
 #pragma unroll

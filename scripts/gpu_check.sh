@@ -5,8 +5,9 @@
 # .peer/ for NVIDIA's trainer (scripts/peer_pack.sh). Writes to $OUT (at
 # most 8 files): gpu_check.log (the GPU, every suite's output,
 # compute-sanitizer on the training step), the `dms bench train` and
-# `dms bench attention` records, PyTorch SDPA's (bench/sdpa_peer.py) and
-# the NVIDIA trainer's. The three correctness suites run side by side
+# `dms bench attention` records, PyTorch SDPA's (bench/sdpa_peer.py), the
+# NVIDIA trainer's and Nsight Compute's report on the attention kernels
+# (ncu_attention.txt). The correctness suites run side by side
 # first; then the benchmarks one at a time (they time the GPU). Each part
 # has its own time limit, cut to what is left of GPU_CHECK_SECONDS (default
 # 540) for the whole script, so one that hangs cannot take the others with
@@ -63,6 +64,16 @@ cat "$LOG.a" "$LOG.b" "$LOG.c" "$LOG.d" >>"$LOG"; rm -f "$LOG.a" "$LOG.b" "$LOG.
 # the attention alone, ours and PyTorch's SDPA (cuDNN, flash), at Qwen3-8B's attention shape, 32K tokens
 part "bench attention 32K" 90 $P/bin/dms bench attention --backend cuda --tokens 32768 --steps 3 --out "$OUT" ||
   echo "(bench attention did not finish)" >>"$LOG"
+# where the attention kernels' time goes: Nsight Compute on one launch of each, 16K tokens
+if command -v ncu >/dev/null; then
+  part "ncu: attention kernels, 16K" 90 ncu --kernel-name regex:'k_mma_(fwd|dq|dkv)' --launch-count 3 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --log-file "$OUT/ncu_attention.txt" \
+    $P/bin/dms bench attention --backend cuda --tokens 16384 --steps 1 --out "$P" ||
+    echo "(ncu did not finish)" >>"$LOG"
+else
+  echo "==== ncu: not installed" >>"$LOG"
+fi
 part "peer: PyTorch SDPA 32K" 60 env PYTHONUNBUFFERED=1 python3 bench/sdpa_peer.py --tokens 32768 --steps 5 \
   --out "$OUT" || echo "(sdpa peer did not finish)" >>"$LOG"
 # the peer's shape (ours, then NVIDIA's after ours alone at the real job's)

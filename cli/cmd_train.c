@@ -13,6 +13,9 @@
 #include "kernels/registry.h"
 #include "train/comm.h"
 #include "train/run.h"
+#ifdef DMS_HAVE_NCCL
+#include "train/nccl/comm_nccl.h"
+#endif
 
 static uint64_t fnv1a(const char *s) {
     uint64_t h = 1469598103934665603ull;
@@ -90,6 +93,20 @@ int dms_cmd_train(int argc, char **argv) {
             return 2;
         }
         cfg.backend = strcmp(backend, "cuda") ? DMS_BACKEND_CPU : DMS_BACKEND_CUDA;
+    }
+    if (multi && cfg.backend == DMS_BACKEND_CUDA) { /* gradients live on the GPUs: NCCL sums them */
+#ifdef DMS_HAVE_NCCL
+        if (dms_comm_nccl_over(&comm, &err) != 0) {
+            fprintf(stderr, "dms train: %s\n", err.msg);
+            comm.abort(&comm, 1);
+            return 1;
+        }
+#else
+        fprintf(stderr, "dms train: %d ranks on the cuda backend need NCCL, and this dms was built without it "
+                        "(cmake -DNCCL_ROOT=...; docs/multi_rank.md)\n", comm.size);
+        comm.abort(&comm, 2);
+        return 2;
+#endif
     }
     dms_set_threads(cfg.threads);
     dms_backend be;

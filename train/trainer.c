@@ -717,6 +717,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
 
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err) {
     if (comm->size == 1) return 0;
+    tr->be->sync(tr->be->ctx); /* the backward's kernels are done before another stream (NCCL's) reads them */
     if (comm->allreduce_f32(comm, tr->grad_arena, tr->n_grad, err) != 0) return -1;
     double v[5 + 2 * DMS_MAX_LAYERS];
     const size_t L = (size_t)tr->L;

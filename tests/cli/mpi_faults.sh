@@ -6,8 +6,10 @@
 # step's all-reduce, and with rank_timeout_s = 3 the job must end by itself
 # within seconds, non-zero, with one line saying which collective timed out
 # and why, and the checkpoint of step 2 intact (a --resume on one rank then
-# finishes the run). Without mpirun the drill cannot run: it says so and
-# exits 77, which ctest reports as skipped.
+# finishes the run). Then two ranks on the cuda backend where no GPU is
+# visible: one line naming NCCL's missing GPU, non-zero, nothing trained.
+# Without mpirun the drill cannot run: it says so and exits 77, which
+# ctest reports as skipped.
 set -u
 DMS=$1
 . "$(dirname "$0")/lib/harness.sh"
@@ -52,6 +54,22 @@ fixture_config "$T/hang.json" "$T/hang" 6
 if "$DMS" train --config "$T/hang.json" --resume 2>"$T/err"; then ok; else bad "resume on one rank: $(tail -1 "$T/err")"; fi
 grep -q "resuming from $T/hang/ckpt-00000002.h5 at step 2" "$T/err" && [ -f "$T/hang/ckpt-00000006.h5" ] && ok ||
   bad "resume: $(grep -E 'resum|done' "$T/err")"
+
+# two ranks on the cuda backend: NCCL sums the gradients, and where it cannot
+# (no GPU here, or a dms built without NCCL) every rank says so in one line
+# and the job ends non-zero before any training
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  echo "SKIP (this check only): a GPU is visible, so the cuda backend would train here"
+else
+  fixture_config "$T/cu.json" "$T/cu" 4
+  timeout -k 5 60 "$MPIRUN" --oversubscribe -np 2 "$DMS" train --config "$T/cu.json" --backend cuda \
+    >"$T/out" 2>"$T/err"
+  rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok || bad "cuda backend on 2 ranks without a GPU: exit $rc"
+  n=$(grep -cE "^dms train: (rank [01]: no GPU visible for NCCL|2 ranks on the cuda backend need NCCL)" "$T/err")
+  [ "$n" -ge 1 ] && ok || bad "no NCCL line: $(head -3 "$T/err")"
+  [ -z "$(ls "$T/cu" 2>/dev/null | grep ckpt)" ] && ok || bad "the job trained: $(ls "$T/cu")"
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

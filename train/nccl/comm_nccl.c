@@ -57,36 +57,39 @@ static void nccl_abort(dms_comm *c, int code) {
     im->host.abort(&im->host, code);
 }
 
-int dms_comm_nccl(dms_comm *c, int *argc, char ***argv, dms_err *err) {
+int dms_comm_nccl_over(dms_comm *c, dms_err *err) {
     nccl_impl *im = calloc(1, sizeof *im);
-    if (dms_comm_auto(&im->host, argc, argv, err) != 0) {
-        free(im);
-        return -1;
-    }
+    if (!im) return dms_errf(err, "rank %d: out of memory", c->rank);
+    im->host = *c;
     int n_dev = 0;
     cudaError_t e = cudaGetDeviceCount(&n_dev);
     if (e != cudaSuccess || n_dev == 0) {
-        dms_errf(err, "rank %d: no GPU visible (%s); check CUDA_VISIBLE_DEVICES", im->host.rank,
+        dms_errf(err, "rank %d: no GPU visible for NCCL (%s); check CUDA_VISIBLE_DEVICES", im->host.rank,
                  e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         free(im);
         return -1;
     }
     im->device = im->host.local_rank % n_dev;
-    cudaSetDevice(im->device);
-    cudaStreamCreate(&im->stream);
+    if ((e = cudaSetDevice(im->device)) != cudaSuccess || (e = cudaStreamCreate(&im->stream)) != cudaSuccess) {
+        dms_errf(err, "rank %d: GPU %d: %s", im->host.rank, im->device, cudaGetErrorString(e));
+        free(im);
+        return -1;
+    }
     ncclUniqueId id;
+    memset(&id, 0, sizeof id);
     if (im->host.rank == 0) ncclGetUniqueId(&id);
     if (im->host.bcast(&im->host, &id, sizeof id, 0, err) != 0) {
+        cudaStreamDestroy(im->stream);
         free(im);
         return -1;
     }
     ncclResult_t r = ncclCommInitRank(&im->nccl, im->host.size, id, im->host.rank);
     if (r != ncclSuccess) {
         dms_errf(err, "rank %d: ncclCommInitRank failed: %s", im->host.rank, ncclGetErrorString(r));
+        cudaStreamDestroy(im->stream);
         free(im);
         return -1;
     }
-    *c = im->host;
     c->kind = "nccl";
     c->impl = im;
     c->allreduce_f32 = nccl_allreduce_f32;
@@ -95,5 +98,15 @@ int dms_comm_nccl(dms_comm *c, int *argc, char ***argv, dms_err *err) {
     c->barrier = nccl_barrier;
     c->finalize = nccl_finalize;
     c->abort = nccl_abort;
+    return 0;
+}
+
+int dms_comm_nccl(dms_comm *c, int *argc, char ***argv, dms_err *err) {
+    if (dms_comm_auto(c, argc, argv, err) != 0) return -1;
+    dms_comm host = *c;
+    if (dms_comm_nccl_over(c, err) != 0) {
+        host.finalize(&host);
+        return -1;
+    }
     return 0;
 }

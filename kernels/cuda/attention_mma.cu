@@ -223,6 +223,19 @@ static __device__ __forceinline__ void mm_accumulate(float (*acc)[4], float (*c)
 #define MM_LOG2E 1.4426950408889634f
 #define MM_LN2 0.6931471805599453f
 
+/* Queries [i0, i0 + n) of head h for the backward: documents, lse (in
+ * log2 units) and D; past T: no document, lse -inf */
+static __device__ __forceinline__ void mm_load_query_meta(int32_t *segq, float *lseq, float *Dq, const int32_t *seg,
+                                                          const float *lse, const float *D, int i0, int n, int T,
+                                                          int H, int h) {
+    for (int r = threadIdx.x; r < n; r += blockDim.x) {
+        const int i = i0 + r;
+        segq[r] = i < T ? seg[i] : -2;
+        lseq[r] = i < T ? MM_LOG2E * lse[(size_t)i * H + h] : -INFINITY;
+        Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
+    }
+}
+
 /* A warp's 16 rows against a tile of columns, when every pair is visible
  * (same document, column causally before every row): which pairs carry
  * the log-keep bias. MM_MASKED: not every pair is visible; each is tested. */
@@ -375,12 +388,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
     int32_t *segk = (int32_t *)(Dq + MM_BQ), *segq = segk + MM_BK;
     mm_tile_rows(Qs, ld, qb, i0, MM_BQ, H, h, hd);
     mm_tile_rows(dOs, ld, dob, i0, MM_BQ, H, h, hd);
-    for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) {
-        const int i = i0 + r;
-        segq[r] = i < T ? seg[i] : -2;
-        lseq[r] = i < T ? MM_LOG2E * lse[(size_t)i * H + h] : -INFINITY; /* log2 units */
-        Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
-    }
+    mm_load_query_meta(segq, lseq, Dq, seg, lse, D, i0, MM_BQ, T, H, h);
     const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8;
     float acc[MM_NT][4];
 #pragma unroll
@@ -476,12 +484,7 @@ __global__ void __launch_bounds__(MM_WARPS * 32)
             mm_tile_rows(dOs, ld, dob, i0, MM_QT, H, h, hd);
             mm_tile_cols(Qt, ldt, qt, i0, MM_QT, Tp, h, hd);
             mm_tile_cols(dOt, ldt, dot, i0, MM_QT, Tp, h, hd);
-            for (int r = threadIdx.x; r < MM_QT; r += blockDim.x) {
-                const int i = i0 + r;
-                segq[r] = i < T ? seg[i] : -2;
-                lseq[r] = i < T ? MM_LOG2E * lse[(size_t)i * H + h] : -INFINITY; /* log2 units */
-                Dq[r] = i < T ? D[(size_t)i * H + h] : 0.0f;
-            }
+            mm_load_query_meta(segq, lseq, Dq, seg, lse, D, i0, MM_QT, T, H, h);
             __syncthreads();
             const int s0 = segk[rw];
             const int cls = mm_class(i0, i0 + MM_QT - 1, j0 + rw, j0 + rw + 15, T,

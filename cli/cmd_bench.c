@@ -11,6 +11,7 @@
  *            through the op table (cli/bench_attention.c).
  * Results go to bench/results/<target>-...-<date>.json. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,7 +146,7 @@ int dms_cmd_bench(int argc, char **argv) {
     const char *shape = NULL, *backend = "cpu";
     float peak = 0;
     dms_bench_attention_opts at = {NULL, NULL, 0, 1, 32, 8, 128, 256, 10};
-    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, -1, 0, 256, 0, 0}; /* steps -1: the target's default */
+    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, INT_MIN, 0, 256, 0, 0}; /* steps INT_MIN: the target's default */
     dms_bench_decode_opts dec = {NULL, NULL, NULL, "128,2048,8192", "/usr/share/common-licenses/GPL-3", NULL, NULL,
                                  -1, 0, DMS_F16}; /* tokens -1: the target's default */
     dec.python = getenv("DMS_PYTHON") && *getenv("DMS_PYTHON") ? getenv("DMS_PYTHON") : "python3";
@@ -236,7 +237,7 @@ int dms_cmd_bench(int argc, char **argv) {
         tr.tokens = dec.tokens < 0 ? 4096 : dec.tokens;
         tr.lora_rank = lora_rank < 0 ? 0 : lora_rank;
         tr.peak_tflops = peak;
-        if (tr.steps == -1) tr.steps = 3;
+        if (tr.steps == INT_MIN) tr.steps = 3;
         return dms_bench_train(&tr);
     }
     if (target && !strcmp(target, "attention")) {
@@ -250,7 +251,7 @@ int dms_cmd_bench(int argc, char **argv) {
         at.tokens = dec.tokens < 0 ? 32768 : dec.tokens;
         at.docs = tr.docs;
         at.window = tr.window;
-        at.steps = tr.steps == -1 ? 10 : tr.steps;
+        at.steps = tr.steps == INT_MIN ? 10 : tr.steps;
         return dms_bench_attention(&at);
     }
     if (dec.tokens < 0) dec.tokens = 64;

@@ -52,6 +52,8 @@ assert d["peak_memory_bytes"] > 0 and d["commit"] and d["device"]
 PY
 then ok; else bad "results JSON: $J"; fi
 
+expect_error "steps" "steps must be positive" -- "$DMS" bench train --steps -1
+expect_error "attention steps" "steps must be positive" -- "$DMS" bench attention --steps -1
 expect_error "attention heads" "multiple of --kv-heads" -- "$DMS" bench attention --heads 6 --kv-heads 4
 expect_error "attention head dim" "head-dim must be even" -- "$DMS" bench attention --head-dim 7
 expect_error "attention tokens" "tokens must be at least 16" -- "$DMS" bench attention --tokens 8

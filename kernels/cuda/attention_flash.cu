@@ -371,16 +371,12 @@ int cu_flash_supported(const cu_ctx *c, int head_dim) {
     const size_t most = fl_dq_smem(head_dim); /* the largest of the three */
     return most <= 48 * 1024 || most <= c->smem_optin;
 }
-static void fl_opt_in(cu_ctx *c, const void *fn, size_t bytes, const char *op) {
-    if (bytes > 48 * 1024)
-        cu_check_err(c, op, cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
 
 void cu_flash_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const float *k, const float *v,
                       const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
                       float scale) {
     const size_t smem = fl_fwd_smem(hd);
-    fl_opt_in(c, (const void *)k_flash_fwd, smem, "attention_dms_fwd");
+    cu_smem_opt_in(c, (const void *)k_flash_fwd, smem, "attention_dms_fwd");
     const dim3 grid((unsigned)((T + FL_BQ - 1) / FL_BQ), (unsigned)H);
     k_flash_fwd<<<grid, FL_WARPS * 32, smem, c->stream>>>(out, lse, q, k, v, log_keep, seg, T, H, KV, hd, window,
                                                          scale);
@@ -392,8 +388,8 @@ void cu_flash_dms_bwd(cu_ctx *c, float *dq, float *dk, float *dv, float *dlog_ke
                       const float *log_keep, const int32_t *seg, int T, int H, int KV, int hd, int window,
                       float scale) {
     const size_t s_dq = fl_dq_smem(hd), s_dkv = fl_dkv_smem(hd);
-    fl_opt_in(c, (const void *)k_flash_dq, s_dq, "attention_dms_bwd");
-    fl_opt_in(c, (const void *)k_flash_dkv, s_dkv, "attention_dms_bwd");
+    cu_smem_opt_in(c, (const void *)k_flash_dq, s_dq, "attention_dms_bwd");
+    cu_smem_opt_in(c, (const void *)k_flash_dkv, s_dkv, "attention_dms_bwd");
     const dim3 gq((unsigned)((T + FL_BQ - 1) / FL_BQ), (unsigned)H);
     k_flash_dq<<<gq, FL_WARPS * 32, s_dq, c->stream>>>(dq, dout, lse, D, q, k, v, log_keep, seg, T, H, KV, hd,
                                                       window, scale);

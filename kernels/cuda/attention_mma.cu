@@ -567,14 +567,10 @@ int cu_mma_supported(const cu_ctx *c, int head_dim) {
 size_t cu_mma_bwd_scratch(int T, int H, int KV, int hd) {
     return sizeof(uint32_t) * (4 * mm_copy_words(T, H, hd) + 3 * mm_copy_words(T, KV, hd));
 }
-static void mm_opt_in(cu_ctx *c, const void *fn, size_t bytes, const char *op) {
-    if (bytes > 48 * 1024)
-        cu_check_err(c, op, cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
 static void mm_prep(cu_ctx *c, uint32_t *rowb, uint32_t *colb, const float *x, int T, int heads, int hd,
                     const char *op) {
     const dim3 grid((unsigned)(MM_TP(T) / 64), (unsigned)heads);
-    mm_opt_in(c, (const void *)k_mma_prep, mm_prep_smem(hd), op);
+    cu_smem_opt_in(c, (const void *)k_mma_prep, mm_prep_smem(hd), op);
     k_mma_prep<<<grid, MM_WARPS * 32, mm_prep_smem(hd), c->stream>>>(rowb, colb, x, T, heads, hd);
     cu_check(c, op);
 }
@@ -593,7 +589,7 @@ void cu_mma_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const flo
     mm_prep(c, kb, NULL, k, T, KV, hd, "attention_dms_fwd");
     mm_prep(c, NULL, vt, v, T, KV, hd, "attention_dms_fwd");
     const size_t smem = mm_fwd_smem(hd);
-    mm_opt_in(c, (const void *)k_mma_fwd, smem, "attention_dms_fwd");
+    cu_smem_opt_in(c, (const void *)k_mma_fwd, smem, "attention_dms_fwd");
     const dim3 grid((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
     k_mma_fwd<<<grid, MM_WARPS * 32, smem, c->stream>>>(out, lse, qb, kb, vt, log_keep, seg, T, H, KV, hd, window,
                                                        scale);
@@ -613,8 +609,8 @@ void cu_mma_dms_bwd(cu_ctx *c, void *scratch, float *dq, float *dk, float *dv, f
     mm_prep(c, kb, kt, k, T, KV, hd, op);
     mm_prep(c, vb, NULL, v, T, KV, hd, op);
     const size_t s_dq = mm_dq_smem(hd), s_dkv = mm_dkv_smem(hd);
-    mm_opt_in(c, (const void *)k_mma_dq, s_dq, op);
-    mm_opt_in(c, (const void *)k_mma_dkv, s_dkv, op);
+    cu_smem_opt_in(c, (const void *)k_mma_dq, s_dq, op);
+    cu_smem_opt_in(c, (const void *)k_mma_dkv, s_dkv, op);
     const dim3 gq((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
     k_mma_dq<<<gq, MM_WARPS * 32, s_dq, c->stream>>>(dq, dob, lse, D, qb, kb, vb, kt, log_keep, seg, T, H, KV, hd,
                                                     window, scale);

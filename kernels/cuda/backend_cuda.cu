@@ -64,6 +64,11 @@ void *cu_scratch(cu_ctx *c, size_t bytes, const char *op) {
     return c->scratch;
 }
 
+void cu_smem_opt_in(cu_ctx *c, const void *fn, size_t bytes, const char *op) {
+    if (bytes > 48 * 1024)
+        cu_check_err(c, op, cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
 /* ---------------- memory ---------------- */
 void *cu_alloc(void *ctx, size_t bytes) {
     cu_ctx *c = (cu_ctx *)ctx;

@@ -59,6 +59,9 @@ void cu_check_blas(cu_ctx *c, const char *op, cublasStatus_t s);
 /* The ctx's scratch, at least `bytes` long (grown after a stream sync);
  * NULL with a recorded failure when it cannot be allocated. */
 void *cu_scratch(cu_ctx *c, size_t bytes, const char *op);
+/* A kernel that needs more than the default 48 KiB of dynamic shared
+ * memory asks for `bytes` (attention_flash.cu, attention_mma.cu). */
+void cu_smem_opt_in(cu_ctx *c, const void *fn, size_t bytes, const char *op);
 /* ---- bf16 GEMM on cuBLASLt (gemm_lt.cu) ----
  * Column-major C[m, n] = op(A) op(B) + beta C with A, B bf16 and C fp32
  * (fp32 accumulation), through the plan cached for the shape. */

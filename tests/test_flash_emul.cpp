@@ -61,26 +61,19 @@ static float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     __syncwarp();
     return r;
 }
-static int __any_sync(unsigned, int p) {
+/* how many lanes of the warp vote p != 0 */
+static int warp_votes(int p) {
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     __syncwarp();
     warp_i[w][l] = p;
     __syncwarp();
-    int r = 0;
-    for (int x = 0; x < 32; x++) r |= warp_i[w][x] != 0;
+    int n = 0;
+    for (int x = 0; x < 32; x++) n += warp_i[w][x] != 0;
     __syncwarp();
-    return r;
+    return n;
 }
-static int __all_sync(unsigned, int p) {
-    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
-    __syncwarp();
-    warp_i[w][l] = p;
-    __syncwarp();
-    int r = 1;
-    for (int x = 0; x < 32; x++) r &= warp_i[w][x] != 0;
-    __syncwarp();
-    return r;
-}
+static int __any_sync(unsigned, int p) { return warp_votes(p) > 0; }
+static int __all_sync(unsigned, int p) { return warp_votes(p) == 32; }
 /* as in kernels/cuda/cuda_internal.cuh */
 static float cu_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -58,12 +58,12 @@ static void fill(float *x, size_t n, uint64_t *s, float lo, float hi) {
 }
 
 static int write_result(const dms_bench_attention_opts *o, const dms_backend *be, const char *device, double pairs,
-                        const double *fwd, const double *bwd, double flops_fwd, dms_err *err) {
+                        double *fwd, double *bwd, double flops_fwd, dms_err *err) {
     char date[32], commit[96], path[1200];
     const time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     dms_bench_source_revision(commit, sizeof commit);
-    const double f = median((double *)fwd, o->steps), b = median((double *)bwd, o->steps);
+    const double f = median(fwd, o->steps), b = median(bwd, o->steps); /* sorts them */
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "benchmark", "DMS training attention, forward and backward (op table)");
     cJSON_AddStringToObject(root, "date", date);

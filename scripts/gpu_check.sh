@@ -52,9 +52,9 @@ SAN=(echo "compute-sanitizer: not installed")
 command -v compute-sanitizer >/dev/null && SAN=(compute-sanitizer --error-exitcode 9 $P/bin/test_gpu_train cuda step)
 : >"$LOG.a"; : >"$LOG.b"; : >"$LOG.c"; : >"$LOG.d"
 (LOG=$LOG.a part "test_ops cuda" 120 $P/bin/test_ops cuda) & pa=$!
-(LOG=$LOG.b part "test_gpu_train cuda" 150 $P/bin/test_gpu_train cuda) & pb=$!
+(LOG=$LOG.b part "test_gpu_train cuda" 200 $P/bin/test_gpu_train cuda) & pb=$!
 (LOG=$LOG.c part "compute-sanitizer test_gpu_train step" 180 "${SAN[@]}") & pc=$!
-(LOG=$LOG.d part "test_gpu_train cuda, fp32 attention" 150 env DMS_CUDA_ATTENTION=fp32 $P/bin/test_gpu_train cuda) &
+(LOG=$LOG.d part "test_gpu_train cuda, fp32 attention" 200 env DMS_CUDA_ATTENTION=fp32 $P/bin/test_gpu_train cuda) &
 pd=$!
 wait $pa || fail=1
 wait $pb || fail=1

@@ -1335,6 +1335,45 @@ static double dms_loss(void *p) {
     return dot_hf(st->out, st->R, (size_t)st->a.s->T * st->a.s->H * st->a.s->hd);
 }
 
+/* One attention_dms case on backend b against the reference: forward
+ * (out, lse), with guide the guidance statistic from that forward's lse,
+ * and the backward; tolerance rows "attention_dms_fwd<tag>" and
+ * "attention_dms_bwd<tag>". */
+static void check_dms_case(const dms_backend *b, const dms_shape *s, const char *tag, int guide) {
+    char fwd_op[48], bwd_op[48];
+    snprintf(fwd_op, sizeof fwd_op, "attention_dms_fwd%s", tag);
+    snprintf(bwd_op, sizeof bwd_op, "attention_dms_bwd%s", tag);
+    const dms_in a = make_dms_in(s);
+    const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
+    float *out = hf(nq), *lse = hf((size_t)s->T * s->H), *rout = hf(nq), *rlse = hf((size_t)s->T * s->H);
+    run_att_dms_fwd(b, out, lse, &a);
+    if (vs_cpu) run_att_dms_fwd(&oracle, rout, rlse, &a);
+    else naive_att_dms_fwd(rout, rlse, &a);
+    cmp(fwd_op, "out", out, rout, nq);
+    cmp(fwd_op, "lse", lse, rlse, (size_t)s->T * s->H);
+    for (int with_v = 0; guide && with_v < 2; with_v++) { /* the guidance statistic, from this forward's lse */
+        float *imp = hf(nl), *rimp = hf(nl);
+        run_future_max(b, imp, lse, &a, with_v);
+        if (vs_cpu) run_future_max(&oracle, rimp, lse, &a, with_v);
+        else naive_future_max(rimp, lse, &a, with_v);
+        cmp("attention_future_max", with_v ? "imp x |v|_1" : "imp", imp, rimp, nl);
+        int some = 0; /* the case must exercise the op: a key with later queries past the window */
+        for (size_t x = 0; x < nl; x++) some |= rimp[x] > 0.0f;
+        CHECK_MSG(some || s->T == 1 || s->window >= 200, "attention_future_max [%s]: every entry 0", case_name);
+    }
+    float *dout = rnd(nq, -1, 1);
+    float *g[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
+    float *r[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
+    run_att_dms_bwd(b, g[0], g[1], g[2], g[3], dout, out, lse, &a);
+    if (vs_cpu) run_att_dms_bwd(&oracle, r[0], r[1], r[2], r[3], dout, out, lse, &a);
+    else naive_att_dms_bwd(r[0], r[1], r[2], r[3], dout, &a);
+    static const char *const names[] = {"dq", "dk", "dv", "dlog_keep"};
+    const size_t lens[] = {nq, nk, nk, nl};
+    for (int x = 0; x < 4; x++)
+        if (g[x]) cmp(bwd_op, names[x], g[x], r[x], lens[x]);
+    hfree_all();
+}
+
 static void test_attention_dms(void) {
     /* T=130 and 300 cross the CPU's 128-query and 64-key tiles */
     static const dms_shape shapes[] = {
@@ -1352,37 +1391,9 @@ static void test_attention_dms(void) {
         {70, 2, 1, 130, 8, {30, 40}, 2, 1, 1, "hd 130, past the tiled kernels"},
     };
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
-        const dms_shape *s = &shapes[c];
-        setcase("%s: T=%d H=%d KV=%d hd=%d window=%d", s->what, s->T, s->H, s->KV, s->hd, s->window);
-        const dms_in a = make_dms_in(s);
-        const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
-        float *out = hf(nq), *lse = hf((size_t)s->T * s->H), *rout = hf(nq), *rlse = hf((size_t)s->T * s->H);
-        run_att_dms_fwd(&be, out, lse, &a);
-        if (vs_cpu) run_att_dms_fwd(&oracle, rout, rlse, &a);
-        else naive_att_dms_fwd(rout, rlse, &a);
-        cmp("attention_dms_fwd", "out", out, rout, nq);
-        cmp("attention_dms_fwd", "lse", lse, rlse, (size_t)s->T * s->H);
-        for (int with_v = 0; with_v < 2; with_v++) { /* the guidance statistic, from this forward's lse */
-            float *imp = hf(nl), *rimp = hf(nl);
-            run_future_max(&be, imp, lse, &a, with_v);
-            if (vs_cpu) run_future_max(&oracle, rimp, lse, &a, with_v);
-            else naive_future_max(rimp, lse, &a, with_v);
-            cmp("attention_future_max", with_v ? "imp x |v|_1" : "imp", imp, rimp, nl);
-            int some = 0; /* the case must exercise the op: a key with later queries past the window */
-            for (size_t x = 0; x < nl; x++) some |= rimp[x] > 0.0f;
-            CHECK_MSG(some || s->T == 1 || s->window >= 200, "attention_future_max [%s]: every entry 0", case_name);
-        }
-        float *dout = rnd(nq, -1, 1);
-        float *g[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
-        float *r[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
-        run_att_dms_bwd(&be, g[0], g[1], g[2], g[3], dout, out, lse, &a);
-        if (vs_cpu) run_att_dms_bwd(&oracle, r[0], r[1], r[2], r[3], dout, out, lse, &a);
-        else naive_att_dms_bwd(r[0], r[1], r[2], r[3], dout, &a);
-        static const char *const names[] = {"dq", "dk", "dv", "dlog_keep"};
-        const size_t lens[] = {nq, nk, nk, nl};
-        for (int x = 0; x < 4; x++)
-            if (g[x]) cmp("attention_dms_bwd", names[x], g[x], r[x], lens[x]);
-        hfree_all();
+        setcase("%s: T=%d H=%d KV=%d hd=%d window=%d", shapes[c].what, shapes[c].T, shapes[c].H, shapes[c].KV,
+                shapes[c].hd, shapes[c].window);
+        check_dms_case(&be, &shapes[c], "", 1);
     }
     /* finite differences of sum(R * out) through the backend's own forward */
     static const dms_shape fs = {24, 6, 2, 6, 3, {10, 14}, 2, 1, 1, "fd"};
@@ -1418,27 +1429,9 @@ static void test_attention_dms_tc(void) {
         {160, 2, 1, 128, 16, {0}, 0, 1, 1, "hd 128, one doc"},
     };
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
-        const dms_shape *s = &shapes[c];
-        setcase("tensor cores, %s: T=%d H=%d KV=%d hd=%d window=%d", s->what, s->T, s->H, s->KV, s->hd, s->window);
-        const dms_in a = make_dms_in(s);
-        const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
-        float *out = hf(nq), *lse = hf((size_t)s->T * s->H), *rout = hf(nq), *rlse = hf((size_t)s->T * s->H);
-        run_att_dms_fwd(&be_tc, out, lse, &a);
-        if (vs_cpu) run_att_dms_fwd(&oracle, rout, rlse, &a);
-        else naive_att_dms_fwd(rout, rlse, &a);
-        cmp("attention_dms_fwd/bf16", "out", out, rout, nq);
-        cmp("attention_dms_fwd/bf16", "lse", lse, rlse, (size_t)s->T * s->H);
-        float *dout = rnd(nq, -1, 1);
-        float *g[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
-        float *r[4] = {hf(nq), hf(nk), hf(nk), s->dlog_keep ? hf(nl) : NULL};
-        run_att_dms_bwd(&be_tc, g[0], g[1], g[2], g[3], dout, out, lse, &a);
-        if (vs_cpu) run_att_dms_bwd(&oracle, r[0], r[1], r[2], r[3], dout, out, lse, &a);
-        else naive_att_dms_bwd(r[0], r[1], r[2], r[3], dout, &a);
-        static const char *const names[] = {"dq", "dk", "dv", "dlog_keep"};
-        const size_t lens[] = {nq, nk, nk, nl};
-        for (int x = 0; x < 4; x++)
-            if (g[x]) cmp("attention_dms_bwd/bf16", names[x], g[x], r[x], lens[x]);
-        hfree_all();
+        setcase("tensor cores, %s: T=%d H=%d KV=%d hd=%d window=%d", shapes[c].what, shapes[c].T, shapes[c].H,
+                shapes[c].KV, shapes[c].hd, shapes[c].window);
+        check_dms_case(&be_tc, &shapes[c], "/bf16", 0);
     }
 }
 

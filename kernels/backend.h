@@ -104,6 +104,12 @@ typedef struct dms_backend {
      * device, its context included), for benchmarks. 0, or -1 if the
      * device cannot say. */
     int (*device_info)(void *ctx, char *name, size_t cap, size_t *used, size_t *total);
+    /* Optional (not in the op lists; NULL: every op has finished when it
+     * returns, as on the CPU): the queue the backend's ops run on (CUDA:
+     * its cudaStream_t), so that a communicator can order a collective on a
+     * buffer after the ops queued to write it (train/comm.h,
+     * iallreduce_f32) without waiting for them on the host. */
+    void *(*queue)(void *ctx);
 
     /* ---- memory (device memory for accelerators); sizes in bytes ---- */
     void *(*alloc)(void *ctx, size_t bytes);            /* zero-filled; NULL on failure */

@@ -5,8 +5,10 @@
  * the compression loss, the mean decision and the gradient of every
  * trainable tensor to 1e-4. Also: with the counter RNG a zero-initialised
  * adapter starts with almost no evictions (P(noise > offset) = 0.7%), and
- * the first AdamW step moves every head weight by lr g / (|g| + eps), and
- * LoRA gradients agree with finite differences. */
+ * the first AdamW step moves every head weight by lr g / (|g| + eps),
+ * LoRA gradients agree with finite differences, and the sums over ranks
+ * that the backward starts layer by layer (dms_trainer_overlap) give the
+ * gradients of the one all-reduce. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -252,6 +254,97 @@ static double lora_finite_differences(dms_model *m, const dms_safetensors *fx, d
     CHECK_MSG(checked == 8, "checked %d LoRA tensors", checked);
     dms_trainer_free(tr);
     return st.kd;
+}
+
+/* Two ranks that hold the same rows, in one process: each started sum
+ * doubles its piece at once (the sum of two equal gradients) and is
+ * recorded; the f64 statistics double too. */
+typedef struct {
+    dms_comm c;
+    const float *pieces[128];
+    size_t n[128];
+    int calls;
+} twin_comm;
+
+static int twin_iallreduce(dms_comm *c, float *buf, size_t n, void *queue, dms_err *err) {
+    twin_comm *tc = (twin_comm *)c;
+    (void)queue, (void)err;
+    if (tc->calls < 128) tc->pieces[tc->calls] = buf, tc->n[tc->calls] = n;
+    tc->calls++;
+    for (size_t i = 0; i < n; i++) buf[i] *= 2.0f;
+    return 0;
+}
+static int twin_wait_all(dms_comm *c, dms_err *err) {
+    (void)c, (void)err;
+    return 0;
+}
+static int twin_allreduce_f64(dms_comm *c, double *buf, size_t n, dms_err *err) {
+    (void)c, (void)err;
+    for (size_t i = 0; i < n; i++) buf[i] *= 2.0;
+    return 0;
+}
+
+/* dms_trainer_overlap: with two rows a rank, the backward of the last row
+ * starts each layer's sum as soon as that layer is done (heads, then
+ * LoRA, from the top layer down: 2 L pieces that tile the gradients), and
+ * the gradients end as the sum of the ranks' own, bit for bit (nothing
+ * writes a layer's gradient after its sum started). */
+static void overlapped_reduce(dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], L = m->cfg.n_layers;
+    dms_train_config cfg;
+    small_config(&cfg, T);
+    cfg.lora_rank = 2;
+    cfg.lora_alpha = 4;
+    dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
+    CHECK_MSG(tr != NULL, "%s", err.msg);
+    if (!tr) return;
+    const int32_t *ids = (const int32_t *)ids_t->data, *seg = (const int32_t *)dms_st_find(fx, "segment_ids")->data;
+    const dms_row rows[2] = {{ids, seg, NULL, 0, 0}, {ids, seg, NULL, 7 * T, 0}}; /* other noise */
+    const int np = dms_trainer_n_params(tr);
+    size_t n_grad = 0;
+    for (int i = 0; i < np; i++) n_grad += dms_trainer_param(tr, i)->n;
+    const float *arena = dms_trainer_param(tr, 0)->g;
+    float *g1 = malloc(sizeof(float) * n_grad);
+    dms_step_stats st;
+    CHECK(dms_trainer_grads(tr, rows, 2, 40, 2.0 * T, 2, &st, &err) == 0); /* one rank's gradients */
+    memcpy(g1, arena, sizeof(float) * n_grad);
+
+    twin_comm tc = {0};
+    tc.c.kind = "twin";
+    tc.c.size = tc.c.local_size = 2;
+    tc.c.iallreduce_f32 = twin_iallreduce;
+    tc.c.wait_all = twin_wait_all;
+    tc.c.allreduce_f64 = twin_allreduce_f64;
+    dms_trainer_overlap(tr, &tc.c);
+    CHECK_MSG(dms_trainer_grads(tr, rows, 2, 40, 2.0 * T, 2, &st, &err) == 0, "%s", err.msg);
+    CHECK_MSG(tc.calls == 2 * L, "%d sums started for %d layers (want heads and LoRA of each, once)", tc.calls, L);
+    CHECK_MSG(dms_trainer_reduce(tr, &tc.c, &st, &err) == 0, "%s", err.msg);
+    size_t covered = 0, exact = 0;
+    for (int k = 0; k < tc.calls && k < 128; k++) covered += tc.n[k];
+    for (size_t i = 0; i < n_grad; i++) exact += arena[i] == 2.0f * g1[i];
+    CHECK_MSG(covered == n_grad && exact == n_grad, "sums covered %zu of %zu gradient values; %zu equal 2x one rank's",
+              covered, n_grad, exact);
+    /* from the top layer down: the first piece is layer L-1's heads */
+    char want[128];
+    snprintf(want, sizeof want, "model.layers.%d.self_attn.dms_proj_alpha.weight", L - 1);
+    int first_ok = 0, last_ok = 0;
+    for (int i = 0; i < np; i++) {
+        const dms_param *p = dms_trainer_param(tr, i);
+        first_ok |= p->g == tc.pieces[0] && strcmp(p->name, want) == 0;
+        last_ok |= p->g == tc.pieces[2 * L - 1] && strstr(p->name, "layers.0.") && strstr(p->name, "lora_A");
+    }
+    CHECK_MSG(first_ok && last_ok, "the sums did not go from layer %d's heads down to layer 0's LoRA", L - 1);
+    /* a comm without the op: no sum starts in the backward (dms_trainer_reduce
+     * then makes the one blocking all-reduce) */
+    tc.c.iallreduce_f32 = NULL;
+    dms_trainer_overlap(tr, &tc.c);
+    tc.calls = 0;
+    CHECK(dms_trainer_grads(tr, rows, 2, 40, 2.0 * T, 2, &st, &err) == 0);
+    CHECK_MSG(tc.calls == 0, "%d sums started without iallreduce_f32", tc.calls);
+    free(g1);
+    dms_trainer_free(tr);
 }
 
 /* alpha_per = layer: KV head 0's logit and noise decide for every head,
@@ -609,6 +702,7 @@ int main(void) {
     per_head_compression(&m, &fx);
     neuron_warmup(&m, &fx);
     attention_guidance(&m, &fx);
+    overlapped_reduce(&m, &fx);
     dms_st_close(&fx);
     dms_model_free(&m);
     return dms_check_finish();

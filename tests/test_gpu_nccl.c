@@ -1,6 +1,8 @@
 /* test_gpu_nccl.c - the NCCL communicator on one rank (label `gpu`): an
  * all-reduce of a device buffer gives the expected sum (with one rank, the
- * buffer itself), and host-side collectives pass through. Run under
+ * buffer itself), also when started behind work on another stream
+ * (iallreduce_f32 with a queue, as the backward starts it), and host-side
+ * collectives pass through. Run under
  * `mpirun -np N` on N GPUs it checks the sum over N ranks. */
 #include <cuda_runtime.h>
 #include <stdlib.h>
@@ -27,6 +29,32 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n; i++)
         bad += host[i] != (float)((double)(i % 1000) * 0.5 * c.size + rank_sum);
     CHECK_MSG(bad == 0, "%zu of %zu sums wrong", bad, n);
+    /* the overlapped form: a sum queued behind work still running on
+     * another stream (the backend's) reads what that work wrote. The
+     * stream is kept busy with copies first, so a sum that did not wait
+     * for it would read the zeros. */
+    float *src = NULL, *big = NULL, *big2 = NULL;
+    const size_t nb = (size_t)16 << 20;
+    cudaStream_t q;
+    CHECK(cudaStreamCreate(&q) == cudaSuccess);
+    CHECK(cudaMalloc((void **)&src, n * sizeof(float)) == cudaSuccess &&
+          cudaMalloc((void **)&big, nb * sizeof(float)) == cudaSuccess &&
+          cudaMalloc((void **)&big2, nb * sizeof(float)) == cudaSuccess);
+    for (size_t i = 0; i < n; i++) host[i] = (float)(i % 777) + (float)c.rank;
+    cudaMemcpy(src, host, n * sizeof(float), cudaMemcpyHostToDevice);
+    cudaMemset(dev, 0, n * sizeof(float));
+    for (int k = 0; k < 20; k++) cudaMemcpyAsync(big2, big, nb * sizeof(float), cudaMemcpyDeviceToDevice, q);
+    cudaMemcpyAsync(dev, src, n * sizeof(float), cudaMemcpyDeviceToDevice, q);
+    CHECK_MSG(c.iallreduce_f32 && c.iallreduce_f32(&c, dev, n, (void *)q, &err) == 0, "%s", err.msg);
+    CHECK_MSG(c.wait_all(&c, &err) == 0, "%s", err.msg);
+    cudaMemcpy(host, dev, n * sizeof(float), cudaMemcpyDeviceToHost);
+    bad = 0;
+    for (size_t i = 0; i < n; i++) bad += host[i] != (float)((double)(i % 777) * c.size + rank_sum);
+    CHECK_MSG(bad == 0, "overlapped sum: %zu of %zu wrong (did it wait for the producing stream?)", bad, n);
+    cudaFree(src);
+    cudaFree(big);
+    cudaFree(big2);
+    cudaStreamDestroy(q);
     double d = 1.5;
     CHECK(c.allreduce_f64(&c, &d, 1, &err) == 0 && d == 1.5 * c.size);
     cudaFree(dev);

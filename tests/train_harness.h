@@ -63,14 +63,21 @@ static char *setup_run_root(char *tmpl, char *data, size_t cap) {
 }
 
 /* Writes a config file for the synthetic shard. */
-static void write_config(const char *path, const char *data, const char *out, int steps, int batch, int window) {
+/* extra: more keys, each followed by a comma (e.g. "\"lora_rank\": 2, "), or "" */
+static void write_config_with(const char *path, const char *data, const char *out, int steps, int batch, int window,
+                              const char *extra) {
     FILE *f = fopen(path, "w");
     fprintf(f,
             "{\"model\": \"%s\", \"data\": \"%s\", \"output\": \"%s\", \"steps\": %d, \"max_len\": 32,\n"
             " \"batch_size\": %d, \"window\": %d, \"lr\": 0.001, \"cr_final\": 3, \"steps_per_cr\": 2,\n"
-            " \"save_every\": 2, \"keep_last\": 10, \"log_every\": 100}\n",
-            model_path(), data, out, steps, batch, window);
+            " %s\"save_every\": 2, \"keep_last\": 10, \"log_every\": 100}\n",
+            model_path(), data, out, steps, batch, window, extra);
     fclose(f);
+}
+
+static inline void write_config(const char *path, const char *data, const char *out, int steps, int batch,
+                                int window) {
+    write_config_with(path, data, out, steps, batch, window, "");
 }
 
 /* Starts argv[0] (a path) with stderr silenced; returns the child's pid. */
@@ -113,13 +120,31 @@ static double checkpoint_max_rel_diff(const char *a, const char *b) {
     CHECK_MSG(ca && cb, "%s", err.msg);
     double worst = ca && cb ? 0 : -1;
     const char *groups[3] = {"params", "adam_m", "adam_v"};
-    const char *kinds[2] = {"dms_proj_alpha.weight", "dms_proj_alpha_norm.weight"};
+    /* the heads, and LoRA where the run has it (in both checkpoints or neither) */
+    const char *kinds[10] = {"dms_proj_alpha.weight", "dms_proj_alpha_norm.weight", "q_proj.lora_A.weight",
+                             "q_proj.lora_B.weight", "k_proj.lora_A.weight", "k_proj.lora_B.weight",
+                             "v_proj.lora_A.weight", "v_proj.lora_B.weight", "o_proj.lora_A.weight",
+                             "o_proj.lora_B.weight"};
     for (int l = 0; l < 30 && worst >= 0; l++)
         for (int k = 0; k < 3 && worst >= 0; k++)
-            for (int j = 0; j < 2 && worst >= 0; j++) {
+            for (int j = 0; j < 10 && worst >= 0; j++) {
                 char name[256];
                 snprintf(name, sizeof name, "%s/model.layers.%d.self_attn.%s", groups[k], l, kinds[j]);
-                const size_t n = j == 0 ? 3 * 576 : 576;
+                const int in_a = dms_ckpt_has(ca, name), in_b = dms_ckpt_has(cb, name);
+                CHECK_MSG(in_a == in_b, "%s in one checkpoint only", name);
+                if (!in_a || !in_b) {
+                    if (in_a != in_b) worst = -1;
+                    continue;
+                }
+                int nd = 0;
+                int64_t shape[DMS_CKPT_MAX_DIMS] = {0};
+                if (dms_ckpt_tensor_shape(ca, name, &nd, shape, &err) != 0) {
+                    CHECK_MSG(0, "%s", err.msg);
+                    worst = -1;
+                    break;
+                }
+                size_t n = 1;
+                for (int e = 0; e < nd; e++) n *= (size_t)shape[e];
                 float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
                 if (dms_ckpt_read_tensor(ca, name, x, n, &err) == 0 && dms_ckpt_read_tensor(cb, name, y, n, &err) == 0) {
                     double scale = 0, diff = 0;

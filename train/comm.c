@@ -99,6 +99,38 @@ static int mpi_allreduce_f32(dms_comm *c, float *buf, size_t n, dms_err *err) {
     return 0;
 }
 
+/* The sums iallreduce_f32 started and wait_all has not waited for. */
+typedef struct {
+    MPI_Request *req;
+    size_t n, cap;
+} mpi_pending;
+
+static int mpi_iallreduce_f32(dms_comm *c, float *buf, size_t n, void *queue, dms_err *err) {
+    (void)queue; /* host buffers: ready when the CPU backend's op returned */
+    mpi_pending *pd = c->impl;
+    for (size_t off = 0; off < n; off += MPI_PIECE) {
+        if (pd->n == pd->cap) {
+            const size_t cap = pd->cap ? 2 * pd->cap : 64;
+            MPI_Request *r = realloc(pd->req, cap * sizeof *r);
+            if (!r) return dms_errf(err, "rank %d: out of memory", c->rank);
+            pd->req = r, pd->cap = cap;
+        }
+        int cnt = (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pd->req[pd->n]);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Iallreduce", err);
+        pd->n++;
+    }
+    return 0;
+}
+
+static int mpi_wait_all(dms_comm *c, dms_err *err) {
+    mpi_pending *pd = c->impl;
+    for (size_t i = 0; i < pd->n; i++)
+        if (mpi_wait(c, &pd->req[i], MPI_SUCCESS, "MPI_Allreduce (overlapped)", err) != 0) return -1;
+    pd->n = 0;
+    return 0;
+}
+
 static int mpi_allreduce_f64(dms_comm *c, double *buf, size_t n, dms_err *err) {
     MPI_Request req;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req);
@@ -117,7 +149,10 @@ static void mpi_barrier(dms_comm *c) {
 }
 
 static void mpi_finalize(dms_comm *c) {
-    (void)c;
+    mpi_pending *pd = c->impl;
+    if (pd) free(pd->req);
+    free(pd);
+    c->impl = NULL;
     int done = 0;
     MPI_Finalized(&done);
     if (!done) MPI_Finalize();
@@ -144,7 +179,10 @@ int dms_comm_mpi(dms_comm *c, int *argc, char ***argv, dms_err *err) {
     MPI_Comm_free(&local);
     c->kind = "mpi";
     c->timeout_s = DMS_COMM_DEFAULT_TIMEOUT_S;
+    if (!(c->impl = calloc(1, sizeof(mpi_pending)))) return dms_errf(err, "rank %d: out of memory", c->rank);
     c->allreduce_f32 = mpi_allreduce_f32;
+    c->iallreduce_f32 = mpi_iallreduce_f32;
+    c->wait_all = mpi_wait_all;
     c->allreduce_f64 = mpi_allreduce_f64;
     c->bcast = mpi_bcast;
     c->barrier = mpi_barrier;

@@ -32,6 +32,17 @@ typedef struct dms_comm {
     double timeout_s;
     /* in-place sum over ranks of n floats in the buffers the backend uses */
     int (*allreduce_f32)(struct dms_comm *c, float *buf, size_t n, dms_err *err);
+    /* Optional (NULL: only the blocking allreduce_f32): starts an in-place
+     * sum over ranks of n floats in the backend's buffers and returns
+     * without waiting for it, so that the gradient of one layer is summed
+     * while the backward computes the next; the sum is in buf once
+     * wait_all has returned. queue: the backend's queue whose queued ops
+     * write buf (dms_backend.queue; NULL: buf is ready now): the sum starts
+     * after them. Every rank starts the same pieces in the same order, and
+     * buf is not touched again before wait_all. */
+    int (*iallreduce_f32)(struct dms_comm *c, float *buf, size_t n, void *queue, dms_err *err);
+    /* waits for every sum iallreduce_f32 started (with the deadline) */
+    int (*wait_all)(struct dms_comm *c, dms_err *err);
     /* in-place sum of n doubles in host memory (losses, token counts) */
     int (*allreduce_f64)(struct dms_comm *c, double *buf, size_t n, dms_err *err);
     /* bytes from root to every rank (host memory) */

@@ -280,6 +280,7 @@ int dms_train_run(const dms_train_config *cfg, const dms_backend *be, int resume
         rc = -1;
         goto done;
     }
+    dms_trainer_overlap(tr, comm); /* several ranks: each layer's gradients summed during the backward */
     if (resume && resume_from(tr, cfg, &start_step, &samples_seen, lead, err) != 0) {
         rc = -1;
         goto done;

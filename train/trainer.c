@@ -83,6 +83,8 @@ struct dms_trainer {
     float *kvw_host;    /* [T, KV] host: the current row's kv_w (row_setup builds it here) */
     float guide_w;      /* this step's guidance weight (0: off this step) */
     float guide_coef;   /* the current row's per-decision coefficient (guide_targets) */
+    dms_comm *overlap;  /* dms_trainer_overlap: sums started in the backward, or NULL */
+    size_t overlap_n;   /* floats whose sum the current step has started */
     double *phase_s;    /* dms_trainer_time_phases: seconds per phase, or NULL */
     double phase_t0;    /* when the phase now running began (set at the start of each dms_trainer_grads) */
 };
@@ -643,12 +645,37 @@ static void finish_stats(dms_trainer *tr, dms_step_stats *st) {
 
 double dms_trainer_head_frac(const dms_trainer *tr, int l, int h) { return tr->head_frac[(size_t)l * tr->KV + h]; }
 
+void dms_trainer_overlap(dms_trainer *tr, dms_comm *comm) {
+    tr->overlap = comm->size > 1 && comm->iallreduce_f32 && comm->wait_all ? comm : NULL;
+}
+
+/* Starts the sum over ranks of the gradients of parameters first..last
+ * (adjacent in the gradient arena), after the backend's queued work. */
+static int overlap_span(dms_trainer *tr, const dms_param *first, const dms_param *last, dms_err *err) {
+    const size_t n = (size_t)(last->g + last->n - first->g);
+    tr->overlap_n += n;
+    void *queue = tr->be->queue ? tr->be->queue(tr->be->ctx) : NULL;
+    return tr->overlap->iallreduce_f32(tr->overlap, first->g, n, queue, err);
+}
+
+/* Layer l's gradients are final once its backward of the step's last row
+ * is queued (no other layer writes them): their sums start here. */
+static int overlap_layer(dms_trainer *tr, int l, dms_err *err) {
+    const int adapter = tr->cfg.variant == DMS_VARIANT_ADAPTER;
+    if (overlap_span(tr, adapter ? tr->p_wa[l] : tr->p_rows[l], adapter ? tr->p_norm[l] : tr->p_rows[l], err) != 0)
+        return -1;
+    if (tr->m->lora_rank > 0 && overlap_span(tr, tr->p_lora_a[l][0], tr->p_lora_b[l][DMS_LORA_N - 1], err) != 0)
+        return -1;
+    return 0;
+}
+
 int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step, double kd_tokens_total,
                       int rows_total, dms_step_stats *st, dms_err *err) {
     const dms_backend *be = tr->be;
     memset(st, 0, sizeof *st);
     be->zero(be->ctx, tr->grad_arena, tr->n_grad);
     be->zero_f64(be->ctx, tr->stats, n_stats(tr));
+    tr->overlap_n = 0;
     if (kd_tokens_total < 1) kd_tokens_total = 1;
     const float cr = dms_cr_at(&tr->cfg, (int)step);
     tr->tau = dms_tau_at(&tr->cfg, (int)step);
@@ -689,7 +716,11 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
         phase_end(tr, DMS_PHASE_KD);
         be->rmsnorm_bwd(be->ctx, tr->dx, NULL, tr->dx, tr->xs + (size_t)tr->L * tr->T * tr->d, tr->m->final_norm,
                         tr->T, tr->d, tr->m->cfg.rms_eps);
-        for (int l = tr->L - 1; l >= 0; l--) layer_backward(tr, l);
+        const int last_row = r == n_rows - 1;
+        for (int l = tr->L - 1; l >= 0; l--) {
+            layer_backward(tr, l);
+            if (last_row && tr->overlap && overlap_layer(tr, l, err) != 0) return -1;
+        }
         phase_end(tr, DMS_PHASE_BACKWARD);
     }
     /* the one read of the step's statistics */
@@ -717,8 +748,15 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
 
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err) {
     if (comm->size == 1) return 0;
-    tr->be->sync(tr->be->ctx); /* the backward's kernels are done before another stream (NCCL's) reads them */
-    if (comm->allreduce_f32(comm, tr->grad_arena, tr->n_grad, err) != 0) return -1;
+    if (tr->overlap) { /* the backward started every layer's sum */
+        if (tr->overlap_n != tr->n_grad)
+            return dms_errf(err, "rank %d: the backward summed %zu of %zu gradient values over ranks", comm->rank,
+                            tr->overlap_n, tr->n_grad);
+        if (comm->wait_all(comm, err) != 0) return -1;
+    } else {
+        tr->be->sync(tr->be->ctx); /* the backward's kernels are done before another stream (NCCL's) reads them */
+        if (comm->allreduce_f32(comm, tr->grad_arena, tr->n_grad, err) != 0) return -1;
+    }
     double v[5 + 2 * DMS_MAX_LAYERS];
     const size_t L = (size_t)tr->L;
     v[0] = st->kd;

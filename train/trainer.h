@@ -85,9 +85,17 @@ double dms_trainer_head_frac(const dms_trainer *tr, int l, int h);
 int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t step,
                       double kd_tokens_total, int rows_total, dms_step_stats *st, dms_err *err);
 /* Multi-rank: sums the gradients (one all-reduce over every trainable
- * tensor) and the loss parts over ranks, then recomputes the loss, the
+ * tensor, or, after dms_trainer_overlap, waits for the sums the backward
+ * started) and the loss parts over ranks, then recomputes the loss, the
  * gradient norm and finiteness. Nothing to do for a single process. */
 int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_err *err);
+/* Multi-rank, when comm has iallreduce_f32: from now on the backward of a
+ * step's last row starts the sum of each layer's gradients (its heads,
+ * then its LoRA) as soon as that layer is done, while the layers below it
+ * are still being computed; dms_trainer_reduce then only waits. Each
+ * element is summed over ranks exactly as by the one all-reduce (the same
+ * values, bit for bit). A no-op for one process or a comm without it. */
+void dms_trainer_overlap(dms_trainer *tr, dms_comm *comm);
 /* Phases of dms_trainer_grads, for `dms bench train`. */
 enum { DMS_PHASE_SETUP, DMS_PHASE_TEACHER, DMS_PHASE_STUDENT, DMS_PHASE_KD, DMS_PHASE_BACKWARD, DMS_PHASE_N };
 /* "setup", "teacher", "student", "kd", "backward". */

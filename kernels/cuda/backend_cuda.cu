@@ -118,6 +118,8 @@ void cu_sync(void *ctx) {
     cu_check_err(c, "sync", cudaStreamSynchronize(c->stream));
 }
 
+static void *cu_queue(void *ctx) { return (void *)((cu_ctx *)ctx)->stream; }
+
 static int cu_device_info(void *ctx, char *name, size_t cap, size_t *used, size_t *total) {
     cu_ctx *c = (cu_ctx *)ctx;
     cudaDeviceProp prop;
@@ -203,6 +205,7 @@ extern "C" int dms_backend_cuda_create(dms_backend *be, int device, dms_err *err
     be->ctx = c;
     be->weight_dtype = DMS_BF16;
     be->device_info = cu_device_info;
+    be->queue = cu_queue;
     /* Every op of the table, by name: a missing cu_<op> fails to compile. */
 #define CU_SET_OP(op) be->op = cu_##op;
     DMS_OPS_INFER(CU_SET_OP)

@@ -5,6 +5,7 @@
 #include <nccl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef DMS_HAVE_MPI
 #include <mpi.h>
@@ -13,17 +14,49 @@
 typedef struct {
     dms_comm host; /* MPI (or single) for host-side collectives */
     ncclComm_t nccl;
-    cudaStream_t stream;
+    cudaStream_t stream; /* NCCL's own: the sums run beside the backend's kernels */
+    cudaEvent_t ready;   /* recorded on the backend's queue: what a sum must wait for */
     int device;
 } nccl_impl;
 
-static int nccl_allreduce_f32(dms_comm *c, float *buf, size_t n, dms_err *err) {
+/* Waits for every sum queued on NCCL's stream, polling with the comm's
+ * deadline as the MPI collectives do (a rank that never joins must not
+ * hang the others forever: the caller aborts the job). */
+static int nccl_wait_all(dms_comm *c, dms_err *err) {
     nccl_impl *im = c->impl;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(im->stream);
+        if (e == cudaSuccess) return 0;
+        if (e != cudaErrorNotReady)
+            return dms_errf(err, "rank %d: all-reduce stream: %s", c->rank, cudaGetErrorString(e));
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        const double waited = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
+        if (c->timeout_s > 0 && waited > c->timeout_s)
+            return dms_errf(err,
+                            "rank %d: ncclAllReduce waited %.0f s for the other ranks (rank_timeout_s = %g): a rank "
+                            "is hung, stopped or far behind; aborting the job",
+                            c->rank, waited, c->timeout_s);
+        if (waited > 1e-3) nanosleep(&(struct timespec){0, 200 * 1000}, NULL);
+    }
+}
+
+static int nccl_iallreduce_f32(dms_comm *c, float *buf, size_t n, void *queue, dms_err *err) {
+    nccl_impl *im = c->impl;
+    cudaError_t e = cudaSuccess;
+    if (queue && ((e = cudaEventRecord(im->ready, (cudaStream_t)queue)) != cudaSuccess ||
+                  (e = cudaStreamWaitEvent(im->stream, im->ready, 0)) != cudaSuccess))
+        return dms_errf(err, "rank %d: ordering the all-reduce after the backward: %s", c->rank,
+                        cudaGetErrorString(e));
     ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, im->nccl, im->stream);
     if (r != ncclSuccess) return dms_errf(err, "rank %d: ncclAllReduce failed: %s", c->rank, ncclGetErrorString(r));
-    cudaError_t e = cudaStreamSynchronize(im->stream);
-    if (e != cudaSuccess) return dms_errf(err, "rank %d: all-reduce stream: %s", c->rank, cudaGetErrorString(e));
     return 0;
+}
+
+static int nccl_allreduce_f32(dms_comm *c, float *buf, size_t n, dms_err *err) {
+    if (nccl_iallreduce_f32(c, buf, n, NULL, err) != 0) return -1;
+    return nccl_wait_all(c, err);
 }
 
 static int nccl_allreduce_f64(dms_comm *c, double *buf, size_t n, dms_err *err) {
@@ -45,6 +78,7 @@ static void nccl_finalize(dms_comm *c) {
     nccl_impl *im = c->impl;
     if (!im) return;
     ncclCommDestroy(im->nccl);
+    cudaEventDestroy(im->ready);
     cudaStreamDestroy(im->stream);
     im->host.finalize(&im->host);
     free(im);
@@ -75,10 +109,17 @@ int dms_comm_nccl_over(dms_comm *c, dms_err *err) {
         free(im);
         return -1;
     }
+    if ((e = cudaEventCreateWithFlags(&im->ready, cudaEventDisableTiming)) != cudaSuccess) {
+        dms_errf(err, "rank %d: GPU %d: %s", im->host.rank, im->device, cudaGetErrorString(e));
+        cudaStreamDestroy(im->stream);
+        free(im);
+        return -1;
+    }
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     if (im->host.rank == 0) ncclGetUniqueId(&id);
     if (im->host.bcast(&im->host, &id, sizeof id, 0, err) != 0) {
+        cudaEventDestroy(im->ready);
         cudaStreamDestroy(im->stream);
         free(im);
         return -1;
@@ -86,6 +127,7 @@ int dms_comm_nccl_over(dms_comm *c, dms_err *err) {
     ncclResult_t r = ncclCommInitRank(&im->nccl, im->host.size, id, im->host.rank);
     if (r != ncclSuccess) {
         dms_errf(err, "rank %d: ncclCommInitRank failed: %s", im->host.rank, ncclGetErrorString(r));
+        cudaEventDestroy(im->ready);
         cudaStreamDestroy(im->stream);
         free(im);
         return -1;
@@ -93,6 +135,8 @@ int dms_comm_nccl_over(dms_comm *c, dms_err *err) {
     c->kind = "nccl";
     c->impl = im;
     c->allreduce_f32 = nccl_allreduce_f32;
+    c->iallreduce_f32 = nccl_iallreduce_f32;
+    c->wait_all = nccl_wait_all;
     c->allreduce_f64 = nccl_allreduce_f64;
     c->bcast = nccl_bcast;
     c->barrier = nccl_barrier;

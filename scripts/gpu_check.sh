@@ -61,6 +61,14 @@ wait $pb || fail=1
 wait $pc || fail=1
 wait $pd || fail=1
 cat "$LOG.a" "$LOG.b" "$LOG.c" "$LOG.d" >>"$LOG"; rm -f "$LOG.a" "$LOG.b" "$LOG.c" "$LOG.d"
+# NCCL on one rank: the sum, and the overlapped sum queued behind another stream's work
+if [ -x $P/bin/test_gpu_nccl ] && ldd $P/bin/test_gpu_nccl | grep -q 'libnccl.*not found'; then
+  echo "==== test_gpu_nccl: libnccl not found on the device (not packed: the toolkit's or a wheel's)" >>"$LOG"
+elif [ -x $P/bin/test_gpu_nccl ]; then
+  part "test_gpu_nccl (1 rank)" 60 $P/bin/test_gpu_nccl || fail=1
+else
+  echo "==== test_gpu_nccl: not packed (NCCL not found at gpu_pack time)" >>"$LOG"
+fi
 # the attention alone, ours and PyTorch's SDPA (cuDNN, flash), at Qwen3-8B's attention shape, 32K tokens
 part "bench attention 32K" 90 $P/bin/dms bench attention --backend cuda --tokens 32768 --steps 3 --out "$OUT" ||
   echo "(bench attention did not finish)" >>"$LOG"

@@ -320,7 +320,10 @@ static void overlapped_reduce(dms_model *m, const dms_safetensors *fx) {
     dms_trainer_overlap(tr, &tc.c);
     CHECK_MSG(dms_trainer_grads(tr, rows, 2, 40, 2.0 * T, 2, &st, &err) == 0, "%s", err.msg);
     CHECK_MSG(tc.calls == 2 * L, "%d sums started for %d layers (want heads and LoRA of each, once)", tc.calls, L);
+    const double norm1 = st.grad_norm; /* what grads saw before the sums were waited for: none taken */
     CHECK_MSG(dms_trainer_reduce(tr, &tc.c, &st, &err) == 0, "%s", err.msg);
+    CHECK_MSG(norm1 == 0 && st.grad_norm > 0, "grad norm %g before the sums were waited for, %g after", norm1,
+              st.grad_norm);
     size_t covered = 0, exact = 0;
     for (int k = 0; k < tc.calls && k < 128; k++) covered += tc.n[k];
     for (size_t i = 0; i < n_grad; i++) exact += arena[i] == 2.0f * g1[i];

@@ -631,10 +631,12 @@ double dms_trainer_row_kd_tokens(const dms_trainer *tr, const dms_row *row) {
     return n;
 }
 
-/* Total loss, gradient norm and finiteness from the (reduced) parts. */
-static void finish_stats(dms_trainer *tr, dms_step_stats *st) {
+/* Total loss, gradient norm and finiteness from the (reduced) parts. With
+ * with_norm 0 the norm waits for dms_trainer_reduce (0 until then): the
+ * gradients are still being summed in place over the ranks. */
+static void finish_stats(dms_trainer *tr, dms_step_stats *st, int with_norm) {
     st->loss = st->kd + tr->cfg.compression_weight * st->comp + st->guide;
-    st->grad_norm = sqrt(tr->be->sumsq(tr->be->ctx, tr->grad_arena, tr->n_grad));
+    st->grad_norm = with_norm ? sqrt(tr->be->sumsq(tr->be->ctx, tr->grad_arena, tr->n_grad)) : 0.0;
     st->finite = isfinite(st->loss) && isfinite(st->grad_norm);
     st->heads_all = st->heads_none = 0;
     for (int lh = 0; lh < tr->L * tr->KV; lh++) {
@@ -742,7 +744,7 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
     for (int lh = 0; lh < tr->L * tr->KV; lh++)
         tr->head_frac[lh] = tr->host_stats[st_head(tr, lh / tr->KV, lh % tr->KV)] / ((double)tr->T * rows_total);
     st->kd_tokens = kd_tokens_total;
-    finish_stats(tr, st);
+    finish_stats(tr, st, !tr->overlap);
     return 0;
 }
 
@@ -775,7 +777,7 @@ int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_
     memcpy(st->frac_layer, v + 5, sizeof(double) * L);
     memcpy(st->kv_frac_layer, v + 5 + L, sizeof(double) * L);
     if (comm->allreduce_f64(comm, tr->head_frac, L * tr->KV, err) != 0) return -1;
-    finish_stats(tr, st);
+    finish_stats(tr, st, 1);
     return 0;
 }
 

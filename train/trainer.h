@@ -94,7 +94,9 @@ int dms_trainer_reduce(dms_trainer *tr, dms_comm *comm, dms_step_stats *st, dms_
  * then its LoRA) as soon as that layer is done, while the layers below it
  * are still being computed; dms_trainer_reduce then only waits. Each
  * element is summed over ranks exactly as by the one all-reduce (the same
- * values, bit for bit). A no-op for one process or a comm without it. */
+ * values, bit for bit). Meanwhile the sums write the gradients in place, so
+ * dms_trainer_grads leaves st->grad_norm at 0 and dms_trainer_reduce
+ * computes it. A no-op for one process or a comm without it. */
 void dms_trainer_overlap(dms_trainer *tr, dms_comm *comm);
 /* Phases of dms_trainer_grads, for `dms bench train`. */
 enum { DMS_PHASE_SETUP, DMS_PHASE_TEACHER, DMS_PHASE_STUDENT, DMS_PHASE_KD, DMS_PHASE_BACKWARD, DMS_PHASE_N };

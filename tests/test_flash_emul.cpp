@@ -12,7 +12,10 @@
  * m16n8k16 (bf16 in, fp32 accumulate) is a warp collective too: each lane
  * deposits its A, B fragments, every lane rebuilds the 16x16 and 16x8
  * matrices by the PTX ISA's fragment layout and takes its own C elements;
- * a wrong layout in the kernels gives wrong results here. Shared memory is
+ * a wrong layout in the kernels gives wrong results here. ldmatrix (plain
+ * and .trans) is a warp collective the same way: each lane deposits its
+ * row address and takes its part of the four 8x8 matrices by the PTX
+ * ISA's layout; cp.async is an immediate copy. Shared memory is
  * filled with 0xff bytes before each block (NaN as fp32 and as bf16: a
  * read of anything the kernel did not write poisons the result) and
  * checked byte by byte past the size the host code declares (a write
@@ -126,6 +129,31 @@ static void mm_mma(float *d, const uint32_t *a, const uint32_t *b) {
     }
 }
 
+/* ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane l gives the
+ * address of row l % 8 of matrix l / 8 (8 bf16, 16 bytes); d[m] of lane l
+ * is row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 of matrix m, or with
+ * .trans rows 2 (l % 4) and 2 (l % 4) + 1 of column l / 4 */
+static const uint32_t *warp_row[32][32];
+static void ldsm(uint32_t *d, const uint32_t *p, int trans) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncwarp();
+    warp_row[w][l] = p;
+    __syncwarp();
+    for (int m = 0; m < 4; m++) {
+        if (!trans) {
+            d[m] = warp_row[w][8 * m + l / 4][l % 4];
+        } else {
+            uint16_t lo, hi; /* element l / 4 of rows 2 (l % 4) and 2 (l % 4) + 1 */
+            std::memcpy(&lo, (const uint16_t *)warp_row[w][8 * m + 2 * (l % 4)] + l / 4, 2);
+            std::memcpy(&hi, (const uint16_t *)warp_row[w][8 * m + 2 * (l % 4) + 1] + l / 4, 2);
+            d[m] = (uint32_t)lo | ((uint32_t)hi << 16);
+        }
+    }
+    __syncwarp();
+}
+static void mm_ldsm(uint32_t *d, const uint32_t *p) { ldsm(d, p, 0); }
+static void mm_ldsm_t(uint32_t *d, const uint32_t *p) { ldsm(d, p, 1); }
+
 #define SM_FLOATS (1 << 16) /* 256 KiB: more than any GPU gives a block */
 static float sm_all[SM_FLOATS + 1024];
 #define sm sm_all /* the kernels' `extern __shared__ float sm[]` */
@@ -138,8 +166,7 @@ static int failures;
 
 /* Runs kernel f on grid g with the given shared bytes, one block at a time. */
 template <typename F, typename... A>
-static void launch(const char *name, F f, dim3 g, size_t smem, A... a) {
-    const int threads = FL_WARPS * 32;
+static void launch(const char *name, F f, dim3 g, int threads, size_t smem, A... a) {
     if (smem > sizeof(float) * SM_FLOATS) {
         std::printf("FAIL %s: %zu shared bytes\n", name, smem);
         failures++;
@@ -293,35 +320,35 @@ int main() {
             if (mma && (s.hd % 16 || s.hd > MM_MAX_HD)) continue; /* the tensor-core kernels' head dims */
             std::vector<float> out(nq), lse((size_t)s.T * s.H), D((size_t)s.T * s.H), dq(nq), dk(nk), dv(nk),
                 dl(nl);
-            const int bq = mma ? MM_BQ : FL_BQ, bk = mma ? MM_BK : FL_BK;
+            const int bq = mma ? MM_BQ : FL_BQ, bk = mma ? MM_BKV : FL_BK, threads = mma ? MM_THREADS : FL_WARPS * 32;
             const dim3 gq((unsigned)((s.T + bq - 1) / bq), (unsigned)s.H);
             const dim3 gk((unsigned)((s.T + bk - 1) / bk), (unsigned)s.KV);
             const float *qp = q.data(), *kp = k.data(), *vp = v.data(), *dop = dout.data();
             const int32_t *sp = seg.data();
             /* the tensor-core kernels' bf16 copies, made by their own prep kernel */
-            std::vector<uint32_t> qb, qt, kb, kt, vb, vt, dob, dot;
-            auto prep = [&](std::vector<uint32_t> &row, std::vector<uint32_t> &col, const float *x, int heads) {
-                row.assign(mm_copy_words(s.T, heads, s.hd), 0xdeadbeefu); /* every word must be written */
-                col.assign(row.size(), 0xdeadbeefu);
-                launch("k_mma_prep", k_mma_prep, dim3((unsigned)(MM_TP(s.T) / 64), (unsigned)heads),
-                       mm_prep_smem(s.hd), row.data(), col.data(), x, s.T, heads, s.hd);
+            std::vector<uint32_t> qb, kb, vb, dob;
+            auto prep = [&](std::vector<uint32_t> &row, const float *x, int heads) {
+                const size_t words = mm_copy_words(s.T, heads, s.hd);
+                row.assign(words, 0xdeadbeefu); /* every word must be written */
+                launch("k_mma_prep", k_mma_prep, dim3(mm_prep_blocks(words)), MM_PREP_THREADS, 0, row.data(), x,
+                       s.T, heads, s.hd, words);
                 for (size_t w = 0; w < row.size(); w++)
-                    if (row[w] == 0xdeadbeefu || col[w] == 0xdeadbeefu) {
+                    if (row[w] == 0xdeadbeefu) {
                         std::printf("FAIL k_mma_prep [%s]: word %zu not written\n", what, w);
                         failures++;
                         break;
                     }
             };
             if (mma) {
-                prep(qb, qt, qp, s.H);
-                prep(kb, kt, kp, s.KV);
-                prep(vb, vt, vp, s.KV);
-                launch("k_mma_fwd", k_mma_fwd, gq, mm_fwd_smem(s.hd), out.data(), lse.data(),
-                       (const uint32_t *)qb.data(), (const uint32_t *)kb.data(), (const uint32_t *)vt.data(), lkp,
-                       sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                prep(qb, qp, s.H);
+                prep(kb, kp, s.KV);
+                prep(vb, vp, s.KV);
+                launch("k_mma_fwd", MM_FOR_HD(k_mma_fwd, s.hd), gq, threads, mm_fwd_smem(s.hd), out.data(),
+                       lse.data(), (const uint32_t *)qb.data(), (const uint32_t *)kb.data(),
+                       (const uint32_t *)vb.data(), lkp, sp, s.T, s.H, s.KV, s.window, scale);
             } else
-                launch("k_flash_fwd", k_flash_fwd, gq, fl_fwd_smem(s.hd), out.data(), lse.data(), qp, kp, vp, lkp,
-                       sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                launch("k_flash_fwd", k_flash_fwd, gq, threads, fl_fwd_smem(s.hd), out.data(), lse.data(), qp, kp, vp,
+                       lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
             for (size_t ih = 0; ih < D.size(); ih++) { /* attention_dms.cu's k_att_dms_D */
                 float d = 0.0f;
                 for (int c = 0; c < s.hd; c++) d += dout[ih * s.hd + c] * out[ih * s.hd + c];
@@ -329,18 +356,17 @@ int main() {
             }
             const float *lp = lse.data(), *Dp = D.data();
             if (mma) {
-                prep(dob, dot, dop, s.H);
-                const uint32_t *cqb = qb.data(), *cqt = qt.data(), *ckb = kb.data(), *ckt = kt.data(),
-                               *cvb = vb.data(), *cdob = dob.data(), *cdot = dot.data();
-                launch("k_mma_dq", k_mma_dq, gq, mm_dq_smem(s.hd), dq.data(), cdob, lp, Dp, cqb, ckb, cvb, ckt, lkp,
-                       sp, s.T, s.H, s.KV, s.hd, s.window, scale);
-                launch("k_mma_dkv", k_mma_dkv, gk, mm_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(), cdob, cdot, lp,
-                       Dp, cqb, cqt, ckb, cvb, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                prep(dob, dop, s.H);
+                const uint32_t *cqb = qb.data(), *ckb = kb.data(), *cvb = vb.data(), *cdob = dob.data();
+                launch("k_mma_dq", MM_FOR_HD(k_mma_dq, s.hd), gq, threads, mm_dq_smem(s.hd), dq.data(), cdob, lp, Dp,
+                       cqb, ckb, cvb, lkp, sp, s.T, s.H, s.KV, s.window, scale);
+                launch("k_mma_dkv", MM_FOR_HD(k_mma_dkv, s.hd), gk, threads, mm_dkv_smem(s.hd), dk.data(), dv.data(),
+                       dl.data(), cdob, lp, Dp, cqb, ckb, cvb, lkp, sp, s.T, s.H, s.KV, s.window, scale);
             } else {
-                launch("k_flash_dq", k_flash_dq, gq, fl_dq_smem(s.hd), dq.data(), dop, lp, Dp, qp, kp, vp, lkp, sp,
-                       s.T, s.H, s.KV, s.hd, s.window, scale);
-                launch("k_flash_dkv", k_flash_dkv, gk, fl_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(), dop, lp,
-                       Dp, qp, kp, vp, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                launch("k_flash_dq", k_flash_dq, gq, threads, fl_dq_smem(s.hd), dq.data(), dop, lp, Dp, qp, kp, vp,
+                       lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
+                launch("k_flash_dkv", k_flash_dkv, gk, threads, fl_dkv_smem(s.hd), dk.data(), dv.data(), dl.data(),
+                       dop, lp, Dp, qp, kp, vp, lkp, sp, s.T, s.H, s.KV, s.hd, s.window, scale);
             }
             const std::vector<float> *got[] = {&out, &lse, &dq, &dk, &dv, &dl};
             static const char *const names[2][6] = {{"out", "lse", "dq", "dk", "dv", "dlog_keep"},

@@ -296,6 +296,9 @@ int main() {
         {150, 3, 3, 16, 0, 2, 1, "hd 16, window 0, 3 query tiles"},
         {40, 2, 1, 16, 2, -1, 1, "hd 16, interleaved documents"},
         {1, 1, 1, 16, 0, 1, 1, "hd 16, T=1"},
+        /* the other head-dim instances of the tensor-core kernels (ragged n-tile groups in their products) */
+        {140, 2, 1, 48, 20, 2, 1, "hd 48, 2 docs, a 12-token tail past a block"},
+        {150, 4, 2, 96, 70, 1, 1, "hd 96, one doc, GQA 2"},
     };
     std::mt19937 rng(1234);
     std::uniform_real_distribution<float> U(-1.5f, 1.5f), L(-3.0f, 4.0f);

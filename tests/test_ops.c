@@ -1427,6 +1427,9 @@ static void test_attention_dms_tc(void) {
         {70, 2, 2, 48, 8, {30, 40}, 2, 1, 1, "hd 48"},
         {200, 4, 2, 64, 40, {90, 110}, 2, 1, 1, "hd 64, 2 docs"},
         {160, 2, 1, 128, 16, {0}, 0, 1, 1, "hd 128, one doc"},
+        /* Qwen3's head dim over several 128-query blocks: tiles wholly past the window (the branch-free path),
+         * the next tile loading while one is computed, 22 query tiles a head in dk/dv */
+        {700, 8, 2, 128, 64, {300, 400}, 2, 1, 1, "hd 128, 2 docs, GQA 4, 6 query blocks"},
     };
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         setcase("tensor cores, %s: T=%d H=%d KV=%d hd=%d window=%d", shapes[c].what, shapes[c].T, shapes[c].H,

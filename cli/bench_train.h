@@ -13,6 +13,7 @@ typedef struct dms_bench_train_opts {
     int layers;          /* > 0: only the first N layers (a truncated model of the real width) */
     int window;          /* DMS eviction window */
     int lora_rank;       /* 0: heads only */
+    int kd_chunk;        /* tokens per KD chunk through the LM head; 0: 128 on the CPU, 1024 on a GPU */
     double peak_tflops;  /* the device's dense bf16 peak for MFU; 0: from its name where known */
 } dms_bench_train_opts;
 

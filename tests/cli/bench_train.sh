@@ -4,7 +4,8 @@
 # Qwen3-0.6B at its real width (bench/models/qwen3_0.6b, random weights):
 # the JSON holds the shape, the step times, tokens/s from the median, every
 # phase, and model FLOPs equal to the formula of docs/training.md worked out
-# here from config.json; --peak-tflops gives the MFU. `dms bench attention`:
+# here from config.json, the KD chunk (the CPU's default); --peak-tflops
+# gives the MFU. `dms bench attention`:
 # its refusals, and a short CPU run whose JSON holds the shape, the causal
 # pairs of its documents and the FLOPs of the formula it states, and the
 # revision DMS_SOURCE_REVISION names. bench/gpu_summary.py on the committed
@@ -18,6 +19,7 @@ expect_error "docs" "docs must be between" -- "$DMS" bench train --tokens 64 --d
 expect_error "shape" "--shape nosuch: no .*bench/models/nosuch" -- "$DMS" bench train --shape nosuch
 expect_error "shape and model" "not both" -- "$DMS" bench train --shape qwen3-8b --model x
 expect_error "backend" "backend" -- "$DMS" bench train --shape qwen3-0.6b --layers 1 --tokens 32 --backend tpu
+expect_error "kd chunk" "kd-chunk must be >= 0" -- "$DMS" bench train --shape qwen3-0.6b --kd-chunk -1
 "$DMS" bench --help 2>&1 | grep -q -- "--peak-tflops" && ok || bad "bench help does not document --peak-tflops"
 
 if "$DMS" bench train --shape qwen3-0.6b --layers 1 --tokens 64 --docs 2 --steps 3 --threads 1 \
@@ -29,6 +31,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 c = json.load(open(sys.argv[2]))
 assert d["layers"] == 1 and d["tokens"] == 64 and d["docs"] == 2 and d["backend"] == "cpu", d
+assert d["kd_chunk"] == 128, d  # the CPU's default (1024 on a GPU)
 assert d["steps_timed"] == 3 and 0 < d["step_s_min"] <= d["step_s_median"] <= d["step_s_max"], d
 assert abs(d["tokens_per_s"] - 64 / d["step_s_median"]) < 1e-6 * d["tokens_per_s"]
 ph = d["phase_s_mean"]

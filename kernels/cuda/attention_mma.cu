@@ -336,6 +336,28 @@ static __device__ __forceinline__ void mm_scores(float (*s)[4], int cls, int ia,
     }
 }
 
+/* Key tile j0 of kv head kh into buffer b (0, 1) of the query-major
+ * kernels: K and V asynchronously, closing the thread's copy group; the
+ * keys' documents and log-keep values by plain stores. */
+template <int HD>
+static __device__ __forceinline__ void mm_key_tile(uint32_t *KV0, int32_t *sk0, float *lk0, int b, const uint32_t *kb,
+                                                   const uint32_t *vb, const float *log_keep, const int32_t *seg,
+                                                   int j0, int T, int KV, int kh) {
+    uint32_t *k = KV0 + 2 * b * MM_BK * MM_LD(HD);
+    mm_tile<HD, MM_BK>(k, kb, j0, KV, kh);
+    mm_tile<HD, MM_BK>(k + MM_BK * MM_LD(HD), vb, j0, KV, kh);
+    mm_cp_commit();
+    mm_load_key_meta(sk0 + b * MM_BK, lk0 + b * MM_BK, log_keep, seg, j0, MM_BK, T, KV, kh);
+}
+/* The class of the warp's 16 queries (block rows rw.., from i0) against
+ * the key tile j0 with documents segk */
+static __device__ __forceinline__ int mm_query_class(const int32_t *segq, const int32_t *segk, int i0, int rw, int j0,
+                                                     int T, int window, int lane) {
+    const int s0 = segq[rw];
+    return mm_class(i0 + rw, i0 + rw + 15, j0, j0 + MM_BK - 1, T,
+                    segk[lane] == s0 && segk[lane + 32] == s0 && segq[rw + (lane & 15)] == s0, window);
+}
+
 /* Shared memory of the query-major kernels: the block's query tiles (nq
  * of MM_BQ rows: Q; Q and dO), then two buffers of nk key tiles (MM_BK
  * rows: K, V), then per buffer the key tile's documents and log-keep
@@ -368,10 +390,7 @@ __global__ void __launch_bounds__(MM_THREADS)
     int32_t *sk0 = (int32_t *)(lk0 + 2 * MM_BK), *segq = sk0 + 2 * MM_BK;
     const int j_end = min(i0 + MM_BQ, T);
     mm_tile<HD, MM_BQ>(Qs, qb, i0, H, h);
-    mm_tile<HD, MM_BK>(KV0, kb, 0, KV, kh);
-    mm_tile<HD, MM_BK>(KV0 + MM_BK * LD, vb, 0, KV, kh);
-    mm_cp_commit();
-    mm_load_key_meta(sk0, lk0, log_keep, seg, 0, MM_BK, T, KV, kh);
+    mm_key_tile<HD>(KV0, sk0, lk0, 0, kb, vb, log_keep, seg, 0, T, KV, kh); /* one group with Q */
     for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) segq[r] = i0 + r < T ? seg[i0 + r] : -2;
     const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8; /* this lane's two query rows */
     float acc[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
@@ -380,20 +399,13 @@ __global__ void __launch_bounds__(MM_THREADS)
     for (int j0 = 0, b = 0; j0 < j_end; j0 += MM_BK, b ^= 1) {
         mm_cp_wait();
         __syncthreads(); /* tile b is in for everyone, and everyone is done with buffer b ^ 1 */
-        if (j0 + MM_BK < j_end) { /* the next tile, while this one is computed */
-            uint32_t *nx = KV0 + 2 * (b ^ 1) * MM_BK * LD;
-            mm_tile<HD, MM_BK>(nx, kb, j0 + MM_BK, KV, kh);
-            mm_tile<HD, MM_BK>(nx + MM_BK * LD, vb, j0 + MM_BK, KV, kh);
-            mm_cp_commit();
-            mm_load_key_meta(sk0 + (b ^ 1) * MM_BK, lk0 + (b ^ 1) * MM_BK, log_keep, seg, j0 + MM_BK, MM_BK, T, KV,
-                             kh);
-        }
+        if (j0 + MM_BK < j_end) /* the next tile, while this one is computed */
+            mm_key_tile<HD>(KV0, sk0, lk0, b ^ 1, kb, vb, log_keep, seg, j0 + MM_BK, T, KV, kh);
         const uint32_t *Ks = KV0 + 2 * b * MM_BK * LD, *Vs = Ks + MM_BK * LD;
         const int32_t *segk = sk0 + b * MM_BK;
         const float *lks = lk0 + b * MM_BK;
-        const int sa = segq[rw + g], sb = segq[rw + g + 8], s0 = segq[rw];
-        const int cls = mm_class(i0 + rw, i0 + rw + 15, j0, j0 + MM_BK - 1, T,
-                                 segk[lane] == s0 && segk[lane + 32] == s0 && segq[rw + (lane & 15)] == s0, window);
+        const int sa = segq[rw + g], sb = segq[rw + g + 8];
+        const int cls = mm_query_class(segq, segk, i0, rw, j0, T, window, lane);
         if (cls == MM_MASKED) {
             int any = 0; /* does any of this warp's rows see a key of the tile? */
             for (int jl = t; jl < MM_BK; jl += 4) {
@@ -471,10 +483,7 @@ __global__ void __launch_bounds__(MM_THREADS)
     const int j_end = min(i0 + MM_BQ, T);
     mm_tile<HD, MM_BQ>(Qs, qb, i0, H, h);
     mm_tile<HD, MM_BQ>(dOs, dob, i0, H, h);
-    mm_tile<HD, MM_BK>(KV0, kb, 0, KV, kh);
-    mm_tile<HD, MM_BK>(KV0 + MM_BK * LD, vb, 0, KV, kh);
-    mm_cp_commit();
-    mm_load_key_meta(sk0, lk0, log_keep, seg, 0, MM_BK, T, KV, kh);
+    mm_key_tile<HD>(KV0, sk0, lk0, 0, kb, vb, log_keep, seg, 0, T, KV, kh); /* one group with Q and dO */
     mm_load_query_meta(segq, lseq, Dq, seg, lse, D, i0, MM_BQ, T, H, h);
     const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8;
     float acc[NT][4];
@@ -483,22 +492,14 @@ __global__ void __launch_bounds__(MM_THREADS)
     for (int j0 = 0, b = 0; j0 < j_end; j0 += MM_BK, b ^= 1) {
         mm_cp_wait();
         __syncthreads();
-        if (j0 + MM_BK < j_end) {
-            uint32_t *nx = KV0 + 2 * (b ^ 1) * MM_BK * LD;
-            mm_tile<HD, MM_BK>(nx, kb, j0 + MM_BK, KV, kh);
-            mm_tile<HD, MM_BK>(nx + MM_BK * LD, vb, j0 + MM_BK, KV, kh);
-            mm_cp_commit();
-            mm_load_key_meta(sk0 + (b ^ 1) * MM_BK, lk0 + (b ^ 1) * MM_BK, log_keep, seg, j0 + MM_BK, MM_BK, T, KV,
-                             kh);
-        }
+        if (j0 + MM_BK < j_end) mm_key_tile<HD>(KV0, sk0, lk0, b ^ 1, kb, vb, log_keep, seg, j0 + MM_BK, T, KV, kh);
         const uint32_t *Ks = KV0 + 2 * b * MM_BK * LD, *Vs = Ks + MM_BK * LD;
         const int32_t *segk = sk0 + b * MM_BK;
         const float *lks = lk0 + b * MM_BK;
-        const int sa = segq[rw + g], sb = segq[rw + g + 8], s0 = segq[rw];
+        const int sa = segq[rw + g], sb = segq[rw + g + 8];
         const float la = lseq[rw + g], lb = lseq[rw + g + 8], Da = Dq[rw + g], Db = Dq[rw + g + 8];
         /* a full tile's rows all see their diagonal key: finite lse */
-        const int cls = mm_class(i0 + rw, i0 + rw + 15, j0, j0 + MM_BK - 1, T,
-                                 segk[lane] == s0 && segk[lane + 32] == s0 && segq[rw + (lane & 15)] == s0, window);
+        const int cls = mm_query_class(segq, segk, i0, rw, j0, T, window, lane);
         if (cls == MM_MASKED) {
             int any = 0;
             for (int jl = t; jl < MM_BK; jl += 4) {

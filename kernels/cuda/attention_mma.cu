@@ -180,7 +180,7 @@ static __device__ __forceinline__ float mm_quad_max(float v) {
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
-/* Key tile j0 (MM_BK keys) of kv head kh: documents and log-keep values */
+/* Keys [j0, j0 + n) of kv head kh: documents and log-keep values (none past T) */
 static __device__ __forceinline__ void mm_load_key_meta(int32_t *segk, float *lks, const float *log_keep,
                                                         const int32_t *seg, int j0, int n, int T, int KV, int kh) {
     for (int r = threadIdx.x; r < n; r += blockDim.x) {

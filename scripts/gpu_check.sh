@@ -13,7 +13,7 @@
 # 540) for the whole script, so one that hangs cannot take the others with
 # it, and a part with under 15 s left is not started (logged as such).
 # GPU_CHECK_PARTS (comma-separated; default all) picks the parts: tests,
-# nccl, attention, ncu, sdpa, train, peer, whole - so that a lease too
+# nccl, attention, ncu, sdpa, train, profile, peer, whole - so that a lease too
 # short for everything can be split into two calls. Exit 1 if a suite failed.
 set -u
 P=$(mktemp -d)
@@ -31,7 +31,7 @@ export LD_LIBRARY_PATH=$LP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export DMS_SOURCE_REVISION=$(cat "$P/commit")  # the records name the packed build, not the tree here
 fail=0
 left() { echo $((BUDGET - SECONDS)); }
-want() { case ",${GPU_CHECK_PARTS:-tests,nccl,attention,ncu,sdpa,train,peer,whole}," in *",$1,"*) return 0 ;; esac; return 1; }
+want() { case ",${GPU_CHECK_PARTS:-tests,nccl,attention,ncu,sdpa,train,profile,peer,whole}," in *",$1,"*) return 0 ;; esac; return 1; }
 part() { # part NAME SECONDS command...: runs it under min(SECONDS, what is left), output to the log
   local name=$1 secs=$2; shift 2
   [ "$secs" -gt "$(left)" ] && secs=$(left)
@@ -103,6 +103,17 @@ if want train; then
     --steps 3 --out "$OUT" || echo "(bench qwen3-1.7b did not finish)" >>"$LOG"
   part "bench train qwen3-8b 4 layers 32K" 120 $P/bin/dms bench train --backend cuda --shape qwen3-8b --layers 4 \
     --tokens 32768 --steps 3 --out "$OUT" || echo "(bench qwen3-8b did not finish)" >>"$LOG"
+fi
+# where a step's time goes, kernel by kernel (cuBLASLt's GEMMs, ours): Nsight Compute's duration of every
+# launch of one step of two Qwen3-1.7B layers at 8K tokens, summed per kernel name, into the log
+if want profile; then
+  if command -v ncu >/dev/null; then
+    part "ncu: one training step, per kernel" 120 ncu --metrics gpu__time_duration.sum --print-summary per-kernel \
+      $P/bin/dms bench train --backend cuda --shape qwen3-1.7b --layers 2 --tokens 8192 --steps 1 --out "$P" ||
+      echo "(ncu step profile did not finish)" >>"$LOG"
+  else
+    echo "==== ncu: not installed" >>"$LOG"
+  fi
 fi
 if want peer; then
   if [ -f .peer/nvidia_dms/dms/training/engine.py ]; then

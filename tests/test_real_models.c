@@ -247,12 +247,13 @@ static void test_plan(void) {
     CHECK_CLOSE(p.workspace, 16 * 2 * 4 + 2 * 2 * 128 * 16 * 4 + 2 * 16 * 4, 0, 0);
     CHECK_CLOSE(p.total, 6824 + 128 + 17720 + 33024, 0, 0);
     /* CUDA: bf16 matrices (1664 elements), fp32 vectors (42); the same arena;
-     * the scratch is the attention backward's 128 MiB + D, rounded to MiB,
-     * and cuBLASLt's 32 MiB workspace */
+     * head dim 4 takes the fp32 tiled attention, whose backward needs only D:
+     * the scratch is the widest bf16 copy (16 x 16), rounded to 1 MiB, and
+     * cuBLASLt's 32 MiB workspace */
     CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CUDA, 2, &p, &err) == 0, "%s", err.msg);
     CHECK_CLOSE(p.frozen, 1664 * 2 + 42 * 4, 0, 0);
     CHECK_CLOSE(p.arena, 17720, 0, 0);
-    CHECK_CLOSE(p.workspace, (129.0 + 32) * 1048576, 0, 0);
+    CHECK_CLOSE(p.workspace, (1.0 + 32) * 1048576, 0, 0);
     /* attention guidance: the maxima and targets, 2 x [L, T, KV] = 64 floats */
     cfg.guide_weight = 1;
     CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CPU, 2, &p, &err) == 0, "%s", err.msg);
@@ -265,6 +266,22 @@ static void test_plan(void) {
     CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CPU, 2, &p, &err) == 0, "%s", err.msg);
     /* per layer: q (A 2x8 + B 8x2), k (16 + B 4x2), v (16 + 8), o (A 2x8 + B 8x2) = 112 */
     CHECK_CLOSE(p.trainable, (32 + 2 * 112) * 4, 0, 0);
+    CHECK_CLOSE(p.other, 0, 0, 0);
+
+    /* CUDA with head dim 128 (the tensor-core attention): beside D [T, H],
+     * the bf16 copies of q, dO [Tp, H, hd] and k, v [Tp, KV, hd]: 4096 x 2
+     * x 4 + 2 x 4096 x 3 x 128 x 2 = 6324224 bytes, above the widest matmul
+     * copy (4096 x 512 x 2), so 7 MiB, and cuBLASLt's 32 MiB */
+    f = fopen(path, "w");
+    fputs("{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"hidden_size\": 256, \"intermediate_size\": 512,\n"
+          " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": 32}\n",
+          f);
+    fclose(f);
+    dms_train_config_defaults(&cfg);
+    cfg.max_len = 4096;
+    cfg.kd_chunk = 4;
+    CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CUDA, 2, &p, &err) == 0, "%s", err.msg);
+    CHECK_CLOSE(p.workspace, (7.0 + 32) * 1048576, 0, 0);
     CHECK_CLOSE(p.other, 0, 0, 0);
 
     /* every bench model at 32K tokens: fully attributed; the frozen weights

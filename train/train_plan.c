@@ -6,6 +6,7 @@
  * up as `other`, which the tests hold at 0. */
 #include "train/train_plan.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "kernels/arena.h"
@@ -20,10 +21,16 @@
  * op's need: the bf16 copy of a matmul's fp32 operand (the input forward,
  * the output gradient backward: [T, max(d, ff, H*hd)], or [kd chunk, V]
  * for the LM head's input gradient), or the attention backward's D [T, H]
- * and its CU_ATT_SCRATCH_BYTES of score rows; rounded up to whole MiB; and
- * cuBLASLt's workspace. Values copied from those files' constants. */
+ * and beside it what its kernels use: the tensor-core kernels (head dims
+ * that are multiples of 16 up to 128, attention_mma.cu) bf16 copies of q
+ * and dO [Tp, H, hd] and of k and v [Tp, KV, hd] (Tp: T rounded up to
+ * CU_MMA_TP_ALIGN); the fp32 tiled kernels (other head dims up to 128)
+ * nothing; the reference kernels (wider heads) CU_ATT_SCRATCH_BYTES of
+ * score rows; rounded up to whole MiB; and cuBLASLt's workspace. Values
+ * copied from those files' constants. */
 #define CPU_ATT_TILE 128.0
 #define CU_ATT_SCRATCH 134217728.0 /* 128 MiB */
+#define CU_MMA_TP_ALIGN 128.0      /* MM_TP_ALIGN, kernels/cuda/attention_mma.cu */
 #define CU_LT_WORKSPACE 33554432.0 /* 32 MiB, kernels/cuda/gemm_lt.cu */
 #define MIB 1048576.0
 
@@ -36,7 +43,12 @@ static double workspace(const dms_config *c, double T, double chunk, dms_backend
     if ((double)c->n_heads * c->head_dim > widest) widest = (double)c->n_heads * c->head_dim;
     double need = T * widest * 2; /* bf16 */
     if (chunk * c->vocab * 2 > need) need = chunk * c->vocab * 2;
-    const double att = (double)(((size_t)(T * H) + 63) / 64 * 64) * f32 + CU_ATT_SCRATCH;
+    const int hd = c->head_dim;
+    const double Tp = ceil(T / CU_MMA_TP_ALIGN) * CU_MMA_TP_ALIGN, bf16 = 2;
+    const double kernels = hd % 16 == 0 && hd <= 128 ? 2 * Tp * (H + c->n_kv_heads) * hd * bf16
+                           : hd <= 128                ? 0
+                                                      : CU_ATT_SCRATCH;
+    const double att = (double)(((size_t)(T * H) + 63) / 64 * 64) * f32 + kernels;
     if (att > need) need = att;
     return (double)(size_t)((need + MIB - 1) / MIB) * MIB + CU_LT_WORKSPACE;
 }

@@ -346,7 +346,7 @@ int main() {
                 prep(qb, qp, s.H);
                 prep(kb, kp, s.KV);
                 prep(vb, vp, s.KV);
-                launch("k_mma_fwd", MM_FOR_HD(k_mma_fwd, s.hd), gq, threads, mm_fwd_smem(s.hd), out.data(),
+                launch("k_mma_fwd", MM_FOR_HD(k_mma_fwd, s.hd), gq, MM_FWD_THREADS, mm_fwd_smem(s.hd), out.data(),
                        lse.data(), (const uint32_t *)qb.data(), (const uint32_t *)kb.data(),
                        (const uint32_t *)vb.data(), lkp, sp, s.T, s.H, s.KV, s.window, scale);
             } else

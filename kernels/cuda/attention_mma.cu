@@ -43,8 +43,10 @@
 #endif
 
 #define MM_WARPS 8
-#define MM_THREADS (MM_WARPS * 32)
-#define MM_BQ (16 * MM_WARPS)  /* queries per block: forward, dq */
+#define MM_THREADS (MM_WARPS * 32) /* dq, dkv: a warp per 16 rows */
+#define MM_BQ (16 * MM_WARPS)      /* queries per block: forward, dq */
+#define MM_FWD_RW 2                /* forward: row tiles of 16 a warp */
+#define MM_FWD_THREADS (MM_BQ / (16 * MM_FWD_RW) * 32)
 #define MM_BK 64               /* keys per tile: forward, dq */
 #define MM_BKV (16 * MM_WARPS) /* keys per block: dkv */
 #define MM_QT 32               /* queries per tile: dkv */
@@ -133,14 +135,15 @@ __global__ void __launch_bounds__(MM_PREP_THREADS)
 }
 
 /* Rows [r0, r0 + N) of head hh of a bf16 copy xb into the tile s (stride
- * MM_LD(HD) words), asynchronously: 16-byte pieces, spread over the block. */
-template <int HD, int N>
+ * MM_LD(HD) words), asynchronously: 16-byte pieces, spread over the
+ * block's NTHR threads. */
+template <int HD, int N, int NTHR = MM_THREADS>
 static __device__ __forceinline__ void mm_tile(uint32_t *s, const uint32_t *xb, int r0, int heads, int hh) {
     constexpr int cpr = HD / 8, n = N * cpr, LD = MM_LD(HD); /* 16-byte pieces per row, in all */
 #pragma unroll
-    for (int e = 0; e < (n + MM_THREADS - 1) / MM_THREADS; e++) {
-        const int c = e * MM_THREADS + (int)threadIdx.x;
-        if (n % MM_THREADS == 0 || c < n) {
+    for (int e = 0; e < (n + NTHR - 1) / NTHR; e++) {
+        const int c = e * NTHR + (int)threadIdx.x;
+        if (n % NTHR == 0 || c < n) {
             const int r = c / cpr, k = c - r * cpr;
             mm_cp16(s + r * LD + 4 * k, xb + ((size_t)(r0 + r) * heads + hh) * (HD / 2) + 4 * k);
         }
@@ -190,26 +193,32 @@ static __device__ __forceinline__ void mm_load_key_meta(int32_t *segk, float *lk
     }
 }
 
-/* Products over the head dim, rows rw..rw+15 of X against the NN n-tiles
- * (8 rows each) of Y, both row-major tiles with head dim HD: s = X Y^T
- * (Q K^T in the forward). */
-template <int HD, int NN>
-static __device__ __forceinline__ void mm_product(float (*s)[4], const uint32_t *X, const uint32_t *Y, int rw,
+/* Products over the head dim, RW row tiles of X (rows rw + 16 r ..
+ * rw + 16 r + 15) against the NN n-tiles (8 rows each) of Y, both
+ * row-major tiles with head dim HD: s[r] = X_r Y^T (Q K^T in the forward);
+ * each B fragment serves the RW products. */
+template <int HD, int NN, int RW>
+static __device__ __forceinline__ void mm_product(float (*s)[NN][4], const uint32_t *X, const uint32_t *Y, int rw,
                                                   mm_lanes o) {
     constexpr int LD = MM_LD(HD);
 #pragma unroll
-    for (int n = 0; n < NN; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    for (int r = 0; r < RW; r++)
+#pragma unroll
+        for (int n = 0; n < NN; n++) s[r][n][0] = s[r][n][1] = s[r][n][2] = s[r][n][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-        uint32_t a[4], b[NN / 2][4]; /* every load of the step issued before its products */
-        mm_ldsm(a, X + (rw + o.ar) * LD + 8 * kk + o.ac);
+        uint32_t a[RW][4], b[NN / 2][4]; /* every load of the step issued before its products */
+#pragma unroll
+        for (int r = 0; r < RW; r++) mm_ldsm(a[r], X + (rw + 16 * r + o.ar) * LD + 8 * kk + o.ac);
 #pragma unroll
         for (int n = 0; n < NN; n += 2) mm_ldsm(b[n / 2], Y + (8 * n + o.br) * LD + 8 * kk + o.bc);
 #pragma unroll
-        for (int n = 0; n < NN; n += 2) {
-            mm_mma(s[n], a, b[n / 2]);
-            mm_mma(s[n + 1], a, b[n / 2] + 2);
-        }
+        for (int n = 0; n < NN; n += 2)
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+                mm_mma(s[r][n], a[r], b[n / 2]);
+                mm_mma(s[r][n + 1], a[r], b[n / 2] + 2);
+            }
     }
 }
 
@@ -244,18 +253,20 @@ static __device__ __forceinline__ void mm_two_products(float (*s)[4], float (*dp
     }
 }
 
-/* acc[n] += C Y over the head dim's HD / 8 n-tiles: C is this warp's 16
- * rows by KN * 16 columns as C fragments (c[0..2 KN)), turned into A
- * fragments in registers; Y is a row-major tile (rows: those KN * 16
- * tokens, head dim HD) read transposed: P V, dS K, P^T dO and dS^T Q. */
-template <int HD, int KN>
-static __device__ __forceinline__ void mm_accumulate(float (*acc)[4], float (*c)[4], const uint32_t *Y,
-                                                     mm_lanes o) {
+/* acc[r][n] += C_r Y over the head dim's HD / 8 n-tiles, for RW row
+ * tiles: C_r is a warp's 16 rows by KN * 16 columns as C fragments
+ * (c[r][0..2 KN)), turned into A fragments in registers; Y is a row-major
+ * tile (rows: those KN * 16 tokens, head dim HD) read transposed, each B
+ * fragment serving the RW products: P V, dS K, P^T dO and dS^T Q. */
+template <int HD, int KN, int RW>
+static __device__ __forceinline__ void mm_accumulate(float (*acc)[HD / 8][4], float (*c)[2 * KN][4],
+                                                     const uint32_t *Y, mm_lanes o) {
     constexpr int LD = MM_LD(HD);
 #pragma unroll
     for (int kk = 0; kk < KN; kk++) {
-        uint32_t a[4];
-        mm_c_to_a(a, c[2 * kk], c[2 * kk + 1]);
+        uint32_t a[RW][4];
+#pragma unroll
+        for (int r = 0; r < RW; r++) mm_c_to_a(a[r], c[r][2 * kk], c[r][2 * kk + 1]);
 #pragma unroll
         for (int n0 = 0; n0 < HD / 8; n0 += 8) { /* up to four loads in flight, then their products */
             uint32_t b[4][4];
@@ -263,10 +274,12 @@ static __device__ __forceinline__ void mm_accumulate(float (*acc)[4], float (*c)
             for (int n = n0; n < n0 + 8 && n < HD / 8; n += 2)
                 mm_ldsm_t(b[(n - n0) / 2], Y + (16 * kk + o.ar) * LD + 4 * n + o.ac);
 #pragma unroll
-            for (int n = n0; n < n0 + 8 && n < HD / 8; n += 2) {
-                mm_mma(acc[n], a, b[(n - n0) / 2]);
-                mm_mma(acc[n + 1], a, b[(n - n0) / 2] + 2);
-            }
+            for (int n = n0; n < n0 + 8 && n < HD / 8; n += 2)
+#pragma unroll
+                for (int r = 0; r < RW; r++) {
+                    mm_mma(acc[r][n], a[r], b[(n - n0) / 2]);
+                    mm_mma(acc[r][n + 1], a[r], b[(n - n0) / 2] + 2);
+                }
         }
     }
 }
@@ -339,13 +352,13 @@ static __device__ __forceinline__ void mm_scores(float (*s)[4], int cls, int ia,
 /* Key tile j0 of kv head kh into buffer b (0, 1) of the query-major
  * kernels: K and V asynchronously, closing the thread's copy group; the
  * keys' documents and log-keep values by plain stores. */
-template <int HD>
+template <int HD, int NTHR = MM_THREADS>
 static __device__ __forceinline__ void mm_key_tile(uint32_t *KV0, int32_t *sk0, float *lk0, int b, const uint32_t *kb,
                                                    const uint32_t *vb, const float *log_keep, const int32_t *seg,
                                                    int j0, int T, int KV, int kh) {
     uint32_t *k = KV0 + 2 * b * MM_BK * MM_LD(HD);
-    mm_tile<HD, MM_BK>(k, kb, j0, KV, kh);
-    mm_tile<HD, MM_BK>(k + MM_BK * MM_LD(HD), vb, j0, KV, kh);
+    mm_tile<HD, MM_BK, NTHR>(k, kb, j0, KV, kh);
+    mm_tile<HD, MM_BK, NTHR>(k + MM_BK * MM_LD(HD), vb, j0, KV, kh);
     mm_cp_commit();
     mm_load_key_meta(sk0 + b * MM_BK, lk0 + b * MM_BK, log_keep, seg, j0, MM_BK, T, KV, kh);
 }
@@ -373,14 +386,15 @@ static size_t mm_dkv_smem(int hd) {
     return sizeof(uint32_t) * ((size_t)(2 * MM_BKV + 2 * 2 * MM_QT) * MM_LD(hd) + 2 * MM_BKV + 2 * 3 * MM_QT);
 }
 
-/* Forward: grid (ceil(T / MM_BQ), H), MM_THREADS threads. qb, kb, vb:
- * the row-major bf16 copies. */
+/* Forward: grid (ceil(T / MM_BQ), H), MM_FWD_THREADS threads: a warp per
+ * 32 queries, two row tiles of 16 that share every K and V fragment. qb,
+ * kb, vb: the row-major bf16 copies. */
 template <int HD>
-__global__ void __launch_bounds__(MM_THREADS)
+__global__ void __launch_bounds__(MM_FWD_THREADS)
     k_mma_fwd(float *out, float *lse, const uint32_t *qb, const uint32_t *kb, const uint32_t *vb,
               const float *log_keep, const int32_t *seg, int T, int H, int KV, int window, float scale) {
     extern __shared__ float sm[];
-    constexpr int LD = MM_LD(HD), NT = HD / 8;
+    constexpr int LD = MM_LD(HD), NT = HD / 8, RW = MM_FWD_RW;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int i0 = (gridDim.x - 1 - blockIdx.x) * MM_BQ, h = blockIdx.y, kh = h / (H / KV); /* longest first */
     const float scale2 = scale * MM_LOG2E; /* scores in log2 units: exp2 */
@@ -389,79 +403,91 @@ __global__ void __launch_bounds__(MM_THREADS)
     float *lk0 = (float *)(KV0 + 4 * MM_BK * LD);
     int32_t *sk0 = (int32_t *)(lk0 + 2 * MM_BK), *segq = sk0 + 2 * MM_BK;
     const int j_end = min(i0 + MM_BQ, T);
-    mm_tile<HD, MM_BQ>(Qs, qb, i0, H, h);
-    mm_key_tile<HD>(KV0, sk0, lk0, 0, kb, vb, log_keep, seg, 0, T, KV, kh); /* one group with Q */
+    mm_tile<HD, MM_BQ, MM_FWD_THREADS>(Qs, qb, i0, H, h);
+    mm_key_tile<HD, MM_FWD_THREADS>(KV0, sk0, lk0, 0, kb, vb, log_keep, seg, 0, T, KV, kh); /* one group with Q */
     for (int r = threadIdx.x; r < MM_BQ; r += blockDim.x) segq[r] = i0 + r < T ? seg[i0 + r] : -2;
-    const int rw = w * 16, ia = i0 + rw + g, ib = ia + 8; /* this lane's two query rows */
-    float acc[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    const int rw = w * 16 * RW; /* the warp's first row; this lane's rows: rw + 16 r + g (+ 8) */
+    float acc[RW][NT][4], m[RW][2], l[RW][2];
 #pragma unroll
-    for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int r = 0; r < RW; r++) {
+        m[r][0] = m[r][1] = -INFINITY;
+        l[r][0] = l[r][1] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NT; n++) acc[r][n][0] = acc[r][n][1] = acc[r][n][2] = acc[r][n][3] = 0.0f;
+    }
     for (int j0 = 0, b = 0; j0 < j_end; j0 += MM_BK, b ^= 1) {
         mm_cp_wait();
         __syncthreads(); /* tile b is in for everyone, and everyone is done with buffer b ^ 1 */
         if (j0 + MM_BK < j_end) /* the next tile, while this one is computed */
-            mm_key_tile<HD>(KV0, sk0, lk0, b ^ 1, kb, vb, log_keep, seg, j0 + MM_BK, T, KV, kh);
+            mm_key_tile<HD, MM_FWD_THREADS>(KV0, sk0, lk0, b ^ 1, kb, vb, log_keep, seg, j0 + MM_BK, T, KV, kh);
         const uint32_t *Ks = KV0 + 2 * b * MM_BK * LD, *Vs = Ks + MM_BK * LD;
         const int32_t *segk = sk0 + b * MM_BK;
         const float *lks = lk0 + b * MM_BK;
-        const int sa = segq[rw + g], sb = segq[rw + g + 8];
-        const int cls = mm_query_class(segq, segk, i0, rw, j0, T, window, lane);
-        if (cls == MM_MASKED) {
-            int any = 0; /* does any of this warp's rows see a key of the tile? */
-            for (int jl = t; jl < MM_BK; jl += 4) {
-                const int j = j0 + jl;
-                any |= (j <= ia && ia < T && segk[jl] == sa) || (j <= ib && ib < T && segk[jl] == sb);
+        int cls[RW], any = 0; /* does any of this warp's rows see a key of the tile? */
+#pragma unroll
+        for (int r = 0; r < RW; r++) {
+            cls[r] = mm_query_class(segq, segk, i0, rw + 16 * r, j0, T, window, lane);
+            const int ia = i0 + rw + 16 * r + g, ib = ia + 8, sa = segq[ia - i0], sb = segq[ib - i0];
+            if (cls[r] != MM_MASKED) any = 1;
+            else
+                for (int jl = t; jl < MM_BK; jl += 4) {
+                    const int j = j0 + jl;
+                    any |= (j <= ia && ia < T && segk[jl] == sa) || (j <= ib && ib < T && segk[jl] == sb);
+                }
+        }
+        if (!__any_sync(0xffffffffu, any)) continue; /* warp-uniform */
+        float s[RW][MM_BK / 8][4];
+        mm_product<HD, MM_BK / 8, RW>(s, Qs, Ks, rw, o); /* S = Q K^T */
+#pragma unroll
+        for (int r = 0; r < RW; r++) {
+            const int ia = i0 + rw + 16 * r + g, ib = ia + 8;
+            mm_scores<MM_BK / 8>(s[r], cls[r], ia, ib, segq[ia - i0], segq[ib - i0], j0, t, T, segk, lks,
+                                 log_keep != 0, window, scale2);
+            float mx[2] = {-INFINITY, -INFINITY}, corr[2], ps[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int n = 0; n < MM_BK / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[r][n][e]);
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const float mn = fmaxf(m[r][q], mm_quad_max(mx[q]));
+                corr[q] = mn == -INFINITY ? 1.0f : exp2f(m[r][q] - mn); /* 0 while m was -inf */
+                m[r][q] = mn;
             }
-            if (!__any_sync(0xffffffffu, any)) continue; /* warp-uniform */
-        }
-        float s[MM_BK / 8][4];
-        mm_product<HD, MM_BK / 8>(s, Qs, Ks, rw, o); /* S = Q K^T */
-        mm_scores<MM_BK / 8>(s, cls, ia, ib, sa, sb, j0, t, T, segk, lks, log_keep != 0, window, scale2);
-        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int n = 0; n < MM_BK / 8; n++)
+            for (int n = 0; n < MM_BK / 8; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
-        float corr[2];
+                for (int e = 0; e < 4; e++) {
+                    const float p = s[r][n][e] == -INFINITY ? 0.0f : exp2f(s[r][n][e] - m[r][e >> 1]);
+                    s[r][n][e] = p;
+                    ps[e >> 1] += p;
+                }
+            l[r][0] = l[r][0] * corr[0] + ps[0];
+            l[r][1] = l[r][1] * corr[1] + ps[1];
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const float mn = fmaxf(m[r], mm_quad_max(mx[r]));
-            corr[r] = mn == -INFINITY ? 1.0f : exp2f(m[r] - mn); /* 0 while m was -inf */
-            m[r] = mn;
-        }
-        float ps[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int n = 0; n < MM_BK / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = e >> 1;
-                const float p = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - m[r]);
-                s[n][e] = p;
-                ps[r] += p;
+            for (int n = 0; n < NT; n++) {
+                acc[r][n][0] *= corr[0], acc[r][n][1] *= corr[0];
+                acc[r][n][2] *= corr[1], acc[r][n][3] *= corr[1];
             }
-        l[0] = l[0] * corr[0] + ps[0];
-        l[1] = l[1] * corr[1] + ps[1];
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            acc[n][0] *= corr[0], acc[n][1] *= corr[0];
-            acc[n][2] *= corr[1], acc[n][3] *= corr[1];
         }
-        mm_accumulate<HD, MM_BK / 16>(acc, s, Vs, o); /* O += P V */
+        mm_accumulate<HD, MM_BK / 16, RW>(acc, s, Vs, o); /* O += P V */
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = r ? ib : ia;
-        const float lt = mm_quad_sum(l[r]); /* every lane takes part */
-        if (i >= T) continue;
-        const float inv = lt > 0.0f ? 1.0f / lt : 0.0f; /* nothing visible: zero output */
-        float *orow = out + ((size_t)i * H + h) * HD;
+    for (int r = 0; r < RW; r++)
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            orow[8 * n + 2 * t] = acc[n][2 * r] * inv;
-            orow[8 * n + 2 * t + 1] = acc[n][2 * r + 1] * inv;
+        for (int q = 0; q < 2; q++) {
+            const int i = i0 + rw + 16 * r + g + 8 * q;
+            const float lt = mm_quad_sum(l[r][q]); /* every lane takes part */
+            if (i >= T) continue;
+            const float inv = lt > 0.0f ? 1.0f / lt : 0.0f; /* nothing visible: zero output */
+            float *orow = out + ((size_t)i * H + h) * HD;
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                orow[8 * n + 2 * t] = acc[r][n][2 * q] * inv;
+                orow[8 * n + 2 * t + 1] = acc[r][n][2 * q + 1] * inv;
+            }
+            if (t == 0) lse[(size_t)i * H + h] = lt > 0.0f ? MM_LN2 * m[r][q] + logf(lt) : -INFINITY;
         }
-        if (t == 0) lse[(size_t)i * H + h] = lt > 0.0f ? MM_LN2 * m[r] + logf(lt) : -INFINITY;
-    }
 }
 
 /* dq: grid (ceil(T / MM_BQ), H). qb, dob, kb, vb: row-major bf16 copies. */
@@ -521,7 +547,7 @@ __global__ void __launch_bounds__(MM_THREADS)
                 s[n][e] = s[n][e] == -INFINITY || L == -INFINITY ? 0.0f
                                                                  : exp2f(s[n][e] - L) * (dp[n][e] - (r ? Db : Da));
             }
-        mm_accumulate<HD, MM_BK / 16>(acc, s, Ks, o); /* dQ += dS K */
+        mm_accumulate<HD, MM_BK / 16, 1>(&acc, &s, Ks, o); /* dQ += dS K */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -634,8 +660,8 @@ __global__ void __launch_bounds__(MM_THREADS)
                     dp[n][e] = gs;
                 }
         }
-        mm_accumulate<HD, MM_QT / 16>(gv, s, dOs, o); /* dV += P^T dO */
-        mm_accumulate<HD, MM_QT / 16>(gk, dp, Qs, o); /* dK += dS^T Q */
+        mm_accumulate<HD, MM_QT / 16, 1>(&gv, &s, dOs, o); /* dV += P^T dO */
+        mm_accumulate<HD, MM_QT / 16, 1>(&gk, &dp, Qs, o); /* dK += dS^T Q */
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -703,7 +729,7 @@ void cu_mma_dms_fwd(cu_ctx *c, float *out, float *lse, const float *q, const flo
               int, int, int, int, float) = MM_FOR_HD(k_mma_fwd, hd);
     cu_smem_opt_in(c, (const void *)f, smem, "attention_dms_fwd");
     const dim3 grid((unsigned)((T + MM_BQ - 1) / MM_BQ), (unsigned)H);
-    f<<<grid, MM_THREADS, smem, c->stream>>>(out, lse, qb, kb, vb, log_keep, seg, T, H, KV, window, scale);
+    f<<<grid, MM_FWD_THREADS, smem, c->stream>>>(out, lse, qb, kb, vb, log_keep, seg, T, H, KV, window, scale);
     cu_check(c, "attention_dms_fwd");
 }
 

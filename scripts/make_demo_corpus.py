@@ -8,6 +8,7 @@ Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
     python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings --info   # + GNU manuals
     python3 scripts/make_demo_corpus.py OUT.jsonl --info-dir DIR        # manuals of DIR
     python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings --source [--source-kb 2048]  # + code
+    python3 scripts/make_demo_corpus.py OUT.jsonl --docstrings --recall 0.5 # + copied lines
 
 - topics: the Python Language Reference topics of module pydoc_data.topics
   (79 documents, about 450 KB of English technical prose with code);
@@ -28,9 +29,14 @@ Debian package libpython3.*-stdlib, licence PSF-2.0). Nothing is downloaded.
   (default 2048). Code repeats names defined far earlier, so its rows hold
   long-range copies that prose seldom asks for. A file that names a GNU
   licence is left out, as for --info.
+- --recall P: each line of 16-160 characters holding a digit is, with
+  probability P (choices seeded by --seed), repeated verbatim as a line of
+  its own 1500-4000 characters (a few hundred tokens) further on in its
+  document: long-range verbatim copies of numbers, what a needle's
+  retrieval asks of the cache and prose seldom does.
 Held-out evaluation text (e.g. /usr/share/common-licenses) is not in it.
 """
-import ast, glob, gzip, json, math, os, re, sys, sysconfig
+import argparse, ast, glob, gzip, json, math, os, random, re, sys, sysconfig
 
 from pydoc_data.topics import topics
 
@@ -131,38 +137,89 @@ def info_docs(root):
                 yield body
 
 
+RECALL_LINE = re.compile(r"\d")
+
+
+def with_recalls(text, p, rng, near=1500, far=4000):
+    """text with verbatim copies of some of its lines further on: each line of
+    16-160 characters that holds a digit is, with probability p, repeated as
+    a line of its own at the first line break `near`..`far` characters
+    (drawn uniformly) after it, when the document runs that far. A copy is
+    what a needle's retrieval asks of the cache: a number read again a few
+    hundred tokens after it went by. Copies are never copied again."""
+    lines = text.split("\n")
+    ends, pos = [], 0
+    for line in lines:
+        pos += len(line) + 1
+        ends.append(pos)
+    extra = {}  # line index -> copies to put after it
+    for i, line in enumerate(lines):
+        if not (16 <= len(line.strip()) <= 160 and RECALL_LINE.search(line)) or rng.random() >= p:
+            continue
+        target = ends[i] + rng.randint(near, far)
+        j = next((k for k in range(i + 1, len(lines)) if ends[k] >= target), None)
+        if j is not None:
+            extra.setdefault(j, []).append(line.strip())
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        out.extend(extra.get(i, []))
+    return "\n".join(out), sum(len(v) for v in extra.values())
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(
+        prog="make_demo_corpus.py",
+        description="Write the demo corpus (JSONL {\"text\": ...}, for `dms prep`) from text that ships with "
+                    "CPython and Debian; nothing is downloaded. Held-out evaluation text is not in it.")
+    # one-line errors, as every dms command gives
+    ap.error = lambda msg: ap.exit(2, "make_demo_corpus.py: %s (see --help)\n" % msg)
+    ap.add_argument("out", nargs="?", default="/dev/stdout", help="output JSONL (default: standard output)")
+    ap.add_argument("--docstrings", action="store_true", help="add the standard library's docstrings, one document per module")
+    ap.add_argument("--info", action="store_true", help="add the GNU manuals of %s without licence text" % INFO_DIR)
+    ap.add_argument("--info-dir", metavar="DIR", help="like --info, from the *.info*.gz of DIR")
+    ap.add_argument("--source", action="store_true", help="add standard library modules as code")
+    ap.add_argument("--source-kb", metavar="KB", help="about how many kilobytes of code --source adds (default 2048)")
+    ap.add_argument("--recall", metavar="P", help="repeat each line that holds a digit, with probability P, verbatim "
+                    "1500-4000 characters further on (an optional extension for retrieval: docs/quality.md)")
+    ap.add_argument("--seed", type=int, default=1234, help="seed of --recall's choices (default 1234)")
+    a = ap.parse_args()
+    if a.info_dir is not None and not os.path.isdir(a.info_dir):
+        ap.exit(1, "make_demo_corpus.py: --info-dir needs an existing folder\n")
+    if a.source_kb is not None:
+        if not a.source_kb.isdigit() or int(a.source_kb) < 1:
+            ap.exit(1, "make_demo_corpus.py: --source-kb needs a positive number of kilobytes\n")
+        if not a.source:
+            ap.exit(1, "make_demo_corpus.py: --source-kb needs --source\n")
+    if a.recall is not None:
+        try:
+            a.recall = float(a.recall)
+        except ValueError:
+            a.recall = -1.0
+        if not 0.0 < a.recall <= 1.0:
+            ap.exit(1, "make_demo_corpus.py: --recall needs a probability in (0, 1]\n")
+    return a
+
+
 def main():
-    argv, info = sys.argv[1:], None
-    if "--info-dir" in argv:
-        i = argv.index("--info-dir")
-        if i + 1 >= len(argv) or not os.path.isdir(argv[i + 1]):
-            sys.exit("make_demo_corpus.py: --info-dir needs an existing folder")
-        info = argv[i + 1]
-        del argv[i:i + 2]
-    elif "--info" in argv:
-        info = INFO_DIR
-    source_kb = 2048
-    if "--source-kb" in argv:
-        i = argv.index("--source-kb")
-        if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
-            sys.exit("make_demo_corpus.py: --source-kb needs a positive number of kilobytes")
-        if "--source" not in argv:
-            sys.exit("make_demo_corpus.py: --source-kb needs --source")
-        source_kb = int(argv[i + 1])
-        del argv[i:i + 2]
-    args = [a for a in argv if not a.startswith("--")]
-    out = args[0] if args else "/dev/stdout"
-    sources = [topic_docs()] + ([docstring_docs()] if "--docstrings" in argv else [])
+    a = parse_args()
+    info = a.info_dir or (INFO_DIR if a.info else None)
+    sources = [topic_docs()] + ([docstring_docs()] if a.docstrings else [])
     sources += [info_docs(info)] if info else []
-    sources += [source_docs(source_kb)] if "--source" in argv else []
-    n = chars = 0
-    with open(out, "w", encoding="utf-8") as f:
+    sources += [source_docs(int(a.source_kb or 2048))] if a.source else []
+    rng = random.Random(a.seed)
+    n = chars = copies = 0
+    with open(a.out, "w", encoding="utf-8") as f:
         for src in sources:
             for text in src:
+                if a.recall:
+                    text, k = with_recalls(text, a.recall, rng)
+                    copies += k
                 f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
                 n += 1
                 chars += len(text)
-    print("demo corpus: %d documents, %.1f KB of text -> %s" % (n, chars / 1024, out), file=sys.stderr)
+    more = ", %d recalled lines" % copies if a.recall else ""
+    print("demo corpus: %d documents, %.1f KB of text%s -> %s" % (n, chars / 1024, more, a.out), file=sys.stderr)
 
 
 if __name__ == "__main__":

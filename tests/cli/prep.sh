@@ -129,6 +129,48 @@ then ok; else bad "corpus-source: see above"; fi
 expect_error corpus-source-kb "--source-kb needs a positive number" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source --source-kb 0
 expect_error corpus-source-kb-alone "--source-kb needs --source" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --source-kb 64
 
+# --- --recall: lines holding a digit copied verbatim further on in their document, seeded ---
+expect_ok corpus-plain -- python3 scripts/make_demo_corpus.py "$T/plain.jsonl"
+expect_ok corpus-recall -- python3 scripts/make_demo_corpus.py "$T/recall.jsonl" --recall 1 --seed 7
+expect_ok corpus-recall-again -- python3 scripts/make_demo_corpus.py "$T/recall2.jsonl" --recall 1 --seed 7
+if cmp -s "$T/recall.jsonl" "$T/recall2.jsonl"; then ok; else bad "corpus-recall: two runs with one seed differ"; fi
+expect_ok corpus-recall-half -- python3 scripts/make_demo_corpus.py "$T/recall3.jsonl" --recall 0.5 --seed 7
+if python3 - "$T/plain.jsonl" "$T/recall.jsonl" "$T/recall3.jsonl" <<'PY'
+import json, re, sys
+load = lambda p: [json.loads(l)["text"] for l in open(p)]
+plain, full, half = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
+assert len(plain) == len(full) == len(half), "the documents changed in number"
+def copies(a, b):
+    """the lines b adds to a; each must repeat an earlier line of a that ends
+    1500-4000 characters before the line it follows (that line's own length
+    aside: a copy goes after the first line ending that far on)"""
+    al, bl, i, out, pos, last = a.split("\n"), b.split("\n"), 0, [], 0, 0
+    ends = []
+    for x in al:
+        ends.append((ends[-1] if ends else 0) + len(x) + 1)
+    for line in bl:
+        if i < len(al) and line == al[i]:
+            pos, last, i = ends[i], len(al[i]) + 1, i + 1
+            continue
+        assert any(al[k].strip() == line and pos - ends[k] >= 1500 and pos - last - ends[k] < 4000 for k in range(i)), \
+            "an added line repeats no line 1500-4000 characters before it: %r" % line
+        out.append(line)
+    assert i == len(al), "a line of the document was lost"
+    return out
+nf = nh = 0
+for a, b, c in zip(plain, full, half):
+    for line in copies(a, b):
+        assert re.search(r"\d", line) and 16 <= len(line) <= 160, "copied a line without a digit or of the wrong length: %r" % line
+        nf += 1
+    nh += len(copies(a, c))
+assert nf >= 20, "only %d copies at --recall 1" % nf
+assert 0.3 * nf <= nh <= 0.7 * nf, "%d copies at --recall 0.5 against %d at 1" % (nh, nf)
+PY
+then ok; else bad "corpus-recall: see above"; fi
+expect_error corpus-recall-p "--recall needs a probability" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --recall 0
+expect_error corpus-bad-flag "unrecognized arguments: --bogus" -- python3 scripts/make_demo_corpus.py "$T/c.jsonl" --bogus
+if python3 scripts/make_demo_corpus.py --help | grep -q -- "--recall"; then ok; else bad "make_demo_corpus.py --help does not document --recall"; fi
+
 # --- held-out text of the corpus's kind (scripts/make_heldout_text.py): docstrings outside the stdlib ---
 # a fake package: two modules with docstrings, one docstring naming a
 # licence, a tests/ folder and a lexers/ folder that must be left out, a

@@ -48,6 +48,9 @@ void dms_eval_print_result(const cJSON *doc, FILE *f) {
         fprintf(f, " over %g units, %g samples (%g out of tokens)", dms_eval_num(m, "n"), dms_eval_num(ms, "samples"),
                 dms_eval_num(ms, "out_of_tokens"));
     else fprintf(f, " over %g prompts", dms_eval_num(m, "n"));
+    if (!isnan(dms_eval_num(ms, "needle_lanes"))) /* niah: the needle's code when the question was read */
+        fprintf(f, ", code held by %.1f%% of lanes (%.1f%% of lane-token pairs)", 100 * dms_eval_num(ms, "needle_lanes"),
+                100 * dms_eval_num(ms, "needle_held"));
     /* kl: live tokens after every token (what --match reads); else the runtime's per-call mean */
     const double held = !isnan(dms_eval_num(kv, "held_avg")) ? dms_eval_num(kv, "held_avg")
                                                               : dms_eval_num(kv, "held_time_mean");

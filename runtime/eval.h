@@ -85,6 +85,7 @@ typedef struct dms_eval_niah {
     char code[8];              /* the 6-digit number to retrieve */
     char color[16], animal[16];
     int needle_sentence;       /* haystack sentences before the needle */
+    int code_pos[8], n_code;   /* prompt positions of the code's tokens (n_code 0: not found as its own tokens) */
     int32_t *ids;              /* the rendered prompt (malloc'd) */
     int n_ids;                 /* its real length (about `length`) */
 } dms_eval_niah;
@@ -132,6 +133,8 @@ typedef struct dms_eval_request {
     int n_prompt;
     int max_new;       /* capped at the model's context */
     uint64_t seed;     /* the sampler's seed for this request */
+    const int *watch;  /* prompt positions whose keeping is measured once the prompt is read (NULL: none) */
+    int n_watch;
 } dms_eval_request;
 
 typedef struct dms_eval_output {
@@ -145,6 +148,9 @@ typedef struct dms_eval_output {
     double reads;       /* KV entries read over those steps, summed over layers and KV heads */
     double reads_vanilla; /* the same for a cache that keeps everything */
     double seconds;     /* admission to finish */
+    /* the request's watched positions when its whole prompt had been read (-1 without any): the fraction of
+       (layer, KV head) lanes holding every one of them, and of (lane, position) pairs held */
+    double watch_lanes, watch_held;
 } dms_eval_output;
 
 /* Live tokens of sequence seq summed over its (layer, KV head) lanes. */

@@ -4,7 +4,9 @@
  * (continuous batching), each request with its own seeded sampler
  * (runtime/sampler.h, plus a min-p filter in front of it). It also counts
  * the paper's memory-read budget: at every decode step, the KV entries the
- * new token's query reads, summed over layers and KV heads. */
+ * new token's query reads, summed over layers and KV heads; and, once a
+ * prompt is read, which lanes still hold the positions the request watches
+ * (the needle of niah). */
 #include "runtime/eval.h"
 
 #include <math.h>
@@ -23,6 +25,7 @@ typedef struct slot {
     double lanes_prev;    /* live tokens summed over lanes after the last call */
     int steps;
     double reads, reads_vanilla, t0;
+    double watch_lanes, watch_held; /* dms_eval_output's, measured when the prompt is read */
     dms_sampler sampler;
     int sampler_ok;
 } slot;
@@ -68,9 +71,28 @@ static int finish(engine *e, slot *sl, int stopped, dms_err *err) {
     o.reads = sl->reads;
     o.reads_vanilla = sl->reads_vanilla;
     o.seconds = dms_now_s() - sl->t0;
+    o.watch_lanes = sl->watch_lanes;
+    o.watch_held = sl->watch_held;
     dms_kv_finish(e->kv, sl->seq);
     sl->active = 0;
     return e->cb ? e->cb(sl->req, &o, e->ctx, err) : 0;
+}
+
+/* The whole prompt is in the cache: which lanes still hold the watched positions. */
+static void watch(engine *e, slot *sl) {
+    const dms_eval_request *q = &e->req[sl->req];
+    sl->watch_lanes = sl->watch_held = -1;
+    if (!q->watch || q->n_watch <= 0) return;
+    int all = 0, held = 0;
+    for (int l = 0; l < e->m->cfg.n_layers; l++)
+        for (int h = 0; h < e->m->cfg.n_kv_heads; h++) {
+            int k = 0;
+            for (int i = 0; i < q->n_watch; i++) k += dms_kv_lane_holds(e->kv, sl->seq, l, h, q->watch[i]);
+            held += k;
+            all += k == q->n_watch;
+        }
+    sl->watch_lanes = (double)all / e->lanes;
+    sl->watch_held = (double)held / ((double)e->lanes * q->n_watch);
 }
 
 /* A token was sampled for the slot: keep it, and end the sequence on a
@@ -113,6 +135,7 @@ static int admit(engine *e, slot *sl, int r, float *logits, int scored, dms_err 
     dms_eval_progress_tokens(e->progress, q->n_prompt);
     sl->fed = q->n_prompt;
     sl->lanes_prev = dms_eval_lanes_held(e->kv, e->m, sl->seq);
+    watch(e, sl);
     return take(e, sl, logits, err);
 }
 
@@ -167,7 +190,10 @@ int dms_eval_generate(const dms_model *m, const dms_kv_opts *kvo, const dms_eval
                 sl->fed++;
                 sl->lanes_prev = now;
                 dms_eval_progress_tokens(progress, 1);
-                if (sl->fed == q->n_prompt) rc = take(&e, sl, row, err);
+                if (sl->fed == q->n_prompt) {
+                    watch(&e, sl);
+                    rc = take(&e, sl, row, err);
+                }
                 continue;
             }
             /* a generated token at position p read p + 1 entries per lane in a

@@ -5,7 +5,9 @@
  * {color} {animal} is {6-digit number}." after depth% of the sentences,
  * and a question asking for it, rendered through the chat template. Every
  * choice is drawn from a counter RNG keyed by (seed, length, depth,
- * sample), so a prompt is the same in every run and under every policy. */
+ * sample), so a prompt is the same in every run and under every policy.
+ * The code's token positions are kept, so that the runtime can say which
+ * lanes still hold the needle when the question has been read. */
 #include "runtime/eval.h"
 
 #include <stdio.h>
@@ -64,6 +66,25 @@ static int put(sbuf *b, const char *s) {
     }
     memcpy(b->s + b->n, s, l + 1);
     b->n += l;
+    return 0;
+}
+
+/* Where the code's tokens sit in the prompt: the last run of ids equal to
+ * the code encoded alone (digits tokenize alike in context for the
+ * tokenizers we load); n_code 0 when it is not there as its own tokens. */
+static int find_code(const dms_tokenizer *tok, dms_eval_niah *it, dms_err *err) {
+    int32_t *c = NULL;
+    int n = 0;
+    it->n_code = 0;
+    if (dms_eval_encode_plain(tok, it->code, strlen(it->code), &c, &n, err) != 0) return -1;
+    if (n >= 1 && n <= (int)(sizeof it->code_pos / sizeof it->code_pos[0]))
+        for (int p = it->n_ids - n; p >= 0; p--)
+            if (memcmp(it->ids + p, c, sizeof(int32_t) * (size_t)n) == 0) {
+                for (int i = 0; i < n; i++) it->code_pos[i] = p + i;
+                it->n_code = n;
+                break;
+            }
+    free(c);
     return 0;
 }
 
@@ -145,5 +166,6 @@ int dms_eval_niah_build(const dms_tokenizer *tok, uint64_t seed, int length, int
     free(sent);
     if (rc == 0) rc = dms_eval_encode_user(tok, b.s, &out->ids, &out->n_ids, err);
     free(b.s);
+    if (rc == 0) rc = find_code(tok, out, err);
     return rc;
 }

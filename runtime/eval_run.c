@@ -466,6 +466,10 @@ static int gen_done(int q, const dms_eval_output *out, void *p, dms_err *err) {
         cJSON_AddNumberToObject(o, "sample", nh->sample);
         cJSON_AddStringToObject(o, "code", nh->code);
         cJSON_AddBoolToObject(o, "correct", strstr(text, nh->code) != NULL);
+        if (out->watch_lanes >= 0) { /* the code's tokens when the question had been read */
+            cJSON_AddNumberToObject(o, "needle_lanes", out->watch_lanes);
+            cJSON_AddNumberToObject(o, "needle_held", out->watch_held);
+        }
     } else if (c->task == DMS_EVAL_AIME) {
         char *boxed = dms_eval_last_boxed(text);
         long long v = 0;
@@ -534,7 +538,11 @@ static int run_gen(run *r, const int *pend, int np, dms_err *err) {
         int k = 0, i = start;
         for (; i < np && r->items[pend[i]].budget == b; i++) {
             const item *it = &r->items[pend[i]];
-            req[k] = (dms_eval_request){it->ids, it->n_ids, r->c.max_tokens, it->seed};
+            req[k] = (dms_eval_request){it->ids, it->n_ids, r->c.max_tokens, it->seed, NULL, 0};
+            if (r->niah) { /* the needle's code: still in the cache when the question is read? */
+                req[k].watch = r->niah[pend[i]].code_pos;
+                req[k].n_watch = r->niah[pend[i]].n_code;
+            }
             idx[k++] = pend[i];
         }
         dms_kv_opts o = r->c.kv;

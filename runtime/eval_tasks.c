@@ -9,6 +9,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -312,6 +313,36 @@ static int aggregate_kl(cJSON *const *rows, int n, cJSON *result) {
 
 static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
 
+/* The needle when the question was read (eval_run.c's records): the mean
+ * fraction of lanes holding all its code's tokens ("needle_lanes") and of
+ * (lane, code token) pairs held ("needle_held"), over the items of one
+ * length (-1: all) that recorded them, and apart for the found and the
+ * missed needles: are misses evictions or retrieval? Nothing is added
+ * without records. */
+static void add_needle_stat(cJSON *o, cJSON *const *rows, int n, int length, const char *key) {
+    double sum[3] = {0, 0, 0};
+    int cnt[3] = {0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        const double v = fnum(rows[i], key);
+        if (isnan(v) || (length >= 0 && fint(rows[i], "length") != length)) continue;
+        const int k = fbool(rows[i], "correct") ? 1 : 2;
+        sum[0] += v, cnt[0]++;
+        sum[k] += v, cnt[k]++;
+    }
+    if (!cnt[0]) return;
+    static const char *const suffix[3] = {"", "_found", "_missed"};
+    for (int k = 0; k < 3; k++) {
+        char name[48];
+        snprintf(name, sizeof name, "%s%s", key, suffix[k]);
+        if (cnt[k]) cJSON_AddNumberToObject(o, name, sum[k] / cnt[k]);
+        else cJSON_AddNullToObject(o, name);
+    }
+}
+static void add_needle_lanes(cJSON *o, cJSON *const *rows, int n, int length) {
+    add_needle_stat(o, rows, n, length, "needle_lanes");
+    add_needle_stat(o, rows, n, length, "needle_held");
+}
+
 static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
     double *ok = malloc(sizeof(double) * (size_t)(n ? n : 1));
     int *lens = malloc(sizeof(int) * (size_t)(n ? n : 1)), *deps = malloc(sizeof(int) * (size_t)(n ? n : 1));
@@ -340,6 +371,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
     cJSON *m = cJSON_AddObjectToObject(result, "metrics");
     cJSON_AddNumberToObject(m, "accuracy", mean);
     cJSON_AddNumberToObject(m, "accuracy_se", se);
+    add_needle_lanes(m, rows, n, -1);
     cJSON *cells = cJSON_AddArrayToObject(m, "cells");
     cJSON *by_len = cJSON_AddArrayToObject(m, "by_length");
     for (int a = 0; a < nl; a++) {
@@ -366,6 +398,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
         cJSON_AddNumberToObject(c, "length", lens[a]);
         cJSON_AddNumberToObject(c, "n", ln);
         cJSON_AddNumberToObject(c, "accuracy", ln ? (double)lc / ln : 0);
+        add_needle_lanes(c, rows, n, lens[a]);
         cJSON_AddItemToArray(by_len, c);
     }
     free(ok);

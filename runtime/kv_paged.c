@@ -573,6 +573,12 @@ void dms_kv_seq_stats(const dms_kv_paged *kv, int id, dms_kv_stats *st) {
 int dms_kv_lane_len(const dms_kv_paged *kv, int id, int layer, int head) {
     return kv->seqs[id].lanes[(size_t)layer * kv->KV + head].n;
 }
+int dms_kv_lane_holds(const dms_kv_paged *kv, int id, int layer, int head, int pos) {
+    const lane *ln = &kv->seqs[id].lanes[(size_t)layer * kv->KV + head];
+    for (int s = 0; s < ln->n; s++)
+        if (ln->pos[s] == pos) return 1;
+    return 0;
+}
 int dms_kv_seq_len(const dms_kv_paged *kv, int id) { return kv->seqs[id].len; }
 int dms_kv_blocks_in_use(const dms_kv_paged *kv) { return kv->in_use; }
 int dms_kv_blocks_peak(const dms_kv_paged *kv) { return kv->peak; }

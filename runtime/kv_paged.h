@@ -102,6 +102,8 @@ int dms_kv_decode(dms_kv_paged *kv, const int *seqs, const int32_t *ids, int n, 
 void dms_kv_seq_stats(const dms_kv_paged *kv, int seq, dms_kv_stats *st);
 /* Live tokens of lane (layer, head) of seq. */
 int dms_kv_lane_len(const dms_kv_paged *kv, int seq, int layer, int head);
+/* Whether lane (layer, head) of seq still holds the token at position pos. */
+int dms_kv_lane_holds(const dms_kv_paged *kv, int seq, int layer, int head, int pos);
 /* Tokens the sequence has processed (its next position). */
 int dms_kv_seq_len(const dms_kv_paged *kv, int seq);
 /* Pool accounting: blocks in use now, at peak, and the block size. */

@@ -292,6 +292,38 @@ static void aggregates(void) {
     CHECK_CLOSE(dms_eval_num(kv, "kv_cr_end"), 4, 0, 1e-12);
     cJSON_Delete(res);
     for (int i = 0; i < 4; i++) cJSON_Delete(rows[i]);
+
+    /* niah: the needle's lanes, over all and apart for found / missed, per length; rows without them count
+       for accuracy only */
+    const int len[] = {512, 512, 1024, 1024}, found[] = {1, 0, 1, 1};
+    const double lanes[] = {0.5, 0.1, 0.2, NAN};
+    for (int i = 0; i < 4; i++) {
+        rows[i] = cJSON_CreateObject();
+        cJSON_AddNumberToObject(rows[i], "length", len[i]);
+        cJSON_AddNumberToObject(rows[i], "depth", 50);
+        cJSON_AddBoolToObject(rows[i], "correct", found[i]);
+        if (!isnan(lanes[i])) {
+            cJSON_AddNumberToObject(rows[i], "needle_lanes", lanes[i]);
+            cJSON_AddNumberToObject(rows[i], "needle_held", 2 * lanes[i]);
+        }
+        dms_kv_stats kv = {.seen = 20, .held_mean = 5, .held_time_mean = 4, .held_peak = 6, .kv_cr = 4, .decision_cr = 1};
+        dms_eval_add_kv(rows[i], &kv);
+    }
+    res = cJSON_CreateObject();
+    CHECK(dms_eval_aggregate(DMS_EVAL_NIAH, rows, 4, res, &err) == 0);
+    const cJSON *nm = cJSON_GetObjectItem(res, "metrics");
+    CHECK_CLOSE(dms_eval_num(nm, "accuracy"), 0.75, 0, 1e-12);
+    CHECK_CLOSE(dms_eval_num(nm, "needle_lanes"), 0.8 / 3, 0, 1e-12);
+    CHECK_CLOSE(dms_eval_num(nm, "needle_lanes_found"), 0.35, 0, 1e-12);
+    CHECK_CLOSE(dms_eval_num(nm, "needle_lanes_missed"), 0.1, 0, 1e-12);
+    CHECK_CLOSE(dms_eval_num(nm, "needle_held_found"), 0.7, 0, 1e-12);
+    const cJSON *bl = cJSON_GetObjectItem(nm, "by_length");
+    CHECK(cJSON_GetArraySize(bl) == 2);
+    CHECK_CLOSE(dms_eval_num(cJSON_GetArrayItem(bl, 0), "needle_lanes"), 0.3, 0, 1e-12);
+    CHECK_CLOSE(dms_eval_num(cJSON_GetArrayItem(bl, 1), "needle_lanes"), 0.2, 0, 1e-12);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(bl, 1), "needle_lanes_missed")));
+    cJSON_Delete(res);
+    for (int i = 0; i < 4; i++) cJSON_Delete(rows[i]);
 }
 
 /* ---------------- KL on models ---------------- */
@@ -505,7 +537,7 @@ static void kl_nvidia(const char *variant) {
 typedef struct {
     int32_t ids[4][32];
     int n[4], hit[4], steps[4];
-    double reads[4], vreads[4];
+    double reads[4], vreads[4], watch_lanes[4], watch_held[4];
 } gen_sink;
 
 static int gen_collect(int index, const dms_eval_output *o, void *ctx, dms_err *err) {
@@ -517,6 +549,8 @@ static int gen_collect(int index, const dms_eval_output *o, void *ctx, dms_err *
     s->steps[index] = o->decode_steps;
     s->reads[index] = o->reads;
     s->vreads[index] = o->reads_vanilla;
+    s->watch_lanes[index] = o->watch_lanes;
+    s->watch_held[index] = o->watch_held;
     return 0;
 }
 
@@ -533,7 +567,15 @@ static void generation(void) {
     dms_eval_request req[NP];
     for (int i = 0; i < NP; i++) {
         for (int t = 0; t < lens[i]; t++) prompts[i][t] = (int32_t)(next_u32() % (uint32_t)m.cfg.vocab);
-        req[i] = (dms_eval_request){prompts[i], lens[i], NEW, 100 + (uint64_t)i};
+        req[i] = (dms_eval_request){prompts[i], lens[i], NEW, 100 + (uint64_t)i, NULL, 0};
+    }
+    /* watched: the first and the last prompt position (request 3 watches nothing) */
+    int watch[NP][2];
+    for (int i = 0; i < NP - 1; i++) {
+        watch[i][0] = 0;
+        watch[i][1] = lens[i] - 1;
+        req[i].watch = watch[i];
+        req[i].n_watch = 2;
     }
     const dms_policy pols[] = {DMS_POLICY_FULL, DMS_POLICY_WINDOW, DMS_POLICY_TOVA};
     for (int k = 0; k < 3; k++) {
@@ -556,7 +598,17 @@ static void generation(void) {
                       dms_policy_name(pols[k]), i);
             free(ref);
             CHECK(s.hit[i] == 1 && s.steps[i] == NEW - 1);
+            /* when the prompt was read: full holds everything, window the last 6 positions, and every policy
+               all of a prompt of at most 6 tokens */
             const int lanes = m.cfg.n_layers * m.cfg.n_kv_heads;
+            if (i == NP - 1) CHECK(s.watch_lanes[i] == -1 && s.watch_held[i] == -1);
+            else if (pols[k] == DMS_POLICY_FULL || lens[i] <= 6) CHECK(s.watch_lanes[i] == 1 && s.watch_held[i] == 1);
+            else if (pols[k] == DMS_POLICY_WINDOW) CHECK(s.watch_lanes[i] == 0 && s.watch_held[i] == 0.5);
+            else { /* tova (which may evict even the newest): counts of lanes and of (lane, position) pairs */
+                CHECK(s.watch_lanes[i] >= 0 && s.watch_lanes[i] <= s.watch_held[i] && s.watch_held[i] <= 1);
+                CHECK_CLOSE(s.watch_held[i] * 2 * lanes, round(s.watch_held[i] * 2 * lanes), 0, 1e-9);
+                CHECK_CLOSE(s.watch_lanes[i] * lanes, round(s.watch_lanes[i] * lanes), 0, 1e-9);
+            }
             double vr = 0, wr = 0, tr = 0;
             for (int t = 0; t < NEW - 1; t++) { /* the token at position p = len + t */
                 const int p = lens[i] + t;
@@ -611,6 +663,15 @@ static void haystacks(void) {
             snprintf(question, sizeof question, "What is the secret code of the %s %s?", x.color, x.animal);
             const char *at = text ? strstr(text, needle) : NULL, *q = text ? strstr(text, question) : NULL;
             CHECK(at && q && at < q && strlen(x.code) == 6);
+            /* the code's tokens are found where they decode to the code */
+            CHECK(x.n_code >= 1 && x.n_code <= 8);
+            if (x.n_code >= 1) {
+                for (int i = 1; i < x.n_code; i++) CHECK(x.code_pos[i] == x.code_pos[0] + i);
+                char *code = dms_tokenizer_decode(m.tok, x.ids + x.code_pos[0], (size_t)x.n_code, 0);
+                CHECK_MSG(code && !strcmp(code, x.code), "code %s at its positions decodes to '%s'", x.code,
+                          code ? code : "");
+                free(code);
+            }
             /* the number appears once, and the needle sits at its depth */
             CHECK(at && !strstr(at + strlen(needle), x.code));
             const char *body = text ? strstr(text, "<|im_start|>user\n") : NULL;

@@ -164,7 +164,11 @@ static float sm_all[SM_FLOATS + 1024];
 
 static int failures;
 
-/* Runs kernel f on grid g with the given shared bytes, one block at a time. */
+/* Runs kernel f on grid g with the given shared bytes, one block at a time,
+ * on one set of `threads` threads that goes from block to block (creating
+ * them anew for every block cost more than most kernels' work): thread 0
+ * poisons shared memory before a block and checks after it that nothing
+ * was written past its bytes, each between two block barriers. */
 template <typename F, typename... A>
 static void launch(const char *name, F f, dim3 g, int threads, size_t smem, A... a) {
     if (smem > sizeof(float) * SM_FLOATS) {
@@ -174,31 +178,36 @@ static void launch(const char *name, F f, dim3 g, int threads, size_t smem, A...
     }
     gridDim = g;
     blockDim = dim3(threads);
-    for (unsigned by = 0; by < g.y; by++)
-        for (unsigned bx = 0; bx < g.x; bx++) {
-            std::memset(sm_all, 0xff, sizeof sm_all);
-            std::barrier<> bb(threads);
-            block_barrier = &bb;
-            std::vector<std::barrier<> *> wb;
-            for (int w = 0; w < threads / 32; w++) wb.push_back(warp_barrier[w] = new std::barrier<>(32));
-            std::vector<std::thread> th;
-            for (int t = 0; t < threads; t++)
-                th.emplace_back([=] {
-                    threadIdx = dim3(t);
+    std::barrier<> bb(threads);
+    block_barrier = &bb;
+    std::vector<std::barrier<> *> wb;
+    for (int w = 0; w < threads / 32; w++) wb.push_back(warp_barrier[w] = new std::barrier<>(32));
+    auto poison = [] { std::memset(sm_all, 0xff, sizeof sm_all); };
+    auto check = [&](unsigned bx, unsigned by) {
+        size_t bad = 0;
+        const unsigned char *bytes = (const unsigned char *)sm_all;
+        for (size_t x = smem; x < sizeof sm_all; x++) bad += bytes[x] != 0xff;
+        if (bad) {
+            std::printf("FAIL %s: block (%u, %u) wrote %zu bytes past its %zu shared bytes\n", name, bx, by, bad, smem);
+            failures++;
+        }
+    };
+    std::vector<std::thread> th;
+    for (int t = 0; t < threads; t++)
+        th.emplace_back([=, &bb] {
+            threadIdx = dim3(t);
+            for (unsigned by = 0; by < g.y; by++)
+                for (unsigned bx = 0; bx < g.x; bx++) {
+                    if (t == 0) poison();
+                    bb.arrive_and_wait(); /* shared memory poisoned; the previous block checked */
                     blockIdx = dim3(bx, by);
                     f(a...);
-                });
-            for (auto &x : th) x.join();
-            for (auto p : wb) delete p;
-            size_t bad = 0;
-            const unsigned char *bytes = (const unsigned char *)sm_all;
-            for (size_t x = smem; x < sizeof sm_all; x++) bad += bytes[x] != 0xff;
-            if (bad) {
-                std::printf("FAIL %s: block (%u, %u) wrote %zu bytes past its %zu shared bytes\n", name, bx, by, bad,
-                            smem);
-                failures++;
-            }
-        }
+                    bb.arrive_and_wait(); /* every thread is done with the block */
+                    if (t == 0) check(bx, by);
+                }
+        });
+    for (auto &x : th) x.join();
+    for (auto p : wb) delete p;
 }
 
 struct shape {

@@ -316,15 +316,19 @@ static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(c
 /* The needle when the question was read (eval_run.c's records): the mean
  * fraction of lanes holding all its code's tokens ("needle_lanes") and of
  * (lane, code token) pairs held ("needle_held"), over the items of one
- * length (-1: all) that recorded them, and apart for the found and the
- * missed needles: are misses evictions or retrieval? Nothing is added
- * without records. */
-static void add_needle_stat(cJSON *o, cJSON *const *rows, int n, int length, const char *key) {
+ * length and one depth (-1: any) that recorded them, and apart for the
+ * found and the missed needles: are misses evictions or retrieval? (A
+ * needle still inside the eviction window, as at depth 100, is held
+ * everywhere: the cells tell them apart.) Nothing is added without
+ * records. */
+static void add_needle_stat(cJSON *o, cJSON *const *rows, int n, int length, int depth, const char *key) {
     double sum[3] = {0, 0, 0};
     int cnt[3] = {0, 0, 0};
     for (int i = 0; i < n; i++) {
         const double v = fnum(rows[i], key);
-        if (isnan(v) || (length >= 0 && fint(rows[i], "length") != length)) continue;
+        if (isnan(v) || (length >= 0 && fint(rows[i], "length") != length) ||
+            (depth >= 0 && fint(rows[i], "depth") != depth))
+            continue;
         const int k = fbool(rows[i], "correct") ? 1 : 2;
         sum[0] += v, cnt[0]++;
         sum[k] += v, cnt[k]++;
@@ -338,9 +342,9 @@ static void add_needle_stat(cJSON *o, cJSON *const *rows, int n, int length, con
         else cJSON_AddNullToObject(o, name);
     }
 }
-static void add_needle_lanes(cJSON *o, cJSON *const *rows, int n, int length) {
-    add_needle_stat(o, rows, n, length, "needle_lanes");
-    add_needle_stat(o, rows, n, length, "needle_held");
+static void add_needle_lanes(cJSON *o, cJSON *const *rows, int n, int length, int depth) {
+    add_needle_stat(o, rows, n, length, depth, "needle_lanes");
+    add_needle_stat(o, rows, n, length, depth, "needle_held");
 }
 
 static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
@@ -371,7 +375,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
     cJSON *m = cJSON_AddObjectToObject(result, "metrics");
     cJSON_AddNumberToObject(m, "accuracy", mean);
     cJSON_AddNumberToObject(m, "accuracy_se", se);
-    add_needle_lanes(m, rows, n, -1);
+    add_needle_lanes(m, rows, n, -1, -1);
     cJSON *cells = cJSON_AddArrayToObject(m, "cells");
     cJSON *by_len = cJSON_AddArrayToObject(m, "by_length");
     for (int a = 0; a < nl; a++) {
@@ -390,6 +394,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
             cJSON_AddNumberToObject(c, "n", cn);
             cJSON_AddNumberToObject(c, "correct", cc);
             cJSON_AddNumberToObject(c, "accuracy", (double)cc / cn);
+            add_needle_lanes(c, rows, n, lens[a], deps[b]);
             cJSON_AddItemToArray(cells, c);
             ln += cn;
             lc += cc;
@@ -398,7 +403,7 @@ static int aggregate_niah(cJSON *const *rows, int n, cJSON *result) {
         cJSON_AddNumberToObject(c, "length", lens[a]);
         cJSON_AddNumberToObject(c, "n", ln);
         cJSON_AddNumberToObject(c, "accuracy", ln ? (double)lc / ln : 0);
-        add_needle_lanes(c, rows, n, lens[a]);
+        add_needle_lanes(c, rows, n, lens[a], -1);
         cJSON_AddItemToArray(by_len, c);
     }
     free(ok);

@@ -322,6 +322,10 @@ static void aggregates(void) {
     CHECK_CLOSE(dms_eval_num(cJSON_GetArrayItem(bl, 0), "needle_lanes"), 0.3, 0, 1e-12);
     CHECK_CLOSE(dms_eval_num(cJSON_GetArrayItem(bl, 1), "needle_lanes"), 0.2, 0, 1e-12);
     CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(bl, 1), "needle_lanes_missed")));
+    const cJSON *cells = cJSON_GetObjectItem(nm, "cells"); /* (512, 50) and (1024, 50) */
+    CHECK(cJSON_GetArraySize(cells) == 2);
+    CHECK_CLOSE(dms_eval_num(cJSON_GetArrayItem(cells, 0), "needle_held_missed"), 0.2, 0, 1e-12);
+    CHECK_CLOSE(dms_eval_num(cJSON_GetArrayItem(cells, 1), "needle_lanes"), 0.2, 0, 1e-12);
     cJSON_Delete(res);
     for (int i = 0; i < 4; i++) cJSON_Delete(rows[i]);
 }

@@ -182,7 +182,6 @@ static void launch(const char *name, F f, dim3 g, int threads, size_t smem, A...
     block_barrier = &bb;
     std::vector<std::barrier<> *> wb;
     for (int w = 0; w < threads / 32; w++) wb.push_back(warp_barrier[w] = new std::barrier<>(32));
-    auto poison = [] { std::memset(sm_all, 0xff, sizeof sm_all); };
     auto check = [&](unsigned bx, unsigned by) {
         size_t bad = 0;
         const unsigned char *bytes = (const unsigned char *)sm_all;
@@ -198,7 +197,7 @@ static void launch(const char *name, F f, dim3 g, int threads, size_t smem, A...
             threadIdx = dim3(t);
             for (unsigned by = 0; by < g.y; by++)
                 for (unsigned bx = 0; bx < g.x; bx++) {
-                    if (t == 0) poison();
+                    if (t == 0) std::memset(sm_all, 0xff, sizeof sm_all);
                     bb.arrive_and_wait(); /* shared memory poisoned; the previous block checked */
                     blockIdx = dim3(bx, by);
                     f(a...);

@@ -556,11 +556,46 @@ static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
     dms_trainer_free(tr);
 }
 
+/* guide_rank "lane": in each lane the keys with the smallest scores are
+ * the targets 1, as many as the student's flagged fraction of the lane
+ * (one row: dms_trainer_head_frac) scaled so that the lanes' mean is the
+ * target, and the lanes' shares differ. */
+static void guide_lanes(const dms_trainer *tr, const float *imp, const float *y, const float *mask, int T, int L,
+                        int KV, double target) {
+    double mean = 0.0;
+    for (int l = 0; l < L; l++)
+        for (int h = 0; h < KV; h++) mean += dms_trainer_head_frac(tr, l, h) / (L * KV);
+    CHECK_MSG(mean > 0.05, "the student flags %g of its decisions: the test cannot tell lanes apart", mean);
+    size_t ones_min = SIZE_MAX, ones_max = 0;
+    for (int l = 0; l < L; l++)
+        for (int h = 0; h < KV; h++) {
+            size_t n = 0, ones = 0;
+            float max_one = -1.0f, min_zero = INFINITY;
+            for (int t = 1; t < T; t++) {
+                const size_t i = (size_t)l * T * KV + (size_t)t * KV + h;
+                if (mask[(size_t)t * KV + h] == 0.0f) continue;
+                const float s = imp[i - KV]; /* decision t is about key t - 1 */
+                n++;
+                if (y[i] == 1.0f) ones++, max_one = fmaxf(max_one, s);
+                else min_zero = fminf(min_zero, s);
+            }
+            const double f = fmin(1.0, dms_trainer_head_frac(tr, l, h) * target / mean);
+            const size_t want = (size_t)(f * (double)n);
+            CHECK_MSG(n > 4 && ones == want && max_one <= min_zero,
+                      "lane (%d, %d): %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, h,
+                      ones, n, want, max_one, min_zero);
+            ones_min = ones < ones_min ? ones : ones_min, ones_max = ones > ones_max ? ones : ones_max;
+        }
+    CHECK_MSG(ones_max > ones_min, "every lane got %zu targets 1: the shares do not follow the student", ones_min);
+}
+
 /* Attention guidance (guide_weight): the targets rank each layer's keys by
  * the teacher's future attention (the fraction 1 - 1/CR(step) with the
  * smallest maxima, among the decisions the mask allows, are 1), or with
  * guide_rank "row" all layers' keys at once (the same fraction overall, one
- * threshold, uneven layers); with guide_score "attention_value" each key's
+ * threshold, uneven layers), or with "lane" within each (layer, KV head)
+ * lane at the lane's share of the student's own flagged decisions (scaled
+ * to the target, at most all); with guide_score "attention_value" each key's
  * score is its attention score times a factor of its own (the value's l1
  * norm, checked exactly by test_ops) and the per-layer ranking follows the
  * new score; the loss is logged and added; its gradient matches central
@@ -575,7 +610,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
     const float *noise = tensor(fx, "noise");
     const int step = 2;
     float *g_plain = NULL, *imp_attn = NULL;
-    for (int on = 0; on < 4; on++) { /* off, per layer, per row, per layer by attention x value */
+    for (int on = 0; on < 5; on++) { /* off, per layer, per row, per layer by attention x value, per lane */
         dms_train_config cfg;
         small_config(&cfg, T);
         cfg.compression_weight = 0;
@@ -584,11 +619,14 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
         cfg.cr_final = 8;
         cfg.guide_weight = on ? 2.0f : 0.0f;
         cfg.guide_steps = 4; /* weight 1 at step 2 */
-        cfg.guide_rank = on == 2 ? DMS_GUIDE_PER_ROW : DMS_GUIDE_PER_LAYER;
+        cfg.guide_rank = on == 2 ? DMS_GUIDE_PER_ROW : on == 4 ? DMS_GUIDE_PER_LANE : DMS_GUIDE_PER_LAYER;
         cfg.guide_score = on == 3 ? DMS_GUIDE_ATTENTION_VALUE : DMS_GUIDE_ATTENTION;
         dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
         CHECK_MSG(tr != NULL, "%s", err.msg);
         if (!tr) break;
+        for (int l = 0; l < L; l++) /* the fixture's adapter: a student that flags some of its decisions */
+            memcpy(dms_trainer_param(tr, 2 * l)->p, tensor(fx, "adapter.W_a") + (size_t)l * KV * m->cfg.hidden,
+                   sizeof(float) * KV * m->cfg.hidden);
         dms_trainer_test_fix_noise(tr, noise);
         dms_step_stats st;
         CHECK(dms_trainer_grads(tr, &row, 1, step, T, 1, &st, &err) == 0);
@@ -619,6 +657,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
             }
             CHECK_MSG(rmin > 0.0 && rmax > 1.5 * rmin, "attention x value: factors %g-%g", rmin, rmax);
         }
+        if (on == 4) guide_lanes(tr, imp, y, mask, T, L, KV, 1.0 - 1.0 / 3.0);
         size_t n_all = 0, ones_all = 0, ones_min = SIZE_MAX, ones_max = 0;
         float max_one_all = -1.0f, min_zero_all = INFINITY;
         for (int l = 0; l < L; l++) {

@@ -84,7 +84,9 @@ int main(void) {
     CHECK(c.guide_score == DMS_GUIDE_ATTENTION);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"row\"}", &err) == 0);
     CHECK(c.guide_rank == DMS_GUIDE_PER_ROW);
-    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"lane\"}", &err) != 0);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"lane\"}", &err) == 0);
+    CHECK(c.guide_rank == DMS_GUIDE_PER_LANE);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"head\"}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_rank") != NULL, "%s", err.msg);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_score\": \"attention_value\"}", &err) == 0);
     CHECK(c.guide_score == DMS_GUIDE_ATTENTION_VALUE);

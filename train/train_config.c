@@ -32,7 +32,7 @@ static const char *const comp_pers[] = {"row", "head", NULL};
 static const char *const packings[] = {"documents", "reference", NULL}; /* dms_packing order */
 static const char *const cr_schedules[] = {"linear", "nvidia", NULL};
 static const char *const kd_dirs[] = {"reverse", "forward", NULL};
-static const char *const guide_ranks[] = {"layer", "row", NULL};
+static const char *const guide_ranks[] = {"layer", "row", "lane", NULL};
 static const char *const guide_scores[] = {"attention", "attention_value", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
@@ -68,7 +68,8 @@ static const key_spec keys[] = {
      "extension: attention guidance, weight at step 0 (0 = off; docs/training.md)"},
     {"guide_steps", K_INT, F(guide_steps), 1, 1e9, NULL, "steps over which the guidance weight falls to 0"},
     {"guide_rank", K_ENUM, F(guide_rank), 0, 0, guide_ranks,
-     "guidance targets ranked within each layer (even lanes per layer) or over all layers of the row"},
+     "guidance targets ranked within each layer (even lanes per layer), over all layers of the row, or within each "
+     "lane at the share of evictions the student gives it"},
     {"guide_score", K_ENUM, F(guide_score), 0, 0, guide_scores,
      "keys ranked by their largest future attention, or by it times their value's l1 norm"},
     {"neuron_warmup", K_INT, F(neuron_warmup), 0, 1e9, NULL,

@@ -21,7 +21,11 @@ typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
  * extension, KL(teacher || student) (FastDMS's; the direction that
  * dms eval --task kl measures). The value is the kd_chunk op's `forward`. */
 typedef enum { DMS_KD_REVERSE = 0, DMS_KD_FORWARD } dms_kd_dir;
-typedef enum { DMS_GUIDE_PER_LAYER = 0, DMS_GUIDE_PER_ROW } dms_guide_rank;
+/* How guidance shares out its eviction targets: the same fraction in every
+ * layer, one threshold over the whole row, or, in each (layer, KV head)
+ * lane, the lane's share of the student's own decisions on the row (scaled
+ * so that the row's total is the step's target). */
+typedef enum { DMS_GUIDE_PER_LAYER = 0, DMS_GUIDE_PER_ROW, DMS_GUIDE_PER_LANE } dms_guide_rank;
 /* What guidance ranks keys by: the largest future attention probability
  * (Locret's score), or that times the l1 norm of the key's value (the
  * value-aware score of VATP, Guo et al. 2024, arXiv 2406.12335). */
@@ -66,7 +70,7 @@ typedef struct dms_train_config {
     int tau_steps;          /* over this many steps */
     float guide_weight;     /* optional extension: attention guidance weight at step 0 (0: off) */
     int guide_steps;        /* falling linearly to 0 at this step */
-    dms_guide_rank guide_rank; /* keys ranked within each layer, or over all layers of the row */
+    dms_guide_rank guide_rank; /* keys ranked within each layer, over the row, or per lane at the student's shares */
     dms_guide_score guide_score; /* ranked by future attention, or by it times the value's l1 norm */
     int neuron_warmup;      /* neuron variant: steps of the borrowed channel's fade (0: off) */
     float alpha_scale;

@@ -80,6 +80,7 @@ struct dms_trainer {
      * (1 = evict) set from them on the host (docs/training.md) */
     float *imp, *guide_y;
     float *imp_host, *guide_y_host, *rank_buf;
+    double *lane_host;  /* [L, KV] host: the student's flagged decisions per lane on the row (guide_rank "lane") */
     float *kvw_host;    /* [T, KV] host: the current row's kv_w (row_setup builds it here) */
     float guide_w;      /* this step's guidance weight (0: off this step) */
     float guide_coef;   /* the current row's per-decision coefficient (guide_targets) */
@@ -122,6 +123,11 @@ static size_t st_head(const dms_trainer *tr, int l, int h) {
 }
 static size_t st_head_row(const dms_trainer *tr, int l, int h) { return st_head(tr, tr->L + l, h); }
 static size_t n_stats(const dms_trainer *tr) { return st_head(tr, 2 * tr->L, 0); }
+/* whether the student's forward counts each head's decisions per row too */
+static int counts_per_row(const dms_trainer *tr) {
+    return tr->cfg.compression_per == DMS_COMP_PER_HEAD ||
+           (tr->guide_w > 0.0f && tr->cfg.guide_rank == DMS_GUIDE_PER_LANE);
+}
 
 static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_acts *a, int n) {
     train_attn *s = (train_attn *)self;
@@ -141,8 +147,7 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
             for (int h = 0; h < tr->KV; h++) {
                 const float *sel = tr->head_sel + h * TK;
                 be->sum_acc(be->ctx, tr->stats + st_head(tr, l, h), tr->hard, sel, TK);
-                if (tr->cfg.compression_per == DMS_COMP_PER_HEAD)
-                    be->sum_acc(be->ctx, tr->stats + st_head_row(tr, l, h), tr->hard, sel, TK);
+                if (counts_per_row(tr)) be->sum_acc(be->ctx, tr->stats + st_head_row(tr, l, h), tr->hard, sel, TK);
             }
         }
         log_keep = tr->logkeep;
@@ -221,7 +226,8 @@ static int alloc_activations(dms_trainer *tr) {
         tr->imp_host = malloc(sizeof(float) * L * T * KV);
         tr->guide_y_host = malloc(sizeof(float) * L * T * KV);
         tr->rank_buf = malloc(sizeof(float) * L * T * KV);
-        ok = ok && tr->imp_host && tr->guide_y_host && tr->rank_buf;
+        tr->lane_host = malloc(sizeof(double) * L * KV);
+        ok = ok && tr->imp_host && tr->guide_y_host && tr->rank_buf && tr->lane_host;
     }
     return ok ? 0 : -1;
 }
@@ -347,6 +353,7 @@ void dms_trainer_free(dms_trainer *tr) {
     free(tr->kvw_host);
     free(tr->imp_host);
     free(tr->guide_y_host);
+    free(tr->lane_host);
     free(tr->rank_buf);
     free(tr);
 }
@@ -577,15 +584,20 @@ static int cmp_f32(const void *a, const void *b) {
  * maxima, times the value's l1 norm with guide_score "attention_value") get
  * the target 1 (evict), the others 0; ties go to the lower layer, then the
  * earlier token. Ranked within each layer (guide_rank "layer": every layer
- * evicts the same fraction) or over all layers at once ("row": a layer whose
- * keys score low may give up more). A block returns how many decisions it
+ * evicts the same fraction), over all layers at once ("row": a layer whose
+ * keys score low may give up more), or within each (layer, KV head) lane
+ * ("lane", after the student's forward: each lane evicts the share of the
+ * row's evictions that the student's own decisions give it, so guidance
+ * teaches which keys go and leaves how many to the KD). A block (`layers`
+ * layers, KV head `head` or all heads if < 0) returns how many decisions it
  * ranked; guide_targets sets the row's per-decision coefficient from their
  * sum: the loss is the mean over those decisions, layers and the step's rows. */
-static size_t guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, double frac) {
+static size_t guide_rank_block(dms_trainer *tr, const float *imp, float *y, int layers, int head, double frac) {
     const size_t TK = (size_t)tr->T * tr->KV, KV = (size_t)tr->KV;
+    const size_t i0 = head < 0 ? KV : KV + (size_t)head, di = head < 0 ? 1 : KV;
     size_t n = 0;
     for (int l = 0; l < layers; l++)
-        for (size_t i = KV; i < TK; i++)
+        for (size_t i = i0; i < TK; i += di)
             if (tr->kvw_host[i] != 0.0f) tr->rank_buf[n++] = imp[(size_t)l * TK + i - KV]; /* decision t: key t - 1 */
     const size_t k = (size_t)(frac * (double)n);
     if (k == 0) return n;
@@ -593,11 +605,32 @@ static size_t guide_rank_block(dms_trainer *tr, const float *imp, float *y, int 
     const float thr = tr->rank_buf[k - 1];
     size_t below = 0;
     for (int l = 0; l < layers; l++)
-        for (size_t i = KV; i < TK; i++)
+        for (size_t i = i0; i < TK; i += di)
             if (tr->kvw_host[i] != 0.0f && imp[(size_t)l * TK + i - KV] < thr) y[(size_t)l * TK + i] = 1.0f, below++;
     for (int l = 0; l < layers; l++)
-        for (size_t i = KV; i < TK && below < k; i++)
+        for (size_t i = i0; i < TK && below < k; i += di)
             if (tr->kvw_host[i] != 0.0f && imp[(size_t)l * TK + i - KV] == thr) y[(size_t)l * TK + i] = 1.0f, below++;
+    return n;
+}
+
+/* guide_rank "lane": each lane's fraction to evict, the student's flagged
+ * fraction of the lane on this row scaled so that the lanes' mean is `frac`
+ * (at most 1); `frac` in every lane while the student flags nothing. */
+static size_t guide_rank_lanes(dms_trainer *tr, double frac) {
+    const dms_backend *be = tr->be;
+    const int L = tr->L, KV = tr->KV, LK = L * KV;
+    const size_t TK = (size_t)tr->T * KV;
+    double *row_counts = tr->stats + st_head_row(tr, 0, 0); /* [L, KV], contiguous */
+    dms_download_f64(be, tr->lane_host, row_counts, (size_t)LK);
+    if (tr->cfg.compression_per != DMS_COMP_PER_HEAD) be->zero_f64(be->ctx, row_counts, (size_t)LK);
+    double mean = 0.0;
+    for (int lh = 0; lh < LK; lh++) mean += tr->lane_host[lh] / ((double)tr->T * LK);
+    size_t n = 0;
+    for (int lh = 0; lh < LK; lh++) {
+        const double f = mean > 0.0 ? fmin(1.0, tr->lane_host[lh] / tr->T * frac / mean) : frac;
+        const size_t off = (size_t)(lh / KV) * TK;
+        n += guide_rank_block(tr, tr->imp_host + off, tr->guide_y_host + off, 1, lh % KV, f);
+    }
     return n;
 }
 
@@ -609,10 +642,12 @@ static void guide_targets(dms_trainer *tr, double frac, int rows_total) {
     memset(tr->guide_y_host, 0, sizeof(float) * (size_t)L * TK);
     size_t n = 0; /* the row's decisions under the mask, all layers */
     if (tr->cfg.guide_rank == DMS_GUIDE_PER_ROW)
-        n = guide_rank_block(tr, tr->imp_host, tr->guide_y_host, L, frac);
+        n = guide_rank_block(tr, tr->imp_host, tr->guide_y_host, L, -1, frac);
+    else if (tr->cfg.guide_rank == DMS_GUIDE_PER_LANE)
+        n = guide_rank_lanes(tr, frac);
     else
         for (int l = 0; l < L; l++)
-            n += guide_rank_block(tr, tr->imp_host + (size_t)l * TK, tr->guide_y_host + (size_t)l * TK, 1, frac);
+            n += guide_rank_block(tr, tr->imp_host + (size_t)l * TK, tr->guide_y_host + (size_t)l * TK, 1, -1, frac);
     dms_upload_f32(be, tr->guide_y, tr->guide_y_host, (size_t)L * TK);
     tr->guide_coef = n ? (float)(tr->guide_w / ((double)n * rows_total)) : 0.0f;
 }
@@ -700,9 +735,11 @@ int dms_trainer_grads(dms_trainer *tr, const dms_row *rows, int n_rows, int64_t 
         if (row_setup(tr, &rows[r], kd_tokens_total, step, r, err) != 0) return -1;
         phase_end(tr, DMS_PHASE_SETUP);
         teacher_forward(tr);
-        if (tr->guide_w > 0.0f) guide_targets(tr, st->target, rows_total);
+        const int lane_guide = tr->guide_w > 0.0f && tr->cfg.guide_rank == DMS_GUIDE_PER_LANE;
+        if (tr->guide_w > 0.0f && !lane_guide) guide_targets(tr, st->target, rows_total);
         phase_end(tr, DMS_PHASE_TEACHER);
         student_forward(tr);
+        if (lane_guide) guide_targets(tr, st->target, rows_total); /* needs the student's decisions */
         phase_end(tr, DMS_PHASE_STUDENT);
         if (tr->cfg.compression_per == DMS_COMP_PER_HEAD) {
             for (int lh = 0; lh < LK; lh++)

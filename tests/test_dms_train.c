@@ -558,35 +558,51 @@ static void neuron_warmup(dms_model *m, const dms_safetensors *fx) {
 
 /* guide_rank "lane": in each lane the keys with the smallest scores are
  * the targets 1, as many as the student's flagged fraction of the lane
- * (one row: dms_trainer_head_frac) scaled so that the lanes' mean is the
- * target, and the lanes' shares differ. */
+ * (one row: dms_trainer_head_frac) plus one shift for all lanes, clipped
+ * to [0, 1]; the shift (read off the lanes that are not clipped, which
+ * must agree on it) makes the lanes' mean the target; the shares differ. */
 static void guide_lanes(const dms_trainer *tr, const float *imp, const float *y, const float *mask, int T, int L,
                         int KV, double target) {
-    double mean = 0.0;
-    for (int l = 0; l < L; l++)
-        for (int h = 0; h < KV; h++) mean += dms_trainer_head_frac(tr, l, h) / (L * KV);
-    CHECK_MSG(mean > 0.05, "the student flags %g of its decisions: the test cannot tell lanes apart", mean);
-    size_t ones_min = SIZE_MAX, ones_max = 0;
-    for (int l = 0; l < L; l++)
-        for (int h = 0; h < KV; h++) {
-            size_t n = 0, ones = 0;
-            float max_one = -1.0f, min_zero = INFINITY;
-            for (int t = 1; t < T; t++) {
-                const size_t i = (size_t)l * T * KV + (size_t)t * KV + h;
-                if (mask[(size_t)t * KV + h] == 0.0f) continue;
-                const float s = imp[i - KV]; /* decision t is about key t - 1 */
-                n++;
-                if (y[i] == 1.0f) ones++, max_one = fmaxf(max_one, s);
-                else min_zero = fminf(min_zero, s);
-            }
-            const double f = fmin(1.0, dms_trainer_head_frac(tr, l, h) * target / mean);
-            const size_t want = (size_t)(f * (double)n);
-            CHECK_MSG(n > 4 && ones == want && max_one <= min_zero,
-                      "lane (%d, %d): %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, h,
-                      ones, n, want, max_one, min_zero);
-            ones_min = ones < ones_min ? ones : ones_min, ones_max = ones > ones_max ? ones : ones_max;
+    const int LK = L * KV;
+    size_t *ones = calloc(LK, sizeof(size_t)), *n = calloc(LK, sizeof(size_t));
+    double mean_flag = 0.0;
+    for (int lh = 0; lh < LK; lh++) {
+        const int l = lh / KV, h = lh % KV;
+        mean_flag += dms_trainer_head_frac(tr, l, h) / LK;
+        float max_one = -1.0f, min_zero = INFINITY;
+        for (int t = 1; t < T; t++) {
+            const size_t i = (size_t)l * T * KV + (size_t)t * KV + h;
+            if (mask[(size_t)t * KV + h] == 0.0f) continue;
+            const float sc = imp[i - KV]; /* decision t is about key t - 1 */
+            n[lh]++;
+            if (y[i] == 1.0f) ones[lh]++, max_one = fmaxf(max_one, sc);
+            else min_zero = fminf(min_zero, sc);
         }
+        CHECK_MSG(n[lh] > 4 && max_one <= min_zero, "lane (%d, %d): %zu keys, largest evicted %g, smallest kept %g", l,
+                  h, n[lh], max_one, min_zero);
+    }
+    CHECK_MSG(mean_flag > 0.05, "the student flags %g of its decisions: the test cannot tell lanes apart", mean_flag);
+    double shift = NAN, mean = 0.0;
+    size_t ones_min = SIZE_MAX, ones_max = 0;
+    for (int lh = 0; lh < LK; lh++) {
+        const double f = (double)ones[lh] / n[lh], d = f - dms_trainer_head_frac(tr, lh / KV, lh % KV);
+        mean += f / LK;
+        ones_min = ones[lh] < ones_min ? ones[lh] : ones_min, ones_max = ones[lh] > ones_max ? ones[lh] : ones_max;
+        if (ones[lh] == 0 || ones[lh] == n[lh]) continue;
+        if (isnan(shift)) shift = d;
+        CHECK_MSG(fabs(d - shift) <= 1.0 / n[lh] + 1e-9, "lane (%d, %d): share %g of the student's %g, shift %g not %g",
+                  lh / KV, lh % KV, f, f - d, d, shift);
+    }
+    CHECK_MSG(!isnan(shift) && shift > 0.0, "shift %g: the student lags the target here, so the lanes move up", shift);
+    for (int lh = 0; lh < LK; lh++) { /* the clipped lanes are where the shift puts them past 0 or 1 */
+        const double want = dms_trainer_head_frac(tr, lh / KV, lh % KV) + shift;
+        if (ones[lh] == n[lh]) CHECK_MSG(want >= 1.0 - 1.0 / n[lh], "lane %d: all evicted at %g", lh, want);
+        if (ones[lh] == 0) CHECK_MSG(want <= 1.0 / n[lh], "lane %d: none evicted at %g", lh, want);
+    }
+    CHECK_MSG(fabs(mean - target) <= 1.0 / T, "lanes' mean share %g, target %g", mean, target);
     CHECK_MSG(ones_max > ones_min, "every lane got %zu targets 1: the shares do not follow the student", ones_min);
+    free(ones);
+    free(n);
 }
 
 /* Attention guidance (guide_weight): the targets rank each layer's keys by

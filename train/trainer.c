@@ -586,9 +586,9 @@ static int cmp_f32(const void *a, const void *b) {
  * earlier token. Ranked within each layer (guide_rank "layer": every layer
  * evicts the same fraction), over all layers at once ("row": a layer whose
  * keys score low may give up more), or within each (layer, KV head) lane
- * ("lane", after the student's forward: each lane evicts the share of the
- * row's evictions that the student's own decisions give it, so guidance
- * teaches which keys go and leaves how many to the KD). A block (`layers`
+ * ("lane", after the student's forward: each lane evicts its share of the
+ * student's own decisions on the row, shifted to the step's target, so
+ * guidance teaches which keys go and leaves how many to the KD). A block (`layers`
  * layers, KV head `head` or all heads if < 0) returns how many decisions it
  * ranked; guide_targets sets the row's per-decision coefficient from their
  * sum: the loss is the mean over those decisions, layers and the step's rows. */
@@ -613,9 +613,12 @@ static size_t guide_rank_block(dms_trainer *tr, const float *imp, float *y, int 
     return n;
 }
 
-/* guide_rank "lane": each lane's fraction to evict, the student's flagged
- * fraction of the lane on this row scaled so that the lanes' mean is `frac`
- * (at most 1); `frac` in every lane while the student flags nothing. */
+/* guide_rank "lane": each lane's fraction to evict is the student's flagged
+ * fraction of the lane on this row plus one shift for all lanes, clipped to
+ * [0, 1], the shift chosen (by bisection) so that the lanes' mean is `frac`:
+ * while the heads lag the target every lane is pulled up by the same amount,
+ * and once they meet it guidance leaves each lane's share where the KD put
+ * it (a multiplicative scale would pin a lane that flags nothing at 0). */
 static size_t guide_rank_lanes(dms_trainer *tr, double frac) {
     const dms_backend *be = tr->be;
     const int L = tr->L, KV = tr->KV, LK = L * KV;
@@ -623,11 +626,17 @@ static size_t guide_rank_lanes(dms_trainer *tr, double frac) {
     double *row_counts = tr->stats + st_head_row(tr, 0, 0); /* [L, KV], contiguous */
     dms_download_f64(be, tr->lane_host, row_counts, (size_t)LK);
     if (tr->cfg.compression_per != DMS_COMP_PER_HEAD) be->zero_f64(be->ctx, row_counts, (size_t)LK);
-    double mean = 0.0;
-    for (int lh = 0; lh < LK; lh++) mean += tr->lane_host[lh] / ((double)tr->T * LK);
+    for (int lh = 0; lh < LK; lh++) tr->lane_host[lh] /= tr->T;
+    double lo = -1.0, hi = 1.0;
+    for (int it = 0; it < 60; it++) {
+        const double mid = 0.5 * (lo + hi);
+        double mean = 0.0;
+        for (int lh = 0; lh < LK; lh++) mean += fmin(1.0, fmax(0.0, tr->lane_host[lh] + mid)) / LK;
+        *(mean < frac ? &lo : &hi) = mid;
+    }
     size_t n = 0;
     for (int lh = 0; lh < LK; lh++) {
-        const double f = mean > 0.0 ? fmin(1.0, tr->lane_host[lh] / tr->T * frac / mean) : frac;
+        const double f = fmin(1.0, fmax(0.0, tr->lane_host[lh] + hi));
         const size_t off = (size_t)(lh / KV) * TK;
         n += guide_rank_block(tr, tr->imp_host + off, tr->guide_y_host + off, 1, lh % KV, f);
     }

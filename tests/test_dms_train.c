@@ -610,8 +610,8 @@ static void guide_lanes(const dms_trainer *tr, const float *imp, const float *y,
  * smallest maxima, among the decisions the mask allows, are 1), or with
  * guide_rank "row" all layers' keys at once (the same fraction overall, one
  * threshold, uneven layers), or with "lane" within each (layer, KV head)
- * lane at the lane's share of the student's own flagged decisions (scaled
- * to the target, at most all); with guide_score "attention_value" each key's
+ * lane at the lane's share of the student's own flagged decisions (shifted
+ * to the target, clipped to [0, 1]); with guide_score "attention_value" each key's
  * score is its attention score times a factor of its own (the value's l1
  * norm, checked exactly by test_ops) and the per-layer ranking follows the
  * new score; the loss is logged and added; its gradient matches central

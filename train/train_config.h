@@ -23,8 +23,8 @@ typedef enum { DMS_COMP_PER_ROW = 0, DMS_COMP_PER_HEAD } dms_comp_per;
 typedef enum { DMS_KD_REVERSE = 0, DMS_KD_FORWARD } dms_kd_dir;
 /* How guidance shares out its eviction targets: the same fraction in every
  * layer, one threshold over the whole row, or, in each (layer, KV head)
- * lane, the lane's share of the student's own decisions on the row (scaled
- * so that the row's total is the step's target). */
+ * lane, the lane's share of the student's own decisions on the row (shifted
+ * by one amount for all lanes so that their mean is the step's target). */
 typedef enum { DMS_GUIDE_PER_LAYER = 0, DMS_GUIDE_PER_ROW, DMS_GUIDE_PER_LANE } dms_guide_rank;
 /* What guidance ranks keys by: the largest future attention probability
  * (Locret's score), or that times the l1 norm of the key's value (the

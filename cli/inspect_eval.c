@@ -3,7 +3,9 @@
  * pass@1) and its standard error against the KV CR, one line per policy
  * across every model in the folder (the checkpoints of one retrofit at
  * several CRs make one DMS line; the baselines, measured on each, one line
- * each), drawn by gnuplot as inspect_run.c draws training runs. */
+ * each), drawn by gnuplot as inspect_run.c draws training runs. Results
+ * of one task on more than one text (--data) make one line per policy and
+ * text, so that a line never joins points measured on different texts. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -28,10 +30,20 @@ int dms_eval_dir_has_results(const char *dir) {
     return n > 0;
 }
 
+/* The text a result was measured on: the file name of its --data ("" when
+ * the task makes its own prompts). */
+static const char *data_name(const cJSON *d) {
+    const char *p = str(cJSON_GetObjectItemCaseSensitive(d, "config"), "data");
+    const char *slash = strrchr(p, '/');
+    return slash ? slash + 1 : p;
+}
+
 /* The line a result belongs to: its policy ("h2o, DMS lanes" for a
- * baseline given a budget per lane shaped like DMS's, --by-lane). */
-static void line_name(const cJSON *d, char *buf, size_t n) {
-    snprintf(buf, n, "%s%s", str(d, "policy"), !strcmp(str(d, "budget_rule"), "match-lanes") ? ", DMS lanes" : "");
+ * baseline given a budget per lane shaped like DMS's, --by-lane), and with
+ * by_text the text it was measured on ("h2o, GPL-3"). */
+static void line_name(const cJSON *d, int by_text, char *buf, size_t n) {
+    snprintf(buf, n, "%s%s%s%.60s", str(d, "policy"), !strcmp(str(d, "budget_rule"), "match-lanes") ? ", DMS lanes" : "",
+             by_text ? ", " : "", by_text ? data_name(d) : "");
 }
 
 int dms_inspect_eval(const char *dir) {
@@ -55,19 +67,21 @@ int dms_inspect_eval(const char *dir) {
         dms_eval_free_results(docs, n);
         return 1;
     }
-    fprintf(gp, "set terminal pngcairo size 900,550 font ',10'\nset grid\nset key outside right\n"
+    fprintf(gp, "set terminal pngcairo size 900,550 font ',10' noenhanced\nset grid\nset key outside right\n"
                 "set xlabel 'KV CR (vanilla / policy live tokens, time-averaged)'\n");
     int rc = 0, written = 0;
     printf("results:       %s (%d)\n", dir, n);
+    static const int points[8] = {7, 5, 9, 11, 13, 15, 3, 1}; /* filled circle, square, triangles, ... per text */
     for (int i = 0; i < n && rc == 0;) { /* docs are sorted by task, then policy */
         const char *task = str(docs[i], "task");
         int j = i;
         while (j < n && !strcmp(str(docs[j], "task"), task)) j++;
-        int models = 1; /* distinct models among docs[i..j) */
+        int models = 1, by_text = 0; /* distinct models among docs[i..j); more than one text? */
         for (int k = i + 1; k < j; k++) {
             int seen = 0;
             for (int q = i; q < k && !seen; q++) seen = !strcmp(str(docs[q], "model"), str(docs[k], "model"));
             models += !seen;
+            by_text |= strcmp(data_name(docs[i]), data_name(docs[k])) != 0;
         }
         /* one data block per line, separated by two blank lines (gnuplot's index) */
         char dat[PATH_MAX + 64];
@@ -78,20 +92,30 @@ int dms_inspect_eval(const char *dir) {
             rc = 1;
             break;
         }
-        char names[64][96];
-        int blocks = 0;
+        /* a line's colour is its policy's, its dash and point its text's */
+        char names[64][96], policies[64][96], texts[8][64];
+        int blocks = 0, npolicies = 0, ntexts = 0, colour[64], dash[64];
         for (int k = i; k < j; k++) {
             char name[96];
-            line_name(docs[k], name, sizeof name);
+            line_name(docs[k], by_text, name, sizeof name);
             int b = 0;
             while (b < blocks && strcmp(names[b], name)) b++;
-            if (b == blocks && blocks < 64) snprintf(names[blocks++], sizeof names[0], "%s", name);
+            if (b < blocks || blocks == 64) continue;
+            snprintf(names[blocks], sizeof names[0], "%s", name);
+            line_name(docs[k], 0, name, sizeof name);
+            int p = 0, t = 0;
+            while (p < npolicies && strcmp(policies[p], name)) p++;
+            if (p == npolicies) snprintf(policies[npolicies++], sizeof policies[0], "%s", name);
+            while (t < ntexts && strcmp(texts[t], data_name(docs[k]))) t++;
+            if (t == ntexts && ntexts < 8) snprintf(texts[ntexts++], sizeof texts[0], "%s", data_name(docs[k]));
+            colour[blocks] = p + 1;
+            dash[blocks++] = t < 8 ? t + 1 : 8;
         }
         for (int b = 0; b < blocks; b++) {
             fprintf(f, "# %s\n", names[b]);
             for (int k = i; k < j; k++) { /* sorted by KV CR within a policy */
                 char name[96];
-                line_name(docs[k], name, sizeof name);
+                line_name(docs[k], by_text, name, sizeof name);
                 if (strcmp(name, names[b])) continue;
                 const cJSON *m = cJSON_GetObjectItemCaseSensitive(docs[k], "metric");
                 fprintf(f, "%.6g %.6g %.6g\n", dms_eval_num(cJSON_GetObjectItemCaseSensitive(docs[k], "kv"), "kv_cr"),
@@ -108,8 +132,8 @@ int dms_inspect_eval(const char *dir) {
                 task, metric, who, metric, !strcmp(task, "kl") ? " (nats per token)" : "");
         fprintf(gp, "plot ");
         for (int b = 0; b < blocks; b++)
-            fprintf(gp, "%s'%s' index %d using 1:2:3 with yerrorlines lw 2 pt 7 title '%s'", b ? ", " : "", dat, b,
-                    names[b]);
+            fprintf(gp, "%s'%s' index %d using 1:2:3 with yerrorlines lw 2 lc %d dt %d pt %d title '%s'", b ? ", " : "",
+                    dat, b, colour[b], dash[b], points[dash[b] - 1], names[b]);
         fprintf(gp, "\n");
         printf("plot:          %s/%s.png (%d results from %d model(s), %d lines)\n", plots, task, j - i, models, blocks);
         written++;

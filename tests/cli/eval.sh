@@ -208,6 +208,17 @@ if command -v gnuplot >/dev/null; then
   expect_ok inspect-two-models -- "$DMS" inspect "$M2"
   has "$T/out" "kl.png \\([0-9]+ results from 2 model\\(s\\), 1 lines\\)" inspect-two-models-one-line
   [ "$(grep -c '^# ' "$M2/plots/kl.dat")" = 1 ] && ok || bad "inspect: expected one line in $M2/plots/kl.dat"
+  # the same policy measured on a second text makes a line of its own, named by the text
+  M3=$T/two_texts
+  mkdir -p "$M3"
+  cp "$OUT"/kl-window-*.json "$M3/"
+  for f in "$OUT"/kl-window-*.json; do
+    sed -E 's/"data":[[:space:]]*"[^"]*"/"data": "\/texts\/other_text.txt"/' "$f" >"$M3/other-$(basename "$f")"
+  done
+  expect_ok inspect-two-texts -- "$DMS" inspect "$M3"
+  has "$T/out" "kl.png \\([0-9]+ results from 1 model\\(s\\), 2 lines\\)" inspect-two-texts-two-lines
+  has "$M3/plots/kl.dat" "^# window, other_text.txt$" inspect-line-per-text
+  has "$M3/plots/kl.dat" "^# window, text.jsonl$" inspect-line-per-text
 fi
 
 echo "$pass passed, $fail failed"

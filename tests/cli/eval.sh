@@ -197,24 +197,25 @@ if command -v gnuplot >/dev/null; then
     [ -s "$OUT/plots/$t.png" ] && ok || bad "inspect: $OUT/plots/$t.png missing"
   done
   has "$OUT/plots/aime.dat" "# window" inspect-line-per-policy
+  # with_copies DIR KEY VALUE: DIR holds the window KL results and a copy
+  # of each with the string KEY set to VALUE
+  with_copies() {
+    mkdir -p "$1"
+    cp "$OUT"/kl-window-*.json "$1/"
+    for f in "$OUT"/kl-window-*.json; do
+      sed -E "s|\"$2\":[[:space:]]*\"[^\"]*\"|\"$2\": \"$3\"|" "$f" >"$1/other-$(basename "$f")"
+    done
+  }
   # results of a second model (another checkpoint of the same retrofit) join
   # the same policy lines instead of making a line per model
   M2=$T/two_models
-  mkdir -p "$M2"
-  cp "$OUT"/kl-window-*.json "$M2/"
-  for f in "$OUT"/kl-window-*.json; do
-    sed -E 's/"model":[[:space:]]*"[^"]*"/"model": "other-checkpoint"/' "$f" >"$M2/other-$(basename "$f")"
-  done
+  with_copies "$M2" model other-checkpoint
   expect_ok inspect-two-models -- "$DMS" inspect "$M2"
   has "$T/out" "kl.png \\([0-9]+ results from 2 model\\(s\\), 1 lines\\)" inspect-two-models-one-line
   [ "$(grep -c '^# ' "$M2/plots/kl.dat")" = 1 ] && ok || bad "inspect: expected one line in $M2/plots/kl.dat"
   # the same policy measured on a second text makes a line of its own, named by the text
   M3=$T/two_texts
-  mkdir -p "$M3"
-  cp "$OUT"/kl-window-*.json "$M3/"
-  for f in "$OUT"/kl-window-*.json; do
-    sed -E 's/"data":[[:space:]]*"[^"]*"/"data": "\/texts\/other_text.txt"/' "$f" >"$M3/other-$(basename "$f")"
-  done
+  with_copies "$M3" data /texts/other_text.txt
   expect_ok inspect-two-texts -- "$DMS" inspect "$M3"
   has "$T/out" "kl.png \\([0-9]+ results from 1 model\\(s\\), 2 lines\\)" inspect-two-texts-two-lines
   has "$M3/plots/kl.dat" "^# window, other_text.txt$" inspect-line-per-text

@@ -106,7 +106,7 @@ int dms_inspect_eval(const char *dir) {
             int p = 0, t = 0;
             while (p < npolicies && strcmp(policies[p], name)) p++;
             if (p == npolicies) snprintf(policies[npolicies++], sizeof policies[0], "%s", name);
-            while (t < ntexts && strcmp(texts[t], data_name(docs[k]))) t++;
+            while (t < ntexts && strncmp(texts[t], data_name(docs[k]), sizeof texts[0] - 1)) t++; /* as stored */
             if (t == ntexts && ntexts < 8) snprintf(texts[ntexts++], sizeof texts[0], "%s", data_name(docs[k]));
             colour[blocks] = p + 1;
             dash[blocks++] = t < 8 ? t + 1 : 8;

@@ -114,6 +114,10 @@ for f in '"name":[[:space:]]*"pass@1"' '"se":' '"git_commit":' '"kv_cr":' '"kv_c
   has "$J" "$f" "aime-json"
 done
 has "$L" '"completion":' aime-jsonl-completion
+# the revision is the source tree's at build time (cmake/git_rev.cmake), not
+# a stale one from when the build folder was configured
+rev=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
+has "$J" "\"git_commit\":[[:space:]]*\"$rev(-dirty)?\"" aime-json-revision
 # every sample ran out of its 8 tokens or stopped; pass@1 is a mean in [0, 1]
 p=$(json_num "$J" value)
 awk -v p="$p" 'BEGIN { exit !(p >= 0 && p <= 1) }' && ok || bad "aime: pass@1 '$p'"

@@ -250,12 +250,14 @@ typedef struct dms_backend {
      * probability exp(scale q_i.k_j - lse[i, h]) over the heads h of kh's
      * group and the queries i of j's document with i - j > window (the
      * queries that an eviction of j would hide it from); 0 where there is
-     * none. lse[T, H] is attention_dms_fwd's (no bias: the teacher's).
-     * v[T, KV, head_dim], when not NULL: imp[j, kh] is then multiplied by
-     * the l1 norm of v_j (guide_score "attention_value"). */
+     * none. With mean != 0 the mean of those probabilities over the (i, h)
+     * pairs instead of their largest (guide_reduce "mean"). lse[T, H] is
+     * attention_dms_fwd's (no bias: the teacher's). v[T, KV, head_dim],
+     * when not NULL: imp[j, kh] is then multiplied by the l1 norm of v_j
+     * (guide_score "attention_value"). */
     void (*attention_future_max)(void *ctx, float *imp, const float *q, const float *k, const float *v,
                                  const float *lse, const int32_t *seg, int T, int n_heads, int n_kv_heads,
-                                 int head_dim, int window, float scale);
+                                 int head_dim, int window, float scale, int mean);
     /* The guidance loss of one layer's decisions: where mask[t, h] != 0,
      * binary cross-entropy of the decision logit x = scale * z_raw - offset
      * against target[t, h] (1 = evict), times coef: *loss_acc += coef *

@@ -618,7 +618,10 @@ static void guide_lanes(const dms_trainer *tr, const float *imp, const float *y,
  * to the target, clipped to [0, 1]); with guide_score "attention_value" each key's
  * score is its attention score times a factor of its own (the value's l1
  * norm, checked exactly by test_ops) and the per-layer ranking follows the
- * new score; the loss is logged and added; its gradient matches central
+ * new score; with guide_reduce "mean" a key's score is the mean of the
+ * probabilities whose largest is the default's (at most it, below it for
+ * some keys, 0 where it is 0: test_ops checks the value) and the per-layer
+ * ranking follows it; the loss is logged and added; its gradient matches central
  * differences of the total loss (compression off, tau 1: smooth) on the
  * largest W_a entries; and it changes the gradient that plain DMS gives. */
 static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
@@ -630,7 +633,8 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
     const float *noise = tensor(fx, "noise");
     const int step = 2;
     float *g_plain = NULL, *imp_attn = NULL;
-    for (int on = 0; on < 5; on++) { /* off, per layer, per row, per layer by attention x value, per lane */
+    for (int on = 0; on < 6; on++) { /* off, per layer, per row, per layer by attention x value, per lane,
+                                         per layer by mean attention */
         dms_train_config cfg;
         small_config(&cfg, T);
         cfg.compression_weight = 0;
@@ -641,6 +645,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
         cfg.guide_steps = 4; /* weight 1 at step 2 */
         cfg.guide_rank = on == 2 ? DMS_GUIDE_PER_ROW : on == 4 ? DMS_GUIDE_PER_LANE : DMS_GUIDE_PER_LAYER;
         cfg.guide_score = on == 3 ? DMS_GUIDE_ATTENTION_VALUE : DMS_GUIDE_ATTENTION;
+        cfg.guide_reduce = on == 5 ? DMS_GUIDE_MEAN : DMS_GUIDE_MAX;
         dms_trainer *tr = dms_trainer_create(m, &cfg, &err);
         CHECK_MSG(tr != NULL, "%s", err.msg);
         if (!tr) break;
@@ -677,6 +682,16 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
             }
             CHECK_MSG(rmin > 0.0 && rmax > 1.5 * rmin, "attention x value: factors %g-%g", rmin, rmax);
         }
+        if (on == 5 && imp_attn) { /* the mean of the probabilities whose largest is the default score */
+            size_t below = 0, pos = 0;
+            for (size_t i = 0; i < (size_t)L * TK; i++) {
+                CHECK_MSG((imp[i] > 0.0f) == (imp_attn[i] > 0.0f) && imp[i] <= imp_attn[i] * (1.0f + 1e-6f),
+                          "key %zu: mean %g, largest %g", i, imp[i], imp_attn[i]);
+                pos += imp_attn[i] > 0.0f;
+                below += imp[i] < 0.9f * imp_attn[i];
+            }
+            CHECK_MSG(pos > 0 && below > pos / 2, "mean below 0.9 x the largest for %zu of %zu keys", below, pos);
+        }
         if (on == 4) guide_lanes(tr, imp, y, mask, T, L, KV, 1.0 - 1.0 / 3.0);
         size_t n_all = 0, ones_all = 0, ones_min = SIZE_MAX, ones_max = 0;
         float max_one_all = -1.0f, min_zero_all = INFINITY;
@@ -694,7 +709,7 @@ static void attention_guidance(dms_model *m, const dms_safetensors *fx) {
                 if (v == 1.0f) ones++, max_one = s > max_one ? s : max_one;
                 else min_zero = s < min_zero ? s : min_zero;
             }
-            if (on == 1 || on == 3)
+            if (on == 1 || on == 3 || on == 5)
                 CHECK_MSG(n > 4 && ones == (size_t)((1.0 - 1.0 / 3.0) * (double)n) && max_one <= min_zero,
                           "layer %d: %zu of %zu targets 1 (want %zu), largest evicted %g, smallest kept %g", l, ones, n,
                           (size_t)((1.0 - 1.0 / 3.0) * (double)n), max_one, min_zero);

@@ -1268,25 +1268,26 @@ static void naive_att_dms_bwd(float *dq, float *dk, float *dv, float *dlk, const
         for (size_t x = 0; x < (size_t)s->T * s->KV; x++) dlk[x] = (float)gl[x];
 }
 
-static void run_future_max(const dms_backend *b, float *imp, const float *lse, const dms_in *a, int with_v) {
+static void run_future_max(const dms_backend *b, float *imp, const float *lse, const dms_in *a, int with_v, int mean) {
     const dms_shape *s = a->s;
     const size_t nq = (size_t)s->T * s->H * s->hd, nk = (size_t)s->T * s->KV * s->hd, nl = (size_t)s->T * s->KV;
     float *di = put_nan(b, nl);
     b->attention_future_max(b->ctx, di, put_f(b, a->q, nq), put_f(b, a->k, nk), with_v ? put_f(b, a->v, nk) : NULL,
                             put_f(b, lse, (size_t)s->T * s->H), put_i(b, a->seg, s->T), s->T, s->H, s->KV, s->hd,
-                            s->window, a->scale);
+                            s->window, a->scale, mean);
     get_f(b, imp, di, nl);
     run_end(b, "attention_future_max");
 }
-/* imp[j, kh] = max over the group's heads h and the queries i of j's
- * document with i - j > window of exp(scale q_i.k_j - lse[i, h]); 0 if none;
- * with_v: times sum_d |v[j, kh, d]| */
-static void naive_future_max(float *imp, const float *lse, const dms_in *a, int with_v) {
+/* imp[j, kh] = max (mean: the mean) over the group's heads h and the
+ * queries i of j's document with i - j > window of exp(scale q_i.k_j -
+ * lse[i, h]); 0 if none; with_v: times sum_d |v[j, kh, d]| */
+static void naive_future_max(float *imp, const float *lse, const dms_in *a, int with_v, int mean) {
     const dms_shape *s = a->s;
     const int group = s->H / s->KV;
     for (int j = 0; j < s->T; j++)
         for (int kh = 0; kh < s->KV; kh++) {
-            double m = 0.0;
+            double m = 0.0, sum = 0.0;
+            int cnt = 0;
             for (int i = j + s->window + 1; i < s->T; i++) {
                 if (a->seg[i] != a->seg[j]) continue;
                 for (int h = kh * group; h < (kh + 1) * group; h++) {
@@ -1295,8 +1296,11 @@ static void naive_future_max(float *imp, const float *lse, const dms_in *a, int 
                     const double p = exp(a->scale * dot_hf(a->q + ((size_t)i * s->H + h) * s->hd,
                                                            a->k + ((size_t)j * s->KV + kh) * s->hd, s->hd) - li);
                     m = p > m ? p : m;
+                    sum += p;
+                    cnt++;
                 }
             }
+            if (mean) m = cnt ? sum / cnt : 0.0;
             double w = 1.0;
             if (with_v) {
                 w = 0.0;
@@ -1351,12 +1355,14 @@ static void check_dms_case(const dms_backend *b, const dms_shape *s, const char 
     else naive_att_dms_fwd(rout, rlse, &a);
     cmp(fwd_op, "out", out, rout, nq);
     cmp(fwd_op, "lse", lse, rlse, (size_t)s->T * s->H);
-    for (int with_v = 0; guide && with_v < 2; with_v++) { /* the guidance statistic, from this forward's lse */
+    for (int gv = 0; guide && gv < 4; gv++) { /* the guidance statistic, from this forward's lse */
+        static const char *const what[] = {"imp", "imp x |v|_1", "mean imp", "mean imp x |v|_1"};
+        const int with_v = gv & 1, mean = gv >> 1;
         float *imp = hf(nl), *rimp = hf(nl);
-        run_future_max(b, imp, lse, &a, with_v);
-        if (vs_cpu) run_future_max(&oracle, rimp, lse, &a, with_v);
-        else naive_future_max(rimp, lse, &a, with_v);
-        cmp("attention_future_max", with_v ? "imp x |v|_1" : "imp", imp, rimp, nl);
+        run_future_max(b, imp, lse, &a, with_v, mean);
+        if (vs_cpu) run_future_max(&oracle, rimp, lse, &a, with_v, mean);
+        else naive_future_max(rimp, lse, &a, with_v, mean);
+        cmp("attention_future_max", what[gv], imp, rimp, nl);
         int some = 0; /* the case must exercise the op: a key with later queries past the window */
         for (size_t x = 0; x < nl; x++) some |= rimp[x] > 0.0f;
         CHECK_MSG(some || s->T == 1 || s->window >= 200, "attention_future_max [%s]: every entry 0", case_name);

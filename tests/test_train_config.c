@@ -81,7 +81,7 @@ int main(void) {
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_weight\": -1}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_weight") != NULL, "%s", err.msg);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0 && c.guide_rank == DMS_GUIDE_PER_LAYER);
-    CHECK(c.guide_score == DMS_GUIDE_ATTENTION);
+    CHECK(c.guide_score == DMS_GUIDE_ATTENTION && c.guide_reduce == DMS_GUIDE_MAX);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"row\"}", &err) == 0);
     CHECK(c.guide_rank == DMS_GUIDE_PER_ROW);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_rank\": \"lane\"}", &err) == 0);
@@ -92,6 +92,10 @@ int main(void) {
     CHECK(c.guide_score == DMS_GUIDE_ATTENTION_VALUE);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_score\": \"value\"}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_score") != NULL, "%s", err.msg);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_reduce\": \"mean\"}", &err) == 0);
+    CHECK(c.guide_reduce == DMS_GUIDE_MEAN);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_reduce\": \"sum\"}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "guide_reduce") != NULL, "%s", err.msg);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_steps\": 0}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_steps") != NULL, "%s", err.msg);
 

@@ -34,6 +34,7 @@ static const char *const cr_schedules[] = {"linear", "nvidia", NULL};
 static const char *const kd_dirs[] = {"reverse", "forward", NULL};
 static const char *const guide_ranks[] = {"layer", "row", "lane", NULL};
 static const char *const guide_scores[] = {"attention", "attention_value", NULL};
+static const char *const guide_reduces[] = {"max", "mean", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
 static const key_spec keys[] = {
@@ -72,6 +73,8 @@ static const key_spec keys[] = {
      "lane at the share of evictions the student gives it"},
     {"guide_score", K_ENUM, F(guide_score), 0, 0, guide_scores,
      "keys ranked by their largest future attention, or by it times their value's l1 norm"},
+    {"guide_reduce", K_ENUM, F(guide_reduce), 0, 0, guide_reduces,
+     "a key's future attention: the largest over the queries past the window, or their mean"},
     {"neuron_warmup", K_INT, F(neuron_warmup), 0, 1e9, NULL,
      "neuron variant: steps over which the borrowed channel fades out of attention (0 = off)"},
     {"alpha_scale", K_FLOAT, F(alpha_scale), 1e-3, 1e6, NULL, "decision logit scale s"},

@@ -30,6 +30,11 @@ typedef enum { DMS_GUIDE_PER_LAYER = 0, DMS_GUIDE_PER_ROW, DMS_GUIDE_PER_LANE } 
  * (Locret's score), or that times the l1 norm of the key's value (the
  * value-aware score of VATP, Guo et al. 2024, arXiv 2406.12335). */
 typedef enum { DMS_GUIDE_ATTENTION = 0, DMS_GUIDE_ATTENTION_VALUE } dms_guide_score;
+/* How a key's future attention is taken over the queries (and heads of its
+ * group) past the window: the largest probability (Locret), or their mean
+ * (what an eviction takes from the average later query: H2O's accumulated
+ * attention, over the future and per query). */
+typedef enum { DMS_GUIDE_MAX = 0, DMS_GUIDE_MEAN } dms_guide_reduce;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
 /* The target CR over the steps: ours (linear from 1, one unit every
  * steps_per_cr steps, held at cr_final), or NVIDIA's (configs/qwen3_8b.yaml
@@ -72,6 +77,7 @@ typedef struct dms_train_config {
     int guide_steps;        /* falling linearly to 0 at this step */
     dms_guide_rank guide_rank; /* keys ranked within each layer, over the row, or per lane at the student's shares */
     dms_guide_score guide_score; /* ranked by future attention, or by it times the value's l1 norm */
+    dms_guide_reduce guide_reduce; /* that attention: the largest over the later queries, or their mean */
     int neuron_warmup;      /* neuron variant: steps of the borrowed channel's fade (0: off) */
     float alpha_scale;
     float alpha_offset;

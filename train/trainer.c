@@ -157,7 +157,8 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
     if (!self->student && tr->guide_w > 0.0f)
         be->attention_future_max(be->ctx, tr->imp + (size_t)l * TK, a->q, a->k,
                                  tr->cfg.guide_score == DMS_GUIDE_ATTENTION_VALUE ? a->v : NULL, a->lse, tr->seg, n,
-                                 tr->H, tr->KV, tr->hd, dc->window, 1.0f / sqrtf((float)tr->hd));
+                                 tr->H, tr->KV, tr->hd, dc->window, 1.0f / sqrtf((float)tr->hd),
+                                 tr->cfg.guide_reduce == DMS_GUIDE_MEAN);
 }
 
 static dms_param *add_param(dms_trainer *tr, const char *name, dms_mat w) {
@@ -581,7 +582,8 @@ static int cmp_f32(const void *a, const void *b) {
  * decisions that the inference rule can carry out (kv_w: the key is not a
  * sink and is more than `window` behind its document's last token), the
  * fraction `frac` about the keys with the smallest scores (future attention
- * maxima, times the value's l1 norm with guide_score "attention_value") get
+ * maxima, or means with guide_reduce "mean"; times the value's l1 norm with
+ * guide_score "attention_value") get
  * the target 1 (evict), the others 0; ties go to the lower layer, then the
  * earlier token. Ranked within each layer (guide_rank "layer": every layer
  * evicts the same fraction), over all layers at once ("row": a layer whose

@@ -280,12 +280,13 @@ void dms_cpu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float
 /* Attention guidance (an optional training extension): per (kv head, tile
  * of ATT_KTILE keys), the scores of the tile's keys against every query of
  * their documents, for each head of the group; the largest probability
- * exp(s - lse) among queries more than `window` after the key, times the
- * l1 norm of the key's value when v is given. Each item owns its keys'
- * entries, so the result does not depend on scheduling. */
+ * exp(s - lse) among queries more than `window` after the key (or, with
+ * mean, the mean over those (query, head) pairs, summed in a fixed order),
+ * times the l1 norm of the key's value when v is given. Each item owns its
+ * keys' entries, so the result does not depend on scheduling. */
 void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v,
                                   const float *lse, const int32_t *seg, int T, int n_heads, int n_kv_heads,
-                                  int head_dim, int window, float scale) {
+                                  int head_dim, int window, float scale, int mean) {
     if (T <= 0) return;
     const int group = n_heads / n_kv_heads;
     const int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
@@ -308,6 +309,8 @@ void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const f
             const int nk = j1 - j0, iend = end[j1 - 1];
             const float *kt = k + (size_t)j0 * ks + (size_t)kh * head_dim;
             float mx[ATT_KTILE] = {0};
+            double sum[ATT_KTILE] = {0};
+            int cnt[ATT_KTILE] = {0};
             for (int i0 = j0 + window + 1; i0 < iend; i0 += ATT_TILE) {
                 const int nr = iend - i0 < ATT_TILE ? iend - i0 : ATT_TILE;
                 for (int h = kh * group; h < (kh + 1) * group; h++) {
@@ -322,6 +325,8 @@ void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const f
                             if (i - j <= window || seg[j] != seg[i] || li == -INFINITY) continue;
                             const float p = expf(prow[r] - li);
                             if (p > mx[c]) mx[c] = p;
+                            sum[c] += p;
+                            cnt[c]++;
                         }
                     }
                 }
@@ -333,7 +338,8 @@ void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const f
                     w = 0.0f;
                     for (int d = 0; d < head_dim; d++) w += fabsf(vj[d]);
                 }
-                imp[(size_t)(j0 + c) * n_kv_heads + kh] = mx[c] * w;
+                const float s = mean ? (cnt[c] ? (float)(sum[c] / cnt[c]) : 0.0f) : mx[c];
+                imp[(size_t)(j0 + c) * n_kv_heads + kh] = s * w;
             }
         }
         free(P);

@@ -84,7 +84,7 @@ void dms_cpu_swiglu_bwd(void *ctx, float *dgate, float *dup, const float *dout, 
 /* attention_dms.c: attention guidance's target statistic */
 void dms_cpu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v,
                                   const float *lse, const int32_t *seg, int T, int n_heads, int n_kv_heads,
-                                  int head_dim, int window, float scale);
+                                  int head_dim, int window, float scale, int mean);
 
 /* embedding.c */
 void dms_cpu_embedding(void *ctx, float *out, const dms_mat *table, const int32_t *ids, int n);

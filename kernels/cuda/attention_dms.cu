@@ -279,12 +279,13 @@ void cu_attention_dms_bwd(void *ctx, float *dq, float *dk, float *dv, float *dlo
 
 /* Attention guidance's statistic, one block per (key j, kv head kh): the
  * largest exp(scale q_i.k_j - lse_ih) over the group's heads and the
- * queries of j's document more than `window` after it; block max (fixed
- * tree), times the l1 norm of v_j when v is given (block sum, fixed tree).
- * No scratch: nothing is kept per query. */
+ * queries of j's document more than `window` after it, block max (fixed
+ * tree), or with mean their mean (block sums of the probabilities and of
+ * the count, fixed tree); times the l1 norm of v_j when v is given (block
+ * sum, fixed tree). No scratch: nothing is kept per query. */
 __global__ void k_att_future_max(float *imp, const float *q, const float *k, const float *v, const float *lse,
                                  const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
-                                 float scale) {
+                                 float scale, int mean) {
     extern __shared__ float ks[]; /* k_j: [head_dim] */
     const size_t b = blockIdx.x;
     const int j = (int)(b / n_kv_heads), kh = (int)(b % n_kv_heads), group = n_heads / n_kv_heads;
@@ -292,7 +293,7 @@ __global__ void k_att_future_max(float *imp, const float *q, const float *k, con
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) ks[d] = k[j * kstr + (size_t)kh * head_dim + d];
     __syncthreads();
     const int32_t sj = seg[j];
-    float mx = 0.0f;
+    float mx = 0.0f, sum = 0.0f, cnt = 0.0f;
     for (int i = j + window + 1 + threadIdx.x; i < T; i += blockDim.x) {
         if (seg[i] != sj) continue;
         for (int h = kh * group; h < (kh + 1) * group; h++) {
@@ -300,9 +301,17 @@ __global__ void k_att_future_max(float *imp, const float *q, const float *k, con
             if (li == -INFINITY) continue;
             const float p = expf(scale * dot_hd(ks, q + i * qstr + (size_t)h * head_dim, head_dim) - li);
             mx = p > mx ? p : mx;
+            sum += p;
+            cnt += 1.0f;
         }
     }
-    mx = cu_block_max(mx);
+    if (mean) { /* uniform across the block: the block sums' barriers hold */
+        sum = cu_block_sum(sum);
+        cnt = cu_block_sum(cnt);
+        mx = cnt > 0.0f ? sum / cnt : 0.0f;
+    } else {
+        mx = cu_block_max(mx);
+    }
     if (v) { /* every thread takes the branch: the block sum's barriers hold */
         float a = 0.0f;
         for (int d = threadIdx.x; d < head_dim; d += blockDim.x) a += fabsf(v[j * kstr + (size_t)kh * head_dim + d]);
@@ -313,11 +322,11 @@ __global__ void k_att_future_max(float *imp, const float *q, const float *k, con
 
 void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
                              const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
-                             float scale) {
+                             float scale, int mean) {
     cu_ctx *c = (cu_ctx *)ctx;
     if (T <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     const size_t nk = (size_t)T * n_kv_heads;
     k_att_future_max<<<(unsigned)nk, CU_ATT_THREADS, sizeof(float) * (size_t)head_dim, c->stream>>>(
-        imp, q, k, v, lse, seg, T, n_heads, n_kv_heads, head_dim, window, scale);
+        imp, q, k, v, lse, seg, T, n_heads, n_kv_heads, head_dim, window, scale, mean);
     cu_check(c, "attention_future_max");
 }

@@ -221,7 +221,7 @@ void cu_adamw(void *ctx, float *p, const float *g, float *m, float *v, size_t n,
 /* attention_dms.cu: attention guidance's statistic */
 void cu_attention_future_max(void *ctx, float *imp, const float *q, const float *k, const float *v, const float *lse,
                              const int32_t *seg, int T, int n_heads, int n_kv_heads, int head_dim, int window,
-                             float scale);
+                             float scale, int mean);
 
 /* dms_decide.cu */
 void cu_dms_noise(void *ctx, float *noise, int T, int KV, uint64_t seed, int64_t step, int layer,

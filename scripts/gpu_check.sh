@@ -84,7 +84,7 @@ fi
 # where the attention kernels' time goes: Nsight Compute on one launch of each, 16K tokens
 if want ncu; then
   if command -v ncu >/dev/null; then
-    part "ncu: attention kernels, 16K" 90 ncu --kernel-name regex:'k_mma_(fwd|dq|dkv|prep)' --launch-count 9 \
+    part "ncu: attention kernels, 16K" 90 ncu --clock-control none --kernel-name regex:'k_mma_(fwd|dq|dkv|prep)' --launch-count 9 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section ComputeWorkloadAnalysis --section InstructionStats --log-file "$OUT/ncu_attention.txt" \
       $P/bin/dms bench attention --backend cuda --tokens 16384 --steps 1 --out "$P" ||
@@ -108,7 +108,7 @@ fi
 # launch of one step of two Qwen3-1.7B layers at 8K tokens, summed per kernel name, into the log
 if want profile; then
   if command -v ncu >/dev/null; then
-    part "ncu: one training step, per kernel" 120 ncu --metrics gpu__time_duration.sum --print-summary per-kernel \
+    part "ncu: one training step, per kernel" 120 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
       $P/bin/dms bench train --backend cuda --shape qwen3-1.7b --layers 2 --tokens 8192 --steps 1 --out "$P" ||
       echo "(ncu step profile did not finish)" >>"$LOG"
   else

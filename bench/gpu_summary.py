@@ -43,7 +43,8 @@ def main(argv=None):
     res = {"what": "scripts/gpu_check.sh run: issue 14's figures and ratios (bench/gpu_summary.py)",
            "gpu": gpu.group(1) if gpu else None, "commit": m.group(1) if m else None, "note": a.note,
            "suites": {name.strip(): int(rc) for name, rc in suites}, "files": sorted(os.listdir(a.run_dir))}
-    train = load(os.path.join(a.run_dir, "train-*.json"))
+    # the records at the run's top, then the whole model's (gpu_check's part 'whole' writes under whole/)
+    train = load(os.path.join(a.run_dir, "train-*.json")) + load(os.path.join(a.run_dir, "whole", "train-*.json"))
     peer = load(os.path.join(a.run_dir, "peer_nvidia-*.json"))
     ours_17 = [t for t in train if t["model"].rstrip("/").endswith("qwen3_1.7b") and t["tokens"] == 8192]
     if ours_17 and peer:

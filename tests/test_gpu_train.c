@@ -20,7 +20,7 @@
  *    tolerances, and what an H100 measured);
  *  - forced: 25 more steps of the oracle, the backend stepping from the
  *    oracle's weights and moments at each: KD to 1e-2, grad norm to 2e-2,
- *    decisions to 1e-3 at every step.
+ *    at most one flipped decision (of 256) at every step.
  * The attention runs on the backend's default path (CUDA: bf16 tensor
  * cores, attention_mma.cu); DMS_CUDA_ATTENTION=fp32 in the environment
  * runs the same checks on the fp32 kernels.
@@ -256,7 +256,11 @@ static void test_forced(side *x, side *cpu, int exact) {
     }
     CHECK_MSG(exact ? worst_kd == 0 : worst_kd <= 1e-2, "forced: KD %.3g off the oracle's", worst_kd);
     CHECK_MSG(exact ? worst_norm == 0 : worst_norm <= 2e-2, "forced: grad norm %.3g off", worst_norm);
-    CHECK_MSG(exact ? worst_frac == 0 : worst_frac <= 1e-3, "forced: decisions %.3g off", worst_frac);
+    /* one decision of the row's L x KV x T may flip: a logit within bf16 rounding of the threshold
+     * (an H200 saw one flip in 25 x 256 decisions, on both attention paths); a wrong kernel flips many */
+    const double one = 1.0 / ((double)x->m.cfg.n_layers * x->m.cfg.n_kv_heads * T_ROW);
+    CHECK_MSG(exact ? worst_frac == 0 : worst_frac <= 1.5 * one, "forced: decisions %.3g off (%.1f of %d)",
+              worst_frac, worst_frac / one, (int)(1.0 / one + 0.5));
     printf("forced %d steps from the oracle's weights: worst KD %.2e, grad norm %.2e, decisions %.2e\n",
            FORCED_STEPS, worst_kd, worst_norm, worst_frac);
 }

@@ -88,6 +88,7 @@ int dms_bench_train(const dms_bench_train_opts *o) {
     /* a GPU wants large chunks: each one reads the whole LM head (1.2 GB at Qwen3's vocabulary and 4096 wide) */
     cfg.kd_chunk = o->kd_chunk > 0 ? o->kd_chunk : strcmp(be.name, "cpu") ? 1024 : 128;
     cfg.cr_final = 8;
+    cfg.backward_attention = o->recompute_attention ? DMS_ATT_RECOMPUTE : DMS_ATT_KEEP;
     dms_trainer *tr = dms_trainer_create(&m, &cfg, &err);
     if (!tr) {
         fprintf(stderr, "dms bench train: %s\n", err.msg);
@@ -172,6 +173,7 @@ int dms_bench_train(const dms_bench_train_opts *o) {
         cJSON_AddNumberToObject(root, "window", o->window);
         cJSON_AddNumberToObject(root, "lora_rank", o->lora_rank);
         cJSON_AddNumberToObject(root, "kd_chunk", cfg.kd_chunk);
+        cJSON_AddStringToObject(root, "backward_attention", o->recompute_attention ? "recompute" : "keep");
         cJSON_AddNumberToObject(root, "steps_timed", o->steps);
         cJSON_AddNumberToObject(root, "init_s", t_init);
         cJSON_AddNumberToObject(root, "step_s_median", med);
@@ -199,8 +201,9 @@ int dms_bench_train(const dms_bench_train_opts *o) {
             cJSON_AddNumberToObject(ph, k < DMS_PHASE_N ? dms_phase_name(k) : "optimizer", phase[k]);
         cJSON_AddItemToObject(root, "phase_s_mean", ph);
 
-        printf("%s, %d layers, %d tokens (%d document%s), KD chunks of %d, %s on %s\n", o->model, m.cfg.n_layers, T,
-               o->docs, o->docs > 1 ? "s" : "", cfg.kd_chunk, be.name, strcmp(be.name, "cpu") ? device : cpu);
+        printf("%s, %d layers, %d tokens (%d document%s), KD chunks of %d, attention %s in the backward, %s on %s\n",
+               o->model, m.cfg.n_layers, T, o->docs, o->docs > 1 ? "s" : "", cfg.kd_chunk,
+               o->recompute_attention ? "recomputed" : "kept", be.name, strcmp(be.name, "cpu") ? device : cpu);
         printf("step %.4f s (median of %d; min %.4f, max %.4f), %.1f tokens/s, %.2f TFLOPS of model FLOPs",
                med, o->steps, step_s[0], step_s[o->steps - 1], T / med, tflops);
         if (peak > 0) printf(", MFU %.1f%% of %.1f", 100 * tflops / peak, peak);

@@ -15,6 +15,7 @@ typedef struct dms_bench_train_opts {
     int lora_rank;       /* 0: heads only */
     int kd_chunk;        /* tokens per KD chunk through the LM head; 0: 128 on the CPU, 1024 on a GPU */
     double peak_tflops;  /* the device's dense bf16 peak for MFU; 0: from its name where known */
+    int recompute_attention; /* 1: backward_attention recompute (the attention forward run again in the backward) */
 } dms_bench_train_opts;
 
 /* Runs the benchmark, prints a summary, writes the JSON; 0, 1 (failure) or

@@ -146,7 +146,7 @@ int dms_cmd_bench(int argc, char **argv) {
     const char *shape = NULL, *backend = "cpu";
     float peak = 0;
     dms_bench_attention_opts at = {NULL, NULL, 0, 1, 32, 8, 128, 256, 10};
-    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, INT_MIN, 0, 256, 0, 0, 0}; /* steps INT_MIN: the target's default */
+    dms_bench_train_opts tr = {NULL, "cpu", NULL, 0, 1, INT_MIN, 0, 256, 0, 0, 0, 0}; /* steps INT_MIN: the target's default */
     dms_bench_decode_opts dec = {NULL, NULL, NULL, "128,2048,8192", "/usr/share/common-licenses/GPL-3", NULL, NULL,
                                  -1, 0, DMS_F16}; /* tokens -1: the target's default */
     dec.python = getenv("DMS_PYTHON") && *getenv("DMS_PYTHON") ? getenv("DMS_PYTHON") : "python3";
@@ -159,6 +159,7 @@ int dms_cmd_bench(int argc, char **argv) {
         {"--layers", ARG_INT, &tr.layers, "N", "train: only the first N layers (default: all)"},
         {"--window", ARG_INT, &tr.window, "W", "train, attention: DMS eviction window (default 256)"},
         {"--kd-chunk", ARG_INT, &tr.kd_chunk, "N", "train: tokens per KD chunk through the LM head (default 128 on cpu, 1024 on cuda)"},
+        {"--recompute-attention", ARG_BOOL, &tr.recompute_attention, NULL, "train: run the attention forward again in the backward (backward_attention recompute) instead of keeping its output"},
         {"--peak-tflops", ARG_FLOAT, &peak, "X", "train: the device's dense bf16 peak for MFU (default: from the GPU's name)"},
         {"--heads", ARG_INT, &at.heads, "H", "attention: query heads (default 32, Qwen3-8B's)"},
         {"--kv-heads", ARG_INT, &at.kv_heads, "KV", "attention: KV heads (default 8)"},
@@ -185,7 +186,7 @@ int dms_cmd_bench(int argc, char **argv) {
                  "                        [--tokens N] [--threads N] [--kv-dtype f16] [--python PY]\n"
                  "       dms bench train [--shape NAME | --model PATH] [--tokens N] [--backend cpu|cuda] [--steps N]\n"
                  "                       [--docs N] [--layers N] [--window W] [--lora-rank R] [--kd-chunk N]\n"
-                 "                       [--peak-tflops X]\n"
+                 "                       [--peak-tflops X] [--recompute-attention]\n"
                  "       dms bench attention [--backend cpu|cuda] [--tokens N] [--docs N] [--heads H] [--kv-heads KV]\n"
                  "                           [--head-dim D] [--window W] [--steps N]",
         .args = args,

@@ -66,6 +66,8 @@ int dms_inspect_plan(const char *model_path, int tokens, const char *backend, co
     line("Adam moments m, v (fp32)", p.adam, "");
     snprintf(note, sizeof note, "%d x %.3f GiB, each layer's input", p.layers + 1, p.layer_input / 1073741824.0);
     line("activations kept for the backward", p.inputs_kept, note);
+    if (p.att_kept > 0)
+        line("attention outputs kept for the backward", p.att_kept, "backward_attention keep: not recomputed");
     line("one layer's activations (recomputed)", p.layer_acts, "rebuilt per layer in the backward");
     line("final hidden states (teacher, student)", p.hidden, "the teacher keeps nothing else");
     line("backward scratch", p.backward, "input gradients through frozen layers");

@@ -350,6 +350,62 @@ static void overlapped_reduce(dms_model *m, const dms_safetensors *fx) {
     dms_trainer_free(tr);
 }
 
+/* backward_attention keep (the default) against recompute: the backward's
+ * recompute takes each layer's kept attention output and log-sum-exp
+ * instead of running the attention again, so on the CPU the gradients and
+ * statistics of a two-row step with LoRA (o_proj's branch reads the
+ * output too) are the same bits; the kept outputs are every layer's own
+ * (a layer given another's would change the gradients). */
+static void kept_attention(dms_model *m, const dms_safetensors *fx) {
+    dms_err err = {0};
+    const dms_st_tensor *ids_t = dms_st_find(fx, "input_ids");
+    const int T = (int)ids_t->shape[0], L = m->cfg.n_layers;
+    const size_t qd = (size_t)m->cfg.n_heads * m->cfg.head_dim;
+    const int32_t *ids = (const int32_t *)ids_t->data, *seg = (const int32_t *)dms_st_find(fx, "segment_ids")->data;
+    const dms_row rows[2] = {{ids, seg, NULL, 0, 0}, {ids, seg, NULL, 7 * T, 0}};
+    dms_trainer *tr[2] = {NULL, NULL};
+    dms_step_stats st[2];
+    float *g[2] = {NULL, NULL};
+    size_t n_grad = 0;
+    for (int k = 0; k < 2; k++) {
+        dms_train_config cfg;
+        small_config(&cfg, T);
+        cfg.lora_rank = 2;
+        cfg.lora_alpha = 4;
+        cfg.backward_attention = k ? DMS_ATT_RECOMPUTE : DMS_ATT_KEEP;
+        tr[k] = dms_trainer_create(m, &cfg, &err);
+        CHECK_MSG(tr[k] != NULL, "%s", err.msg);
+        if (!tr[k]) goto done;
+        CHECK_MSG(dms_trainer_grads(tr[k], rows, 2, 40, 2.0 * T, 2, &st[k], &err) == 0, "%s", err.msg);
+        n_grad = 0;
+        for (int i = 0; i < dms_trainer_n_params(tr[k]); i++) n_grad += dms_trainer_param(tr[k], i)->n;
+        g[k] = malloc(sizeof(float) * n_grad);
+        memcpy(g[k], dms_trainer_param(tr[k], 0)->g, sizeof(float) * n_grad);
+    }
+    const float *kept = dms_trainer_test_kept_attention(tr[0]);
+    CHECK(kept != NULL && dms_trainer_test_kept_attention(tr[1]) == NULL);
+    size_t same = 0;
+    for (size_t i = 0; i < n_grad; i++) same += memcmp(&g[0][i], &g[1][i], sizeof(float)) == 0;
+    CHECK_MSG(same == n_grad, "kept attention: %zu of %zu gradient values differ from the recompute's", n_grad - same,
+              n_grad);
+    CHECK_MSG(st[0].kd == st[1].kd && st[0].frac == st[1].frac && st[0].grad_norm == st[1].grad_norm &&
+                  st[0].grad_norm > 0,
+              "kept attention: kd %g / %g, decisions %g / %g, grad norm %g / %g", st[0].kd, st[1].kd, st[0].frac,
+              st[1].frac, st[0].grad_norm, st[1].grad_norm);
+    for (int l = 0; kept && l < L; l++) { /* every layer's slice written, and its own */
+        const float *a = kept + (size_t)l * T * qd, *b = kept + (size_t)((l + 1) % L) * T * qd;
+        size_t nz = 0, differ = 0;
+        for (size_t i = 0; i < (size_t)T * qd; i++) nz += a[i] != 0, differ += a[i] != b[i];
+        CHECK_MSG(nz > 0 && (L == 1 || differ > 0), "kept attention of layer %d: %zu non-zero, %zu differ from the "
+                  "next layer's", l, nz, differ);
+    }
+done:
+    for (int k = 0; k < 2; k++) {
+        free(g[k]);
+        dms_trainer_free(tr[k]);
+    }
+}
+
 /* alpha_per = layer: KV head 0's logit and noise decide for every head,
  * so only W_a's row 0 learns, and the loss differs from per-head. */
 static void per_layer_decisions(dms_model *m, const dms_safetensors *fx) {
@@ -780,6 +836,7 @@ int main(void) {
     neuron_warmup(&m, &fx);
     attention_guidance(&m, &fx);
     overlapped_reduce(&m, &fx);
+    kept_attention(&m, &fx);
     dms_st_close(&fx);
     dms_model_free(&m);
     return dms_check_finish();

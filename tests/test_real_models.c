@@ -228,7 +228,9 @@ static void test_plan(void) {
      * kept inputs 3 x 128; hidden 2 x 128; backward 3 x 128 + 2 x 256 + 2 x 128
      *   + 2 x 64 + 3 x 16 = 1328; KD 2 x 4 x 32 + 4 = 260; decisions: ids,
      *   seg 32 ints, kd_w 16, kv_w 16, noise 32, u/logkeep/hard 48, dhard 2,
-     *   head_sel 16 floats, 12 doubles of statistics. */
+     *   head_sel 16 floats, 12 doubles of statistics; backward_attention keep:
+ *   each layer's attention output and log-sum-exp, 2 x 16 x (8 + 2) = 320
+ *   floats (recompute: none). */
     CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CPU, 2, &p, &err) == 0, "%s", err.msg);
     CHECK_CLOSE(p.frozen, 1706 * 4, 0, 0);
     CHECK_CLOSE(p.trainable, 32 * 4, 0, 0);
@@ -241,24 +243,31 @@ static void test_plan(void) {
     CHECK_CLOSE(p.backward, 1328 * 4, 0, 0);
     CHECK_CLOSE(p.kd_chunk, 260 * 4, 0, 0);
     CHECK_CLOSE(p.decisions, 32 * 4 + 130 * 4 + 12 * 8, 0, 0);
+    CHECK_CLOSE(p.att_kept, 320 * 4, 0, 0);
     CHECK_CLOSE(p.other, 0, 0, 0);
-    CHECK_CLOSE(p.arena, 17720, 0, 0);
+    CHECK_CLOSE(p.arena, 19000, 0, 0);
     /* CPU attention backward: D [T, H], two 128 x T tiles per thread, bounds */
     CHECK_CLOSE(p.workspace, 16 * 2 * 4 + 2 * 2 * 128 * 16 * 4 + 2 * 16 * 4, 0, 0);
-    CHECK_CLOSE(p.total, 6824 + 128 + 17720 + 33024, 0, 0);
+    CHECK_CLOSE(p.total, 6824 + 128 + 19000 + 33024, 0, 0);
+    cfg.backward_attention = DMS_ATT_RECOMPUTE;
+    CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CPU, 2, &p, &err) == 0, "%s", err.msg);
+    CHECK_CLOSE(p.att_kept, 0, 0, 0);
+    CHECK_CLOSE(p.arena, 17720, 0, 0);
+    CHECK_CLOSE(p.other, 0, 0, 0);
+    cfg.backward_attention = DMS_ATT_KEEP;
     /* CUDA: bf16 matrices (1664 elements), fp32 vectors (42); the same arena;
      * head dim 4 takes the fp32 tiled attention, whose backward needs only D:
      * the scratch is the widest bf16 copy (16 x 16), rounded to 1 MiB, and
      * cuBLASLt's 32 MiB workspace */
     CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CUDA, 2, &p, &err) == 0, "%s", err.msg);
     CHECK_CLOSE(p.frozen, 1664 * 2 + 42 * 4, 0, 0);
-    CHECK_CLOSE(p.arena, 17720, 0, 0);
+    CHECK_CLOSE(p.arena, 19000, 0, 0);
     CHECK_CLOSE(p.workspace, (1.0 + 32) * 1048576, 0, 0);
     /* attention guidance: the maxima and targets, 2 x [L, T, KV] = 64 floats */
     cfg.guide_weight = 1;
     CHECK_MSG(dms_train_plan_compute(tiny_dir, &cfg, DMS_BACKEND_CPU, 2, &p, &err) == 0, "%s", err.msg);
     CHECK_CLOSE(p.decisions, 32 * 4 + 130 * 4 + 12 * 8 + 64 * 4, 0, 0);
-    CHECK_CLOSE(p.arena, 17720 + 64 * 4, 0, 0);
+    CHECK_CLOSE(p.arena, 19000 + 64 * 4, 0, 0);
     CHECK_CLOSE(p.other, 0, 0, 0);
     cfg.guide_weight = 0;
     /* LoRA adds its tensors to trainable, grads, Adam and the activations */

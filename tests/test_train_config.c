@@ -96,6 +96,11 @@ int main(void) {
     CHECK(c.guide_reduce == DMS_GUIDE_MEAN);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_reduce\": \"sum\"}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_reduce") != NULL, "%s", err.msg);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\"}", &err) == 0 && c.backward_attention == DMS_ATT_KEEP);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"backward_attention\": \"recompute\"}", &err) == 0);
+    CHECK(c.backward_attention == DMS_ATT_RECOMPUTE);
+    CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"backward_attention\": \"save\"}", &err) != 0);
+    CHECK_MSG(strstr(err.msg, "backward_attention") != NULL, "%s", err.msg);
     CHECK(parse(&c, "{\"model\": \"m\", \"data\": \"d\", \"guide_steps\": 0}", &err) != 0);
     CHECK_MSG(strstr(err.msg, "guide_steps") != NULL, "%s", err.msg);
 

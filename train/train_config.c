@@ -35,6 +35,7 @@ static const char *const kd_dirs[] = {"reverse", "forward", NULL};
 static const char *const guide_ranks[] = {"layer", "row", "lane", NULL};
 static const char *const guide_scores[] = {"attention", "attention_value", NULL};
 static const char *const guide_reduces[] = {"max", "mean", NULL};
+static const char *const backward_attentions[] = {"keep", "recompute", NULL};
 
 #define F(name) offsetof(dms_train_config, name)
 static const key_spec keys[] = {
@@ -97,6 +98,9 @@ static const key_spec keys[] = {
     {"rank_timeout_s", K_INT, F(rank_timeout_s), 0, 1e6, NULL,
      "seconds a multi-rank collective may wait before the job aborts (0 = never)"},
     {"kd_chunk", K_INT, F(kd_chunk), 1, 1 << 20, NULL, "tokens per KD chunk through the LM head"},
+    {"backward_attention", K_ENUM, F(backward_attention), 0, 0, backward_attentions,
+     "keep: each layer's student attention output and log-sum-exp kept for the backward (layers x tokens x heads x "
+     "(head_dim + 1) floats); recompute: the backward runs the attention forward again"},
 };
 #undef F
 #define N_KEYS (int)(sizeof keys / sizeof keys[0])

@@ -35,6 +35,9 @@ typedef enum { DMS_GUIDE_ATTENTION = 0, DMS_GUIDE_ATTENTION_VALUE } dms_guide_sc
  * (what an eviction takes from the average later query: H2O's accumulated
  * attention, over the future and per query). */
 typedef enum { DMS_GUIDE_MAX = 0, DMS_GUIDE_MEAN } dms_guide_reduce;
+/* The student's attention in the backward: kept from the forward (each
+ * layer's output and log-sum-exp), or run again in the layer's recompute. */
+typedef enum { DMS_ATT_KEEP = 0, DMS_ATT_RECOMPUTE } dms_backward_attention;
 typedef enum { DMS_LR_CONSTANT = 0, DMS_LR_COSINE, DMS_LR_LINEAR } dms_lr_schedule;
 /* The target CR over the steps: ours (linear from 1, one unit every
  * steps_per_cr steps, held at cr_final), or NVIDIA's (configs/qwen3_8b.yaml
@@ -96,6 +99,7 @@ typedef struct dms_train_config {
     int max_bad_steps;      /* consecutive NaN/Inf steps before the run stops */
     int rank_timeout_s;     /* multi-rank: seconds a collective may wait before the job is aborted (0: never) */
     int kd_chunk;           /* rows per KD chunk through the LM head */
+    dms_backward_attention backward_attention; /* keep (L x T x H x (hd + 1) floats more) or recompute */
 } dms_train_config;
 
 void dms_train_config_defaults(dms_train_config *c);

@@ -96,14 +96,15 @@ int dms_train_plan_compute(const char *model_path, const dms_train_config *cfg, 
         }
         p->layer_input = T * d * f32;
         p->inputs_kept = (L + 1) * p->layer_input;
+        p->att_kept = cfg->backward_attention == DMS_ATT_KEEP ? L * T * (qd + c->n_heads) * f32 : 0;
         p->hidden = 2 * T * d * f32;
         p->backward = (3 * T * d + 2 * T * ff + 2 * T * qd + 2 * T * kvd + 3 * T * KV + T * r) * f32;
         p->kd_chunk = (2 * chunk * V + chunk) * f32;
         p->decisions = 2 * T * i32 + (T + T * KV + L * T * KV + 3 * T * KV + L * KV + KV * T * KV) * f32 +
                        (4 + 2 * L + 2 * L * KV) * f64;
         if (cfg->guide_weight > 0) p->decisions += 2 * L * T * KV * f32; /* guidance: maxima and targets */
-        p->other = p->arena - (p->grads + p->adam + p->layer_acts + p->inputs_kept + p->hidden + p->backward +
-                               p->kd_chunk + p->decisions);
+        p->other = p->arena - (p->grads + p->adam + p->layer_acts + p->inputs_kept + p->att_kept + p->hidden +
+                               p->backward + p->kd_chunk + p->decisions);
         p->workspace = workspace(c, T, chunk, backend, threads);
         p->total = p->frozen + p->trainable + p->arena + p->workspace;
     }

@@ -26,6 +26,7 @@ typedef struct dms_train_plan {
     double layer_input;  /* one layer's input [T, d], fp32 */
     double inputs_kept;  /* the L + 1 layer inputs kept for the backward */
     double layer_acts;   /* one layer's activations, rebuilt per layer in the backward (recompute) */
+    double att_kept;     /* backward_attention keep: every layer's attention output and log-sum-exp */
     double hidden;       /* teacher and student final hidden states */
     double backward;     /* backward scratch (dx, MLP and attention gradients) */
     double kd_chunk;     /* student and teacher logits of one KD chunk [chunk, vocab] */

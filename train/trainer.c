@@ -34,8 +34,10 @@ enum { ST_KD = 0, ST_COMP, ST_GUIDE, ST_ROW_COUNT, ST_LAYER0 };
 
 /* The attention strategy of training rows: DMS attention over the packed
  * row, with the delayed-eviction bias from this layer's decisions when
- * student. count: add the hard decisions to the step statistics (off in
- * the backward's recompute). */
+ * student. count: add the hard decisions to the step statistics (the
+ * student's forward; off in the backward's recompute, which, with
+ * backward_attention keep, takes the forward's output instead of running
+ * the attention again). */
 typedef struct train_attn {
     dms_attn base;
     dms_trainer *tr;
@@ -79,6 +81,10 @@ struct dms_trainer {
      * attention maxima [L, T, KV], and the eviction targets [L, T, KV]
      * (1 = evict) set from them on the host (docs/training.md) */
     float *imp, *guide_y;
+    /* backward_attention keep: the student's attention output [L, T, H*hd]
+     * and log-sum-exp [L, T, H] of every layer of the current row, which
+     * the backward's recompute takes instead of running the attention */
+    float *att_keep, *lse_keep;
     float *imp_host, *guide_y_host, *rank_buf;
     double *lane_host;  /* [L, KV] host: the student's flagged decisions per lane on the row (guide_rank "lane") */
     float *kvw_host;    /* [T, KV] host: the current row's kv_w (row_setup builds it here) */
@@ -152,8 +158,22 @@ static void train_attend(dms_attn *self, const dms_model *m, int l, dms_layer_ac
         }
         log_keep = tr->logkeep;
     }
+    float *att_l = NULL, *lse_l = NULL; /* this layer's kept output (student, backward_attention keep) */
+    if (self->student && tr->att_keep) {
+        att_l = tr->att_keep + (size_t)l * tr->T * tr->H * tr->hd;
+        lse_l = tr->lse_keep + (size_t)l * tr->T * tr->H;
+    }
+    if (att_l && !s->count) { /* the backward's recompute: the forward's output, bit for bit */
+        dms_copy_f32(be, a->att, att_l, (size_t)n * tr->H * tr->hd);
+        dms_copy_f32(be, a->lse, lse_l, (size_t)n * tr->H);
+        return;
+    }
     be->attention_dms_fwd(be->ctx, a->att, a->lse, a->q, a->k, a->v, log_keep, tr->seg, n, tr->H, tr->KV, tr->hd,
                           dc->window, 1.0f / sqrtf((float)tr->hd));
+    if (att_l) {
+        dms_copy_f32(be, att_l, a->att, (size_t)n * tr->H * tr->hd);
+        dms_copy_f32(be, lse_l, a->lse, (size_t)n * tr->H);
+    }
     if (!self->student && tr->guide_w > 0.0f)
         be->attention_future_max(be->ctx, tr->imp + (size_t)l * TK, a->q, a->k,
                                  tr->cfg.guide_score == DMS_GUIDE_ATTENTION_VALUE ? a->v : NULL, a->lse, tr->seg, n,
@@ -214,6 +234,10 @@ static int alloc_activations(dms_trainer *tr) {
     tr->zs = dms_arena_f32(A, chunk * (size_t)tr->V);
     tr->zt = dms_arena_f32(A, chunk * (size_t)tr->V);
     tr->kd_rows = dms_arena_f32(A, chunk);
+    if (tr->cfg.backward_attention == DMS_ATT_KEEP) {
+        tr->att_keep = dms_arena_f32(A, L * T * qd);
+        tr->lse_keep = dms_arena_f32(A, L * T * (size_t)tr->H);
+    }
     tr->stats = dms_arena_f64(A, n_stats(tr));
     tr->dhard = dms_arena_f32(A, L * KV);
     tr->head_sel = dms_arena_f32(A, KV * T * KV);
@@ -408,6 +432,8 @@ static void kd_backward(dms_trainer *tr) {
         be->sum_acc(ctx, tr->stats + ST_KD, tr->kd_rows, tr->kd_w + r0, (size_t)rows);
     }
 }
+
+const float *dms_trainer_test_kept_attention(const dms_trainer *tr) { return tr->att_keep; }
 
 void dms_trainer_test_student_logits(dms_trainer *tr, float *out) {
     const dms_backend *be = tr->be;

@@ -22,5 +22,8 @@ void dms_trainer_test_student_logits(dms_trainer *tr, float *out);
  * key t - 1); mask [T, KV] the decisions the loss covers. Returns 0, or -1
  * when guidance is off. */
 int dms_trainer_test_guide(const dms_trainer *tr, const float **imp, const float **y, const float **mask);
+/* backward_attention keep: the kept student attention outputs [L, T, H*hd]
+ * of the last row (backend memory); NULL with recompute. */
+const float *dms_trainer_test_kept_attention(const dms_trainer *tr);
 
 #endif

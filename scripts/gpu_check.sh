@@ -101,6 +101,10 @@ fi
 if want train; then
   part "bench train qwen3-1.7b 8K" 120 $P/bin/dms bench train --backend cuda --shape qwen3-1.7b --tokens 8192 \
     --steps 3 --out "$OUT" || echo "(bench qwen3-1.7b did not finish)" >>"$LOG"
+  # the same step with the attention recomputed in the backward (backward_attention recompute), for the ratio
+  # (its record stays behind: the log has its lines, and $OUT keeps within the 8 files a device call returns)
+  part "bench train qwen3-1.7b 8K, attention recomputed" 120 $P/bin/dms bench train --backend cuda --shape qwen3-1.7b \
+    --tokens 8192 --steps 3 --recompute-attention --out "$P" || echo "(bench qwen3-1.7b recompute did not finish)" >>"$LOG"
   part "bench train qwen3-8b 4 layers 32K" 120 $P/bin/dms bench train --backend cuda --shape qwen3-8b --layers 4 \
     --tokens 32768 --steps 3 --out "$OUT" || echo "(bench qwen3-8b did not finish)" >>"$LOG"
 fi

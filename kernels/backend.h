@@ -53,7 +53,7 @@ typedef struct dms_mat {
 /* The ops every model run needs (inference). */
 #define DMS_OPS_INFER(X)                                                                           \
     X(alloc) X(free) X(upload) X(download) X(copy) X(sync) X(status) X(zero) X(zero_f64) X(scale) \
-    X(add) X(axpy) X(matmul) X(rmsnorm) X(rope) X(attention) X(swiglu) X(embedding)            \
+    X(add) X(axpy) X(matmul) X(matmul_multi) X(rmsnorm) X(rope) X(attention) X(swiglu) X(embedding) \
     X(dms_neuron_take) X(dms_neuron_put)
 /* The ops a training step needs on top of those. */
 #define DMS_OPS_TRAIN(X)                                                                          \
@@ -132,6 +132,12 @@ typedef struct dms_backend {
     /* ---- forward ops ---- */
     /* out[n, w.rows] = x[n, w.cols] @ w^T (+ bias[w.rows] if bias) */
     void (*matmul)(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n);
+    /* count products of one input (q/k/v of one norm, gate/up): outs[i] =
+     * x @ ws[i]^T (+ biases[i] where biases and biases[i] are not NULL),
+     * the same values as count matmul calls; a backend may prepare x once
+     * for all of them (CUDA: one bf16 copy of x where the weights are bf16) */
+    void (*matmul_multi)(void *ctx, int count, float *const *outs, const float *x, const dms_mat *const *ws,
+                         const float *const *biases, int n);
     /* Row-wise RMSNorm: out[r] = x[r] / rms(x[r]) * w, rows of length dim.
      * Also used per head (Qwen3 q/k norm) with rows = tokens*heads. */
     void (*rmsnorm)(void *ctx, float *out, const float *x, const float *w, int rows, int dim, float eps);

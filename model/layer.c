@@ -57,9 +57,12 @@ void dms_layer_forward(const dms_model *m, int l, const float *x_in, float *x_ou
         be->matmul(ctx, a->zraw, a->a, &L->heads.w_a, NULL, n);
     }
     be->rmsnorm(ctx, a->n1, x_in, L->attn_norm, n, d, c->rms_eps);
-    be->matmul(ctx, a->qpre, a->n1, &L->wq, L->bq, n);
-    be->matmul(ctx, a->kpre, a->n1, &L->wk, L->bk, n);
-    be->matmul(ctx, a->v, a->n1, &L->wv, L->bv, n);
+    {
+        float *const outs[3] = {a->qpre, a->kpre, a->v};
+        const dms_mat *const ws[3] = {&L->wq, &L->wk, &L->wv};
+        const float *const biases[3] = {L->bq, L->bk, L->bv};
+        be->matmul_multi(ctx, 3, outs, a->n1, ws, biases, n);
+    }
     if (neuron) { /* the decision rows replace their channel of q (q_proj is never written) */
         be->matmul(ctx, a->zraw, a->n1, &L->heads.q_rows, L->heads.q_rows_bias, n);
         be->dms_neuron_put(ctx, a->qpre, a->zraw, n, H, KV, hd, 0.0f);
@@ -90,8 +93,11 @@ void dms_layer_forward(const dms_model *m, int l, const float *x_in, float *x_ou
     if (lora) lora_forward(m, L, DMS_LORA_O, a, a->att, a->xmid, n);
     be->add(ctx, a->xmid, x_in, (size_t)n * d);
     be->rmsnorm(ctx, a->n2, a->xmid, L->ffn_norm, n, d, c->rms_eps);
-    be->matmul(ctx, a->g, a->n2, &L->w_gate, NULL, n);
-    be->matmul(ctx, a->up, a->n2, &L->w_up, NULL, n);
+    {
+        float *const outs[2] = {a->g, a->up};
+        const dms_mat *const ws[2] = {&L->w_gate, &L->w_up};
+        be->matmul_multi(ctx, 2, outs, a->n2, ws, NULL, n);
+    }
     be->swiglu(ctx, a->hb, a->g, a->up, (size_t)n * c->intermediate);
     be->matmul(ctx, x_out, a->hb, &L->w_down, NULL, n);
     be->add(ctx, x_out, a->xmid, (size_t)n * d);

@@ -67,6 +67,7 @@ static tol_row TOL[] = {
     {"axpy", TOL_F32, TOL_CU_EW, 0, 0},
     {"matmul/f32", TOL_F32, TOL_CU_RED, 0, 0},
     {"matmul/bf16", TOL_F32, TOL_CU_BF16, 0, 0},
+    {"matmul_multi", 0, 0, 0, 0}, /* against the same backend's matmul, weight by weight: the same bits */
     {"rmsnorm", TOL_F32, TOL_CU_RED, 0, 0},
     {"rope", TOL_F32, TOL_CU_RED, 0, 0},
     {"attention", TOL_F32, TOL_CU_RED, 0, 0},
@@ -644,6 +645,57 @@ static void test_matmul(void) {
         cmp1("matmul_bwd/adjoint", "<W, dW>", dot_hf(w.f, dw, (size_t)m * k), ydy);
         hfree_all();
     }
+}
+
+/* matmul_multi: the products of one input with up to three weights (some
+ * bf16, some fp32, some with a bias; or no bias array) give what matmul
+ * gives weight by weight on the same backend, bit for bit (the CUDA
+ * backend rounds x to bf16 once for all of them instead of once per
+ * weight); matmul itself is checked against the oracle above. */
+static void test_matmul_multi(void) {
+    static const int shapes[][5] = {/* n, k, rows of the three weights */
+                                    {1, 7, 5, 3, 9}, {13, 33, 300, 40, 40}, {70, 96, 80, 16, 16}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int mix = 0; mix < 3; mix++) { /* 0: all bf16, 1: all f32, 2: bf16, f32, bf16 */
+            const int n = shapes[s][0], k = shapes[s][1], count = 3;
+            hmat w[3];
+            float *bias[3], *got[3];
+            float *x = rnd((size_t)n * k, -1, 1);
+            for (int i = 0; i < count; i++) {
+                const dms_dtype dt = mix == 1 || (mix == 2 && i == 1) ? DMS_F32 : DMS_BF16;
+                w[i] = make_hmat(dt, shapes[s][2 + i], k);
+                bias[i] = i == 1 ? NULL : rnd(w[i].rows, -1, 1);
+            }
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                setcase("n=%d k=%d rows=%d,%d,%d mix=%d biases=%s", n, k, w[0].rows, w[1].rows, w[2].rows, mix,
+                        with_bias ? "given" : "NULL");
+                dms_mat m[3];
+                const dms_mat *ws[3];
+                const float *dbias[3];
+                float *outs[3];
+                for (int i = 0; i < count; i++) {
+                    m[i] = put_mat(&be, &w[i]);
+                    ws[i] = &m[i];
+                    dbias[i] = with_bias && bias[i] ? put_f(&be, bias[i], w[i].rows) : NULL;
+                    outs[i] = put_nan(&be, (size_t)n * w[i].rows);
+                }
+                be.matmul_multi(be.ctx, count, outs, put_f(&be, x, (size_t)n * k), ws, with_bias ? dbias : NULL, n);
+                for (int i = 0; i < count; i++) get_f(&be, got[i] = hf((size_t)n * w[i].rows), outs[i],
+                                                     (size_t)n * w[i].rows);
+                run_end(&be, "matmul_multi"); /* the device buffers go; run_matmul below makes its own */
+                for (int i = 0; i < count; i++) {
+                    const size_t no = (size_t)n * w[i].rows;
+                    float *ref = hf(no);
+                    run_matmul(&be, ref, x, &w[i], with_bias ? bias[i] : NULL, n);
+                    size_t same = 0;
+                    for (size_t j = 0; j < no; j++) same += memcmp(&got[i][j], &ref[j], sizeof(float)) == 0;
+                    CHECK_MSG(same == no, "matmul_multi on %s [%s]: weight %d, %zu of %zu values differ from matmul's",
+                              be.name, case_name, i, no - same, no);
+                    cmp("matmul_multi", "out", got[i], ref, no);
+                }
+            }
+            hfree_all();
+        }
 }
 
 /* The bf16 GEMMs run through one cuBLASLt plan per shape (kernels/cuda/
@@ -1917,6 +1969,7 @@ int main(int argc, char **argv) {
     test_memory();
     test_elementwise();
     test_matmul();
+    test_matmul_multi();
     test_gemm_plans();
     test_rmsnorm();
     test_rope();

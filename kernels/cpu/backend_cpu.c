@@ -85,6 +85,7 @@ const dms_backend dms_cpu_ops = {
     .add = dms_cpu_add,
     .axpy = dms_cpu_axpy,
     .matmul = dms_cpu_matmul,
+    .matmul_multi = dms_cpu_matmul_multi,
     .rmsnorm = dms_cpu_rmsnorm,
     .rope = dms_cpu_rope,
     .attention = dms_cpu_attention,

@@ -39,6 +39,8 @@ void dms_cpu_sum_acc(void *ctx, double *acc, const float *x, const float *w, siz
 
 /* matmul.c */
 void dms_cpu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n);
+void dms_cpu_matmul_multi(void *ctx, int count, float *const *outs, const float *x, const dms_mat *const *ws,
+                          const float *const *biases, int n);
 void dms_cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate);
 void dms_cpu_matmul_bwd_w(void *ctx, float *dw, float *db, const float *dy, const float *x, int n,
                           int rows, int cols);

@@ -42,6 +42,12 @@ void dms_cpu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, con
     }
 }
 
+/* Nothing to share on the CPU: one matmul per weight. */
+void dms_cpu_matmul_multi(void *ctx, int count, float *const *outs, const float *x, const dms_mat *const *ws,
+                          const float *const *biases, int n) {
+    for (int i = 0; i < count; i++) dms_cpu_matmul(ctx, outs[i], x, ws[i], biases ? biases[i] : NULL, n);
+}
+
 void dms_cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate) {
     const int m = w->rows, k = w->cols;
     if (n <= 0) return;

@@ -142,6 +142,8 @@ void cu_sum_acc(void *ctx, double *acc, const float *x, const float *w, size_t n
 
 /* matmul.cu */
 void cu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n);
+void cu_matmul_multi(void *ctx, int count, float *const *outs, const float *x, const dms_mat *const *ws,
+                     const float *const *biases, int n);
 void cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate);
 void cu_matmul_bwd_w(void *ctx, float *dw, float *db, const float *dy, const float *x, int n, int rows,
                      int cols);

@@ -45,33 +45,62 @@ __global__ void k_colsum_final(float *db, const float *part, int nrb, int cols) 
     db[c] += s;
 }
 
-void cu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n) {
-    cu_ctx *c = (cu_ctx *)ctx;
+/* x[n, k] rounded to bf16 into the scratch (NULL, with `outs` filled with
+ * NaN, when the scratch cannot be had). */
+static __nv_bfloat16 *x_bf16(cu_ctx *c, const char *op, const float *x, int n, int k, float *const *outs,
+                             const dms_mat *const *ws, int count) {
+    const size_t nx = (size_t)n * k;
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)cu_scratch(c, nx * sizeof(__nv_bfloat16), op);
+    if (!xb) {
+        for (int i = 0; i < count; i++) cu_fill_nan(c, outs[i], (size_t)n * ws[i]->rows);
+        return NULL;
+    }
+    if (nx) {
+        k_to_bf16<<<cu_blocks(nx), CU_THREADS, 0, c->stream>>>(xb, x, nx);
+        cu_check(c, op);
+    }
+    return xb;
+}
+
+/* out[n, m] = x W^T (+ bias) with x already in bf16 (xb) for a bf16 weight. */
+static void gemm_one(cu_ctx *c, const char *op, float *out, const float *x, const __nv_bfloat16 *xb,
+                     const dms_mat *w, const float *bias, int n) {
     const int k = w->cols, m = w->rows;
     const float one = 1.0f, zero = 0.0f;
-    if (n <= 0 || m <= 0) return;
     /* row-major out[n, m] = x[n, k] W[m, k]^T  <=>  out^T[m, n] = W^T' x^T */
-    if (w->dtype == DMS_F32) {
-        cu_check_blas(c, "matmul",
+    if (w->dtype == DMS_F32)
+        cu_check_blas(c, op,
                       cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, (const float *)w->data, k,
                                   x, k, &zero, out, m));
-    } else {
-        const size_t nx = (size_t)n * k;
-        __nv_bfloat16 *xb = (__nv_bfloat16 *)cu_scratch(c, nx * sizeof(__nv_bfloat16), "matmul");
-        if (!xb) {
-            cu_fill_nan(c, out, (size_t)n * m);
-            return;
-        }
-        if (nx) {
-            k_to_bf16<<<cu_blocks(nx), CU_THREADS, 0, c->stream>>>(xb, x, nx);
-            cu_check(c, "matmul");
-        }
-        cu_gemm_bf16(c, "matmul", CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, w->data, k, xb, k, out, m, 0.0f);
-    }
+    else
+        cu_gemm_bf16(c, op, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, w->data, k, xb, k, out, m, 0.0f);
     if (bias) {
         k_add_bias<<<cu_blocks((size_t)n * m), CU_THREADS, 0, c->stream>>>(out, bias, (size_t)n, m);
-        cu_check(c, "matmul");
+        cu_check(c, op);
     }
+}
+
+void cu_matmul(void *ctx, float *out, const float *x, const dms_mat *w, const float *bias, int n) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    if (n <= 0 || w->rows <= 0) return;
+    const __nv_bfloat16 *xb = NULL;
+    if (w->dtype != DMS_F32 && !(xb = x_bf16(c, "matmul", x, n, w->cols, &out, &w, 1))) return;
+    gemm_one(c, "matmul", out, x, xb, w, bias, n);
+}
+
+/* One bf16 copy of x for every bf16 weight among ws (they share x's
+ * width); fp32 weights take x as it is. The same values as cu_matmul per
+ * weight: the same rounding of x, the same GEMM plans. */
+void cu_matmul_multi(void *ctx, int count, float *const *outs, const float *x, const dms_mat *const *ws,
+                     const float *const *biases, int n) {
+    cu_ctx *c = (cu_ctx *)ctx;
+    if (n <= 0 || count <= 0) return;
+    int lowp = 0;
+    for (int i = 0; i < count; i++) lowp |= ws[i]->dtype != DMS_F32 && ws[i]->rows > 0;
+    const __nv_bfloat16 *xb = NULL;
+    if (lowp && !(xb = x_bf16(c, "matmul_multi", x, n, ws[0]->cols, outs, ws, count))) return;
+    for (int i = 0; i < count; i++)
+        if (ws[i]->rows > 0) gemm_one(c, "matmul_multi", outs[i], x, xb, ws[i], biases ? biases[i] : NULL, n);
 }
 
 void cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const dms_mat *w, int n, int accumulate) {

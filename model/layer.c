@@ -98,6 +98,7 @@ void dms_layer_forward(const dms_model *m, int l, const float *x_in, float *x_ou
         const dms_mat *const ws[2] = {&L->w_gate, &L->w_up};
         be->matmul_multi(ctx, 2, outs, a->n2, ws, NULL, n);
     }
+    if (!x_out) return; /* the backward's recompute (layer.h) */
     be->swiglu(ctx, a->hb, a->g, a->up, (size_t)n * c->intermediate);
     be->matmul(ctx, x_out, a->hb, &L->w_down, NULL, n);
     be->add(ctx, x_out, a->xmid, (size_t)n * d);

@@ -33,7 +33,10 @@ typedef struct dms_layer_acts {
 void dms_layer_acts_init(dms_layer_acts *a, dms_arena *ar, const dms_model *m, int cap, int training);
 
 /* Layer l over n tokens: x_out = layer(x_in) (x_out may alias x_in).
- * `attend` receives the strategy as its first argument. */
+ * `attend` receives the strategy as its first argument. x_out NULL: stop
+ * after the MLP's gate and up products, the last activations the training
+ * backward reads (its recompute: the layer's output is already kept, so
+ * the SwiGLU, the down product and the residual would be thrown away). */
 void dms_layer_forward(const dms_model *m, int l, const float *x_in, float *x_out, dms_layer_acts *a, int n,
                        dms_attn *attn);
 

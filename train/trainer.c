@@ -481,8 +481,10 @@ static void layer_backward(dms_trainer *tr, int l) {
     const int neuron = !c->dms.separate_alpha, lora = m->lora_rank > 0;
     const float *x_in = tr->xs + (size_t)l * Td;
 
-    /* recompute (its output is not needed: xs[l+1] already holds it) */
-    dms_layer_forward(m, l, x_in, tr->dtmp, a, T, &tr->recompute.base);
+    /* recompute up to the MLP's gate and up products (the output is not
+     * needed: xs[l+1] already holds it; with backward_attention keep the
+     * attention is the forward's too) */
+    dms_layer_forward(m, l, x_in, NULL, a, T, &tr->recompute.base);
 
     /* MLP: x_out = xmid + down(swiglu(gate(n2), up(n2))) */
     dms_copy_f32(be, tr->dxmid, tr->dx, Td);

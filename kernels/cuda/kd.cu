@@ -13,23 +13,24 @@
  * argument (relative error about 1e-6 for the 151936-entry vocabularies,
  * against test_ops' 1e-4 for this op): double exps made the kernel bound
  * by FP64 work at a tenth of the copy rate. */
+static __device__ __forceinline__ void lse_add(float z, float *m, double *s) {
+    if (z > *m) *s = *s * exp((double)*m - z) + 1.0, *m = z;
+    else *s += expf(z - *m);
+}
+/* The block's log-sum-exp from each thread's running (max, sum). */
+static __device__ __forceinline__ double lse_block(float m, double s) {
+    const float M = cu_block_max(m);
+    return M + log(cu_block_sum_d(m == -INFINITY ? 0.0 : s * exp((double)m - M)));
+}
 static __device__ __forceinline__ void row_lse2(const float *s, const float *t, int V, double *ls, double *lt) {
     float ms = -INFINITY, mt = -INFINITY;
     double ss = 0.0, st = 0.0;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        const float a = s[v], b = t[v];
-        if (a > ms) ss = ss * exp((double)ms - a) + 1.0, ms = a;
-        else ss += expf(a - ms);
-        if (b > mt) st = st * exp((double)mt - b) + 1.0, mt = b;
-        else st += expf(b - mt);
+        lse_add(s[v], &ms, &ss);
+        lse_add(t[v], &mt, &st);
     }
-    const float Ms = cu_block_max(ms), Mt = cu_block_max(mt);
-    ss = ms == -INFINITY ? 0.0 : ss * exp((double)ms - Ms);
-    st = mt == -INFINITY ? 0.0 : st * exp((double)mt - Mt);
-    ss = cu_block_sum_d(ss);
-    st = cu_block_sum_d(st);
-    *ls = Ms + log(ss);
-    *lt = Mt + log(st);
+    *ls = lse_block(ms, ss);
+    *lt = lse_block(mt, st);
 }
 
 /* Every read of the row zs happens before the KL reduction's barriers, and

@@ -41,6 +41,11 @@
 #define RUN_STEPS 50
 #define FORCED_STEPS 25
 #define TINY "tests/fixtures/models/tiny_qwen3"
+/* the step checks again on the Llama shape: tied embeddings (the LM head
+ * reads the embedding table), llama3 RoPE scaling, no q/k norm, head_dim
+ * 16 - the path of the embedded SmolLM2 model that scripts/gpu_quality.sh
+ * trains on the device */
+#define TINY_LLAMA "tests/fixtures/models/tiny_llama"
 
 typedef struct side {
     dms_backend be;
@@ -49,9 +54,9 @@ typedef struct side {
     int ok;
 } side;
 
-static void side_config(dms_train_config *cfg) {
+static void side_config(dms_train_config *cfg, const char *model) {
     dms_train_config_defaults(cfg);
-    snprintf(cfg->model, sizeof cfg->model, TINY);
+    snprintf(cfg->model, sizeof cfg->model, "%s", model);
     snprintf(cfg->data, sizeof cfg->data, "-");
     cfg->max_len = T_ROW;
     cfg->window = 8;       /* eviction acts inside the row */
@@ -68,7 +73,7 @@ static void side_config(dms_train_config *cfg) {
     cfg->guide_steps = 40;
 }
 
-static int side_open(side *s, const char *backend) {
+static int side_open(side *s, const char *backend, const char *model) {
     dms_err err = {0};
     memset(s, 0, sizeof *s);
     if (dms_backend_open(&s->be, backend, 0, &err) != 0) {
@@ -76,13 +81,13 @@ static int side_open(side *s, const char *backend) {
         return -1;
     }
     s->be.weight_dtype = DMS_BF16; /* both sides hold the same bf16 weights */
-    if (dms_model_init_random(&s->m, TINY, &s->be, 3, 0, 1, &err) != 0) {
+    if (dms_model_init_random(&s->m, model, &s->be, 3, 0, 1, &err) != 0) {
         CHECK_MSG(0, "%s: %s", backend, err.msg);
         dms_backend_close(&s->be);
         return -1;
     }
     dms_train_config cfg;
-    side_config(&cfg);
+    side_config(&cfg, model);
     if (!(s->tr = dms_trainer_create(&s->m, &cfg, &err))) {
         CHECK_MSG(0, "%s: %s", backend, err.msg);
         dms_model_free(&s->m);
@@ -270,7 +275,7 @@ int main(int argc, char **argv) {
     const int step_only = argc > 2 && !strcmp(argv[2], "step");
     const int exact = !strcmp(backend, "cpu");
     side x = {0}, cpu = {0};
-    if (side_open(&x, backend) == 0 && side_open(&cpu, "cpu") == 0) {
+    if (side_open(&x, backend, TINY) == 0 && side_open(&cpu, "cpu", TINY) == 0) {
         test_step(&x, &cpu, exact, 30);
         test_step(&x, &cpu, exact, 45);
         if (!step_only) test_run(&x, &cpu, exact);
@@ -278,5 +283,13 @@ int main(int argc, char **argv) {
     }
     side_close(&x);
     side_close(&cpu);
+    side y = {0}, cpu_y = {0};
+    printf("%s: the step checks\n", TINY_LLAMA);
+    if (side_open(&y, backend, TINY_LLAMA) == 0 && side_open(&cpu_y, "cpu", TINY_LLAMA) == 0) {
+        test_step(&y, &cpu_y, exact, 30);
+        test_step(&y, &cpu_y, exact, 45);
+    }
+    side_close(&y);
+    side_close(&cpu_y);
     return dms_check_finish();
 }

@@ -10,9 +10,8 @@
 # of GQ_K_MAX (default the config's, 4) and below, in halves, whose runs fit
 # what is left of GQ_SECONDS (default 540) less the time to write them back.
 # GQ_RUNS: SEED[:KEY=VALUE[,KEY=VALUE...]] each, a seed and config keys
-# changed (default "1234 1234:lr=0.00025": the recipe's learning rate and
-# half of it, since 8 rows a step are a quieter gradient over 4x the
-# updates); a run's name is its seed, then each KEY and VALUE.
+# changed (default "1234 4321": two seeds); a run's name is its seed, then
+# each KEY and VALUE ("1234:lr=0.00025" is 1234-lr0.00025).
 # Writes to $OUT (at most 8 files): gpu_quality.log, and per run the
 # config.json, metrics.jsonl and newest checkpoint (run-NAME-*). On this
 # machine: evaluate them with dms export --model models/default.gguf ... and
@@ -21,7 +20,7 @@
 set -u
 OUT=${OUT:-runs/gpu_quality}
 BUDGET=${GQ_SECONDS:-540}
-RUNS=${GQ_RUNS:-1234 1234:lr=0.00025}
+RUNS=${GQ_RUNS:-1234 4321}
 name() { echo "$1" | tr ':,' '--' | tr -d '='; } # a run's name: letters, digits, '.', '-' (the device returns no others)
 NAMES=$(for r in $RUNS; do name "$r"; done)
 [ "$(echo "$NAMES" | sort -u | wc -l)" = "$(echo "$RUNS" | wc -w)" ] || { echo "gpu_quality: two runs share a name: $RUNS"; exit 1; }

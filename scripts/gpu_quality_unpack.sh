@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 F=${1:?usage: scripts/gpu_quality_unpack.sh FILES [PREFIX]}
 PREFIX=${2:-checkpoints/quality/kvcr8-gpu}
 DMS=${DMS:-./build/dms}
+mkdir -p runs/q
 n=0
 for c in "$F"/run-*-config.json; do
   [ -f "$c" ] || break

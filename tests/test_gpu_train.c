@@ -21,6 +21,9 @@
  *  - forced: 25 more steps of the oracle, the backend stepping from the
  *    oracle's weights and moments at each: KD to 1e-2, grad norm to 2e-2,
  *    at most one flipped decision (of 256) at every step.
+ * Then the step checks again on the tiny Llama shape
+ * (tests/fixtures/models/tiny_llama: tied embeddings, llama3 RoPE, no q/k
+ * norm), the path of the embedded model.
  * The attention runs on the backend's default path (CUDA: bf16 tensor
  * cores, attention_mma.cu); DMS_CUDA_ATTENTION=fp32 in the environment
  * runs the same checks on the fp32 kernels.

@@ -8,7 +8,9 @@
 # this one), the CUDA build from .gpupack/ (carried by either call).
 # A short probe of the same runs times a step first; k is then the largest
 # of GQ_K_MAX (default the config's, 4) and below, in halves, whose runs fit
-# what is left of GQ_SECONDS (default 540) less the time to write them back.
+# what is left of GQ_SECONDS (default 540) less the time to write them back;
+# if that k is under GQ_MIN_K (default 2), the first run is probed alone and
+# run alone if it then gets a larger k.
 # GQ_RUNS: SEED[:KEY=VALUE[,KEY=VALUE...]] each, a seed and config keys
 # changed (default "1234 4321": two seeds); a run's name is its seed, then
 # each KEY and VALUE ("1234:lr=0.00025" is 1234-lr0.00025).
@@ -99,30 +101,46 @@ train() {
   return $rc
 }
 K0=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["_k"])' "$BASE") || die "$BASE: no _k"
-if [ -n "${GQ_K:-}" ]; then
-  K=$GQ_K
-else
-  # the probe: PROBE steps of every run side by side; a step's time from the later steps (the first sets up)
-  train probe "$K0" "$PROBE" || die "the probe failed (the lines above; each run's own: $LOG)"
-  t=$(python3 - "$P" $NAMES <<'EOF'
+BASE_STEPS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["steps"])' "$BASE")
+# probe TAG: PROBE steps of every run of RUNS side by side; sets T (a step's time, from the later steps:
+# the first sets up; the slowest run's) and K (the largest k, in halves up to GQ_K_MAX, whose runs fit; 0: none)
+probe() {
+  train "$1" "$K0" "$PROBE" || die "the probe failed (the lines above; each run's own: $LOG)"
+  T=$(python3 - "$P" "$1" $NAMES <<'EOF'
 import json, sys
-d, names = sys.argv[1], sys.argv[2:]
+d, tag, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 worst = 0.0
 for s in names:
-    m = [json.loads(l) for l in open("%s/probe-%s/metrics.jsonl" % (d, s))]
+    m = [json.loads(l) for l in open("%s/%s-%s/metrics.jsonl" % (d, tag, s))]
     worst = max(worst, (m[-1]["elapsed_s"] - m[0]["elapsed_s"]) / (len(m) - 1))
 print("%.4f" % worst)
 EOF
   ) || die "the probe wrote no metrics"
-  base_steps=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["steps"])' "$BASE")
-  left=$((BUDGET - SECONDS - ${WRITEBACK:-20} - 30)) # 30 s: loading the model, the last checkpoint
+  local left=$((BUDGET - SECONDS - ${WRITEBACK:-20} - 30)) # 30 s: loading the model, the last checkpoint
   K=$(python3 -c "
 import sys
 t, k0, steps, left, kmax = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 k = kmax
 while k > 0.5 and t * steps * k / k0 > left: k -= 0.5
-print(k if t * steps * k / k0 <= left else 0)" "$t" "$K0" "$base_steps" "$left" "${GQ_K_MAX:-$K0}")
-  say "probe: $t s a step (${PROBE} steps, runs side by side); $left s left -> k $K"
+print(k if t * steps * k / k0 <= left else 0)" "$T" "$K0" "$BASE_STEPS" "$left" "${GQ_K_MAX:-$K0}")
+  say "probe: $T s a step ($PROBE steps, $(echo "$NAMES" | wc -w) run(s) side by side); $left s left -> k $K"
+}
+if [ -n "${GQ_K:-}" ]; then
+  K=$GQ_K
+else
+  probe probe
+  # a schedule stretched less than GQ_MIN_K (default 2) times says little: rather one run stretched more
+  if python3 -c "import sys; sys.exit(not float(sys.argv[1]) < float(sys.argv[2]))" "$K" "${GQ_MIN_K:-2}" &&
+    [ "$(echo "$NAMES" | wc -w)" -gt 1 ]; then
+    K_ALL=$K ALL_RUNS=$RUNS ALL_NAMES=$NAMES
+    RUNS=${RUNS%% *} && NAMES=$(name "$RUNS")
+    probe probe1
+    if python3 -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$K" "$K_ALL"; then
+      say "k $K_ALL for every run is under ${GQ_MIN_K:-2}: the first run alone, at k $K"
+    else
+      K=$K_ALL RUNS=$ALL_RUNS NAMES=$ALL_NAMES
+    fi
+  fi
   [ "$K" != 0 ] || die "too slow for even k 0.5 in what is left: raise GQ_SECONDS or run fewer runs (GQ_RUNS)"
 fi
 train run "$K" 0

@@ -17,18 +17,12 @@
 # short for everything can be split into two calls. Exit 1 if a suite failed.
 set -u
 P=$(mktemp -d)
-tar -C "$P" -xJf .gpupack/pack.tar.xz || { echo "gpu_check: no .gpupack/pack.tar.xz (carry .gpupack)"; exit 1; }
+. "$(dirname "$0")/gpu_unpack.sh"
+gpu_unpack "$P" || { echo "gpu_check: no .gpupack/pack.tar.xz (carry .gpupack)"; exit 1; }
 OUT=${OUT:-runs/gpu_check}
 BUDGET=${GPU_CHECK_SECONDS:-540}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_check.log
-# CUDA's libraries: the toolkit's, else the Python wheels' (nvidia/*/lib)
-LP=$P/lib
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && LP=$LP:$d; done
-W=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]) + "/nvidia")' 2>/dev/null || true)
-[ -n "$W" ] && for d in "$W"/*/lib "$W"/cu*/lib; do [ -d "$d" ] && LP=$LP:$d; done
-export LD_LIBRARY_PATH=$LP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export DMS_SOURCE_REVISION=$(cat "$P/commit")  # the records name the packed build, not the tree here
 fail=0
 left() { echo $((BUDGET - SECONDS)); }
 want() { case ",${GPU_CHECK_PARTS:-tests,nccl,attention,ncu,sdpa,train,profile,peer,whole}," in *",$1,"*) return 0 ;; esac; return 1; }

@@ -48,15 +48,9 @@ mkdir -p "$P/data" && tar -C "$P/data" -xJf .gq2/data.tar.xz || die ".gq2/data.t
 if [ -n "${GQ_DMS:-}" ]; then
   D=$GQ_DMS
 else
-  tar -C "$P" -xJf .gpupack/pack.tar.xz || die "no .gpupack/pack.tar.xz (carry .gpupack in either call)"
+  . "$(dirname "$0")/gpu_unpack.sh"
+  gpu_unpack "$P" || die "no .gpupack/pack.tar.xz (carry .gpupack in either call)"
   D=$P/bin/dms
-  LP=$P/lib
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && LP=$LP:$d; done
-  W=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]) + "/nvidia")' 2>/dev/null || true)
-  [ -n "$W" ] && for d in "$W"/*/lib "$W"/cu*/lib; do [ -d "$d" ] && LP=$LP:$d; done
-  export LD_LIBRARY_PATH=$LP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  DMS_SOURCE_REVISION=$(cat "$P/commit")
-  export DMS_SOURCE_REVISION
   say "commit packed $(cat "$P/commit"), tree $(git rev-parse --short HEAD 2>/dev/null); $(nvidia-smi -L 2>&1 | head -1)"
 fi
 # config RUN K STEPS TAG: the base config for one run, its step-valued keys scaled by K/K0 (steps STEPS if given)
